@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# Runs the test suite (or, with --bench, the benchmarks) on real PostgreSQL, Redis and
+# Docker, which scripts/setup.sh has started.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+export DJANGO_ENV=test
+export DATABASE_URL=${TEST_DATABASE_URL:-postgres://whago:whago@127.0.0.1:5432/whago}
+export REDIS_URL=${TEST_REDIS_URL:-redis://127.0.0.1:6379/0}
+export CELERY_BROKER_URL=${TEST_CELERY_BROKER_URL:-redis://127.0.0.1:6379/1}
+export WHAGO_VAR_DIR=${WHAGO_VAR_DIR:-$(pwd)/var/test}
+export PYTHONDONTWRITEBYTECODE=1
+
+if [ "${1:-}" = "--bench" ]; then
+  shift
+  shopt -s nullglob
+  benches=(tests/bench/bench_*.py)
+  if [ ${#benches[@]} -eq 0 ]; then echo "no benchmarks yet"; exit 0; fi
+  exec .venv/bin/pytest -s -o python_files="bench_*.py" "${benches[@]}" "$@"
+fi
+exec .venv/bin/pytest "$@"

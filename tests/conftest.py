@@ -1,0 +1,129 @@
+"""Fixtures shared by the whole suite: tenants, users, and a real Celery worker process."""
+import itertools
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from django.conf import settings
+from django.db import connection
+from django_scopes import scopes_disabled
+
+from whago import services
+from whago.models import Membership, Role
+
+ROOT = Path(__file__).resolve().parent.parent
+STRONG_PASSWORD = "Zebra-Cachoeira-2026!"
+_counter = itertools.count(1)
+
+
+@pytest.fixture(autouse=True)
+def _no_console_email(settings):
+    settings.EMAIL_BACKEND = "django.core.mail.backends.locmem.EmailBackend"
+
+
+@pytest.fixture
+def make_owner(db):
+    """Sign up a new company through the real service; returns (user, tenant)."""
+
+    def make(company: str | None = None, email: str | None = None):
+        n = next(_counter)
+        return services.sign_up(
+            email=email or f"owner{n}@example.com.br",
+            password=STRONG_PASSWORD,
+            full_name=f"Owner {n}",
+            company=company or f"Empresa {n}",
+        )
+
+    return make
+
+
+@pytest.fixture
+def make_member(db):
+    """Add a user with a role to an existing tenant."""
+
+    def make(tenant, role: str = Role.MEMBER, email: str | None = None):
+        n = next(_counter)
+        user = services.User.objects.create_user(
+            email=email or f"member{n}@example.com.br", password=STRONG_PASSWORD, full_name=f"Member {n}"
+        )
+        with scopes_disabled():
+            Membership.objects.create(tenant=tenant, user=user, role=role)
+        return user
+
+    return make
+
+
+@pytest.fixture
+def owner_client(client, make_owner):
+    """A test client logged in as the owner of a fresh tenant; .tenant and .user set."""
+    user, tenant = make_owner()
+    client.force_login(user)
+    client.user, client.tenant = user, tenant
+    return client
+
+
+def worker_env(**extra) -> dict:
+    """The environment for a subprocess that must share this test run's database and broker."""
+    db = connection.settings_dict
+    env = dict(os.environ)
+    host, port = db["HOST"] or "127.0.0.1", db["PORT"] or 5432
+    env.update(
+        DATABASE_URL=f"postgres://{db['USER']}:{db['PASSWORD']}@{host}:{port}/{db['NAME']}",
+        CELERY_BROKER_URL=settings.CELERY_BROKER_URL,
+        PYTHONUNBUFFERED="1",
+    )
+    env.update(extra)
+    return env
+
+
+@pytest.fixture
+def celery_worker(transactional_db, tmp_path):
+    """A real `celery worker` process on the real broker, sharing the test database."""
+    import redis
+
+    from whago.celery import app
+
+    # Tasks left in the broker by an earlier, interrupted run must not leak in.
+    redis.Redis.from_url(settings.CELERY_BROKER_URL).flushdb()
+    log = tmp_path / "worker.log"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "celery", "-A", "whago", "worker", "--pool=threads", "--concurrency=4",
+         "--loglevel=INFO", "--without-gossip", "--without-mingle", f"--hostname=test-{os.getpid()}@%h"],
+        cwd=ROOT, env=worker_env(), stdout=log.open("w"), stderr=subprocess.STDOUT,
+    )
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        if "ready." in log.read_text():
+            break
+        if proc.poll() is not None:
+            pytest.fail(f"celery worker exited early:\n{log.read_text()}")
+        time.sleep(0.2)
+    else:
+        proc.kill()
+        pytest.fail(f"celery worker not ready in 30 s:\n{log.read_text()}")
+    proc.log = log
+    yield proc
+    proc.terminate()
+    try:
+        proc.wait(timeout=15)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+    app.pool.force_close_all()
+
+
+@pytest.fixture
+def operator(db):
+    """A staff superuser: the operators' console."""
+    return services.User.objects.create_superuser(email="ops@whago.test", password=STRONG_PASSWORD)
+
+
+@pytest.fixture
+def client_factory():
+    """Fresh, independent test clients (another browser)."""
+    from django.test import Client
+
+    return Client

@@ -1,0 +1,96 @@
+"""Account operations: sign-up, invitations, membership."""
+from django.conf import settings
+from django.core.mail import send_mail
+from django.db import IntegrityError, transaction
+from django.template.loader import render_to_string
+from django.urls import reverse
+from django.utils import timezone
+from django.utils.text import slugify
+from django.utils.translation import gettext as _
+from django_scopes import scopes_disabled
+
+from billing.services import start_free_plan
+
+from .models import Invitation, Membership, Role, Tenant, User
+
+
+class AccountError(Exception):
+    """An operation the user asked for cannot be done; the message says why."""
+
+
+def login_identifier(request, credentials: dict | None) -> str | None:
+    """The account a login attempt is for, as django-axes counts it: e-mails ignore case."""
+    value = (credentials or {}).get("username") or request.POST.get("username")
+    return value.strip().lower() if value else None
+
+
+def unique_slug(name: str) -> str:
+    base = slugify(name)[:50] or "empresa"
+    slug, n = base, 1
+    while Tenant.objects.filter(slug=slug).exists():
+        n += 1
+        slug = f"{base}-{n}"
+    return slug
+
+
+@transaction.atomic
+def sign_up(*, email: str, password: str, full_name: str, company: str) -> tuple[User, Tenant]:
+    """Create the user, their tenant, the owner membership and the FREE subscription."""
+    user = User.objects.create_user(email=email, password=password, full_name=full_name)
+    tenant = Tenant.objects.create(name=company, slug=unique_slug(company))
+    with scopes_disabled():
+        Membership.objects.create(tenant=tenant, user=user, role=Role.OWNER)
+    start_free_plan(tenant)
+    return user, tenant
+
+
+def invite_member(*, tenant: Tenant, email: str, role: str, invited_by: User) -> Invitation:
+    """Record an invitation and e-mail its link; refuses members and pending duplicates."""
+    email = email.strip().lower()
+    with scopes_disabled():
+        if Membership.objects.filter(tenant=tenant, user__email__iexact=email).exists():
+            raise AccountError(_("%(email)s is already a member of %(tenant)s.") % {"email": email, "tenant": tenant})
+        if Invitation.objects.filter(tenant=tenant, email__iexact=email, accepted_at__isnull=True).exists():
+            raise AccountError(_("An invitation to %(email)s is already pending.") % {"email": email})
+        try:
+            with transaction.atomic():
+                invitation = Invitation.objects.create(tenant=tenant, email=email, role=role, invited_by=invited_by)
+        except IntegrityError as exc:  # a concurrent identical invitation won the race
+            raise AccountError(_("An invitation to %(email)s is already pending.") % {"email": email}) from exc
+    link = settings.SITE_URL + reverse("accept_invitation", args=[invitation.token])
+    context = {"invitation": invitation, "link": link, "inviter": invited_by}
+    send_mail(
+        subject=_("You were invited to %(tenant)s on WHAGO") % {"tenant": tenant.name},
+        message=render_to_string("registration/invitation_email.txt", context),
+        from_email=None,
+        recipient_list=[email],
+    )
+    return invitation
+
+
+def find_invitation(token: str) -> Invitation | None:
+    """A pending, unexpired invitation by its token."""
+    with scopes_disabled():
+        invitation = (
+            Invitation.objects.select_related("tenant").filter(token=token, accepted_at__isnull=True).first()
+        )
+    if invitation is None or invitation.is_expired:
+        return None
+    return invitation
+
+
+@transaction.atomic
+def accept_invitation(invitation: Invitation, user: User) -> Membership:
+    """Join the invitation's tenant; the invitation must be for this user's e-mail."""
+    if invitation.email.lower() != user.email.lower():
+        raise AccountError(_("This invitation was sent to another e-mail address."))
+    with scopes_disabled():
+        locked = Invitation.objects.select_for_update().get(pk=invitation.pk)
+        if locked.accepted_at is not None:
+            raise AccountError(_("This invitation was already used."))
+        membership, _created = Membership.objects.get_or_create(
+            tenant=locked.tenant, user=user, defaults={"role": locked.role}
+        )
+        locked.accepted_at = timezone.now()
+        locked.save(update_fields=["accepted_at"])
+    return membership

@@ -1,0 +1,73 @@
+"""Which tenant a request acts for, and the guards portal views use."""
+from collections.abc import Callable
+from functools import wraps
+
+from django.core.exceptions import PermissionDenied
+from django.http import HttpRequest
+from django.shortcuts import redirect
+from django_scopes import scopes_disabled
+
+from .models import Membership, Tenant
+
+SESSION_KEY = "whago_tenant_id"
+
+
+def memberships_of(user) -> list[Membership]:
+    """Every membership of a user, across tenants (for login and the tenant switcher)."""
+    with scopes_disabled():
+        return list(
+            Membership.objects.filter(user=user, tenant__is_active=True)
+            .select_related("tenant")
+            .order_by("tenant__name")
+        )
+
+
+def resolve_membership(request: HttpRequest) -> Membership | None:
+    """The membership chosen in the session, else the user's first one."""
+    memberships = memberships_of(request.user)
+    request.memberships = memberships
+    if not memberships:
+        return None
+    wanted = request.session.get(SESSION_KEY)
+    for membership in memberships:
+        if membership.tenant_id == wanted:
+            return membership
+    request.session[SESSION_KEY] = memberships[0].tenant_id
+    return memberships[0]
+
+
+def activate_tenant(request: HttpRequest, tenant: Tenant) -> None:
+    request.session[SESSION_KEY] = tenant.pk
+
+
+def tenant_required(view: Callable) -> Callable:
+    """Portal views: a logged-in member of the current tenant (scoped by the middleware)."""
+
+    @wraps(view)
+    def wrapper(request: HttpRequest, *args, **kwargs):
+        if not request.user.is_authenticated:
+            return redirect_to_login(request)
+        if request.tenant is None:
+            return redirect("no_tenant")
+        return view(request, *args, **kwargs)
+
+    return wrapper
+
+
+def manager_required(view: Callable) -> Callable:
+    """Portal views that change the tenant's settings: owners and administrators only."""
+
+    @wraps(view)
+    @tenant_required
+    def wrapper(request: HttpRequest, *args, **kwargs):
+        if not request.membership.can_manage:
+            raise PermissionDenied
+        return view(request, *args, **kwargs)
+
+    return wrapper
+
+
+def redirect_to_login(request: HttpRequest):
+    from django.contrib.auth.views import redirect_to_login as _redirect
+
+    return _redirect(request.get_full_path())

@@ -1,0 +1,35 @@
+from django.contrib import admin
+from django.contrib.auth import views as auth_views
+from django.urls import include, path
+from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
+
+from . import views
+
+urlpatterns = [
+    path("", views.landing, name="landing"),
+    path("signup/", views.signup, name="signup"),
+    path("login/", auth_views.LoginView.as_view(redirect_authenticated_user=True), name="login"),
+    path("logout/", auth_views.LogoutView.as_view(), name="logout"),
+    path("password-reset/", auth_views.PasswordResetView.as_view(), name="password_reset"),
+    path("password-reset/sent/", auth_views.PasswordResetDoneView.as_view(), name="password_reset_done"),
+    path(
+        "password-reset/<uidb64>/<token>/",
+        auth_views.PasswordResetConfirmView.as_view(),
+        name="password_reset_confirm",
+    ),
+    path("password-reset/done/", auth_views.PasswordResetCompleteView.as_view(), name="password_reset_complete"),
+    path("invite/<str:token>/", views.accept_invitation, name="accept_invitation"),
+    path("i18n/", include("django.conf.urls.i18n")),
+    path("painel/", views.dashboard, name="dashboard"),
+    path("sem-empresa/", views.no_tenant, name="no_tenant"),
+    path("configuracoes/", views.settings_page, name="settings"),
+    path("configuracoes/convites/", views.invite, name="invite"),
+    path("configuracoes/convites/<int:pk>/revogar/", views.revoke_invitation, name="revoke_invitation"),
+    path("empresa/trocar/", views.switch_tenant, name="switch_tenant"),
+    path("status/", views.status, name="status"),
+    path("", include("chips.urls")),
+    path("", include("billing.urls")),
+    path("api/schema/", SpectacularAPIView.as_view(), name="api_schema"),
+    path("api/docs/", SpectacularSwaggerView.as_view(url_name="api_schema"), name="api_docs"),
+    path("admin/", admin.site.urls),
+]

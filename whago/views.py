@@ -1,0 +1,167 @@
+"""Public pages, sign-up, the tenant's dashboard and settings."""
+import secrets
+import time
+
+from django.contrib import messages
+from django.contrib.admin.views.decorators import staff_member_required
+from django.contrib.auth import login
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import get_object_or_404, redirect, render
+from django.urls import reverse
+from django.utils.translation import gettext as _
+from django.views.decorators.http import require_POST
+from django_scopes import scopes_disabled
+
+from billing.models import Plan
+
+from . import services
+from .forms import InviteForm, SignUpForm, TenantSettingsForm
+from .models import Invitation, Membership, User, WorkerHeartbeat
+from .tasks import ping
+from .tenancy import activate_tenant, manager_required, tenant_required
+
+AUTH_BACKEND = "django.contrib.auth.backends.ModelBackend"
+
+
+def landing(request: HttpRequest) -> HttpResponse:
+    plans = Plan.objects.filter(is_public=True)
+    return render(request, "landing.html", {"plans": plans})
+
+
+def signup(request: HttpRequest) -> HttpResponse:
+    if request.user.is_authenticated and request.tenant is not None:
+        return redirect("dashboard")
+    form = SignUpForm(request.POST or None)
+    if request.method == "POST" and form.is_valid():
+        user, tenant = services.sign_up(
+            email=form.cleaned_data["email"],
+            password=form.cleaned_data["password1"],
+            full_name=form.cleaned_data["full_name"],
+            company=form.cleaned_data["company"],
+        )
+        login(request, user, backend=AUTH_BACKEND)
+        activate_tenant(request, tenant)
+        messages.success(request, _("Welcome to WHAGO! Your company %(name)s is ready.") % {"name": tenant.name})
+        return redirect("dashboard")
+    return render(request, "registration/signup.html", {"form": form})
+
+
+def no_tenant(request: HttpRequest) -> HttpResponse:
+    """A logged-in user who belongs to no tenant (e.g. an operator, or a removed member)."""
+    return render(request, "portal/no_tenant.html")
+
+
+@tenant_required
+def dashboard(request: HttpRequest) -> HttpResponse:
+    return render(request, "portal/dashboard.html", {"section": "dashboard"})
+
+
+@tenant_required
+def settings_page(request: HttpRequest) -> HttpResponse:
+    form = TenantSettingsForm(request.POST or None, initial={"name": request.tenant.name})
+    if request.method == "POST":
+        if not request.membership.can_manage:
+            messages.error(request, _("Only owners and administrators can change the company settings."))
+        elif form.is_valid():
+            request.tenant.name = form.cleaned_data["name"]
+            request.tenant.save(update_fields=["name"])
+            messages.success(request, _("Settings saved."))
+            return redirect("settings")
+    context = {
+        "section": "settings",
+        "form": form,
+        "members": Membership.objects.select_related("user").order_by("created_at"),
+        "invitations": Invitation.objects.filter(accepted_at__isnull=True).order_by("-created_at"),
+        "invite_form": InviteForm(),
+    }
+    return render(request, "portal/settings.html", context)
+
+
+@require_POST
+@manager_required
+def invite(request: HttpRequest) -> HttpResponse:
+    form = InviteForm(request.POST)
+    if form.is_valid():
+        try:
+            services.invite_member(
+                tenant=request.tenant,
+                email=form.cleaned_data["email"],
+                role=form.cleaned_data["role"],
+                invited_by=request.user,
+            )
+        except services.AccountError as error:
+            messages.error(request, str(error))
+        else:
+            messages.success(request, _("Invitation sent to %(email)s.") % {"email": form.cleaned_data["email"]})
+    else:
+        for errors in form.errors.values():
+            for error in errors:
+                messages.error(request, error)
+    return redirect("settings")
+
+
+@require_POST
+@manager_required
+def revoke_invitation(request: HttpRequest, pk: int) -> HttpResponse:
+    invitation = get_object_or_404(Invitation, pk=pk, accepted_at__isnull=True)
+    invitation.delete()
+    messages.success(request, _("Invitation revoked."))
+    return redirect("settings")
+
+
+def accept_invitation(request: HttpRequest, token: str) -> HttpResponse:
+    invitation = services.find_invitation(token)
+    if invitation is None:
+        return render(request, "registration/invitation_invalid.html", status=404)
+    if request.user.is_authenticated:
+        if request.method == "POST":
+            try:
+                services.accept_invitation(invitation, request.user)
+            except services.AccountError as error:
+                messages.error(request, str(error))
+                return redirect("dashboard" if request.tenant else "no_tenant")
+            activate_tenant(request, invitation.tenant)
+            messages.success(request, _("You joined %(tenant)s.") % {"tenant": invitation.tenant.name})
+            return redirect("dashboard")
+        return render(request, "registration/invitation_accept.html", {"invitation": invitation})
+    with scopes_disabled():
+        has_account = User.objects.filter(email__iexact=invitation.email).exists()
+    if has_account:
+        messages.info(request, _("Log in with %(email)s to accept the invitation.") % {"email": invitation.email})
+        return redirect(f"{reverse('login')}?next={request.path}")
+    form = SignUpForm(request.POST or None, fixed_email=invitation.email)
+    if request.method == "POST" and form.is_valid():
+        user = User.objects.create_user(
+            email=invitation.email, password=form.cleaned_data["password1"], full_name=form.cleaned_data["full_name"]
+        )
+        services.accept_invitation(invitation, user)
+        login(request, user, backend=AUTH_BACKEND)
+        activate_tenant(request, invitation.tenant)
+        return redirect("dashboard")
+    return render(request, "registration/invitation_signup.html", {"invitation": invitation, "form": form})
+
+
+@require_POST
+def switch_tenant(request: HttpRequest) -> HttpResponse:
+    if not request.user.is_authenticated:
+        return redirect("login")
+    wanted = request.POST.get("tenant")
+    for membership in request.memberships:
+        if str(membership.tenant_id) == wanted:
+            activate_tenant(request, membership.tenant)
+            return redirect("dashboard")
+    return HttpResponse(status=404)
+
+
+@staff_member_required
+def status(request: HttpRequest) -> HttpResponse:
+    """Operator page: sends a ping task and shows whether a worker answered, and how fast."""
+    beat = WorkerHeartbeat.objects.create(token=secrets.token_hex(16))
+    ping.delay(beat.token)
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        beat.refresh_from_db()
+        if beat.answered_at:
+            break
+        time.sleep(0.1)
+    return render(request, "portal/status.html", {"beat": beat}, status=200 if beat.answered_at else 503)
