@@ -1,14 +1,20 @@
 #!/usr/bin/env bash
 # Runs the test suite (or, with --bench, the benchmarks) on real PostgreSQL, Redis and
 # Docker, which scripts/setup.sh has started.
+#
+# Several runs can share the machine: WHAGO_TEST_RUN=<name> gives a run its own test
+# database, Redis databases, var/ folder, WAHA port range and container label.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+RUN=${WHAGO_TEST_RUN:-main}
 export DJANGO_ENV=test
 export DATABASE_URL=${TEST_DATABASE_URL:-postgres://whago:whago@127.0.0.1:5432/whago}
-export REDIS_URL=${TEST_REDIS_URL:-redis://127.0.0.1:6379/0}
-export CELERY_BROKER_URL=${TEST_CELERY_BROKER_URL:-redis://127.0.0.1:6379/1}
-export WHAGO_VAR_DIR=${WHAGO_VAR_DIR:-$(pwd)/var/test}
+export TEST_DATABASE_NAME=test_whago_${RUN}
+export REDIS_URL=${TEST_REDIS_URL:-redis://127.0.0.1:6379/${WHAGO_TEST_REDIS_DB:-0}}
+export CELERY_BROKER_URL=${TEST_CELERY_BROKER_URL:-redis://127.0.0.1:6379/$(( ${WHAGO_TEST_REDIS_DB:-0} + 1 ))}
+export WHAGO_VAR_DIR=$(pwd)/var/test-${RUN}
+export WHAGO_INSTANCE=test-${RUN}
 export PYTHONDONTWRITEBYTECODE=1
 
 if [ "${1:-}" = "--bench" ]; then
