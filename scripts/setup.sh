@@ -83,7 +83,7 @@ case "${1:-all}" in
   services) ensure_postgres; ensure_redis; ensure_docker ;;
   all)
     ensure_venv
-    apt_install debootstrap zbar-tools microsocks chromium
+    apt_install debootstrap zbar-tools microsocks chromium docker-compose
     ensure_postgres; ensure_redis; ensure_docker
     ;;
   *) echo "usage: $0 venv|services|all" >&2; exit 2 ;;

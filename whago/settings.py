@@ -205,6 +205,7 @@ if CELERY_BROKER_URL == "filesystem://":
         "data_folder_out": str(_broker_dir / "queue"),
         "processed_folder": str(_broker_dir / "processed"),
         "store_processed": False,
+        "polling_interval": 0.2,
     }
     # The filesystem transport has no fanout exchange for remote control.
     CELERY_WORKER_ENABLE_REMOTE_CONTROL = False
@@ -258,3 +259,45 @@ if PRODUCTION:
     SECURE_HSTS_SECONDS = env.int("SECURE_HSTS_SECONDS", default=31536000)
     SECURE_HSTS_INCLUDE_SUBDOMAINS = True
     SECURE_HSTS_PRELOAD = True
+
+# --- WAHA containers (waha app) ------------------------------------------------------
+# Where WAHA containers run: "local" (simulator processes, embedded mode) or "docker".
+WAHA_RUNTIME = env.str("WAHA_RUNTIME", default="local")
+# Image of the docker runtime. Since WAHA 2026.6.1 the free image has the Plus features.
+WAHA_IMAGE = env.str("WAHA_IMAGE", default="devlikeapro/waha:latest")
+# "plus": many named sessions per container; "core": only the session "default".
+WAHA_ENGINE = env.str("WAHA_ENGINE", default="plus")
+# WhatsApp engine inside WAHA (NOWEB is the lightest: ~200 MB for 1 session, 4 GB for 50).
+WAHA_WHATSAPP_ENGINE = env.str("WAHA_WHATSAPP_ENGINE", default="NOWEB")
+# Sessions a Plus container holds (WAHA's sizing for NOWEB: 4 GB for 50 sessions).
+WAHA_SESSIONS_PER_CONTAINER = env.int("WAHA_SESSIONS_PER_CONTAINER", default=50)
+# Docker limits of each container: memory (docker syntax: 512m, 4g) and CPUs (float).
+WAHA_MEMORY_LIMIT = env.str("WAHA_MEMORY_LIMIT", default="4g")
+WAHA_CPU_LIMIT = env.float("WAHA_CPU_LIMIT", default=2.0)
+# Host ports handed to containers, reserved in the database: "first-last".
+WAHA_PORT_RANGE = env.str("WAHA_PORT_RANGE", default="3100-3199")
+# "host": host networking; "publish": the port published on 127.0.0.1 only;
+# "network": attached to WAHA_DOCKER_NETWORK and reached by container name (compose).
+WAHA_NETWORK_MODE = env.str("WAHA_NETWORK_MODE", default="publish")
+WAHA_DOCKER_NETWORK = env.str("WAHA_DOCKER_NETWORK", default="")
+# Address the app uses to reach containers in the host and publish modes.
+WAHA_HOST = env.str("WAHA_HOST", default="127.0.0.1")
+# Data directory inside a container, where its named volume is mounted.
+WAHA_DATA_DIR = env.str("WAHA_DATA_DIR", default="/app/.sessions")
+# What containers post their webhooks to (the container id is appended).
+WAHA_WEBHOOK_URL = env.str("WAHA_WEBHOOK_URL", default=f"{SITE_URL}/api/v1/webhooks/waha").rstrip("/")
+# How sessions are placed in containers: "per_tenant" (one container per tenant, filled up).
+WAHA_PLACEMENT = env.str("WAHA_PLACEMENT", default="per_tenant")
+# Label whago.instance on every container: several deployments (or test runs) can share
+# one Docker engine and each touches only its own containers.
+WHAGO_INSTANCE = env.str("WHAGO_INSTANCE", default="default")
+# Seconds to wait for a new or restarted container to answer.
+WAHA_READY_TIMEOUT = env.int("WAHA_READY_TIMEOUT", default=60)
+# Alert rules of the ops sweep.
+WAHA_ALERT_CPU_PERCENT = env.float("WAHA_ALERT_CPU_PERCENT", default=80.0)
+WAHA_ALERT_MEMORY_PERCENT = env.float("WAHA_ALERT_MEMORY_PERCENT", default=90.0)
+WAHA_ALERT_STOPPED_MINUTES = env.int("WAHA_ALERT_STOPPED_MINUTES", default=60)
+# Threads a sweep (health, stats) uses over many containers.
+WAHA_SWEEP_THREADS = env.int("WAHA_SWEEP_THREADS", default=32)
+# Largest webhook body accepted, in bytes.
+WAHA_WEBHOOK_MAX_BYTES = env.int("WAHA_WEBHOOK_MAX_BYTES", default=1024 * 1024)
