@@ -6,5 +6,4 @@ urlpatterns = [
     path("chips/", views.upcoming, {"section": "chips"}, name="chip_list"),
     path("mensagens/", views.upcoming, {"section": "messages"}, name="message_list"),
     path("campanhas/", views.upcoming, {"section": "campaigns"}, name="campaign_list"),
-    path("api-keys/", views.upcoming, {"section": "api"}, name="api_keys"),
 ]

@@ -10,7 +10,6 @@ UPCOMING = {
     "chips": _("Connect your WhatsApp numbers by scanning a QR code."),
     "messages": _("Send and receive messages through your chips."),
     "campaigns": _("Campaigns to contacts who gave consent."),
-    "api": _("API keys and the outgoing webhook for your systems."),
 }
 
 

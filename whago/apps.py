@@ -8,6 +8,9 @@ class WhagoConfig(AppConfig):
     name = "whago"
     verbose_name = _("Accounts and tenants")
 
+    def ready(self) -> None:
+        from . import schema  # noqa: F401  (registers the OpenAPI auth extension)
+
 
 class WhagoAdminConfig(admin_apps.AdminConfig):
     """The Django admin with WHAGO's site, which runs outside tenant scopes."""

@@ -48,5 +48,9 @@ class InviteForm(forms.Form):
     )
 
 
+class ApiKeyForm(forms.Form):
+    name = forms.CharField(label=_("Key name"), max_length=80, help_text=_("Where it is used, e.g. “ERP”."))
+
+
 class TenantSettingsForm(forms.Form):
     name = forms.CharField(label=_("Company name"), max_length=120)

@@ -1,7 +1,10 @@
 """Sets request.tenant and runs the rest of the request inside that tenant's scope."""
 from django_scopes import scope
 
-from .tenancy import resolve_membership
+from .services import authenticate_api_key
+from .tenancy import presented_key, resolve_membership
+
+API_PREFIX = "/api/v1/"
 
 
 class TenantMiddleware:
@@ -11,7 +14,13 @@ class TenantMiddleware:
     def __call__(self, request):
         request.tenant = None
         request.membership = None
-        if request.user.is_authenticated:
+        request.api_key = None
+        if request.path.startswith(API_PREFIX):
+            # The REST API is authenticated by tenant API keys only, never by the session.
+            request.api_key = authenticate_api_key(presented_key(request))
+            if request.api_key is not None:
+                request.tenant = request.api_key.tenant
+        elif request.user.is_authenticated:
             request.membership = resolve_membership(request)
             if request.membership is not None:
                 request.tenant = request.membership.tenant

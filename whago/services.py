@@ -1,4 +1,7 @@
-"""Account operations: sign-up, invitations, membership."""
+"""Account operations: sign-up, invitations, membership, API keys."""
+import hashlib
+import secrets
+
 from django.conf import settings
 from django.core.mail import send_mail
 from django.db import IntegrityError, transaction
@@ -11,7 +14,7 @@ from django_scopes import scopes_disabled
 
 from billing.services import start_free_plan
 
-from .models import Invitation, Membership, Role, Tenant, User
+from .models import ApiKey, Invitation, Membership, Role, Tenant, User
 
 
 class AccountError(Exception):
@@ -94,3 +97,38 @@ def accept_invitation(invitation: Invitation, user: User) -> Membership:
         locked.accepted_at = timezone.now()
         locked.save(update_fields=["accepted_at"])
     return membership
+
+
+def hash_api_key(raw: str) -> str:
+    # Keys are 190+ random bits: a fast hash is enough, unlike passwords.
+    return hashlib.sha256(raw.encode()).hexdigest()
+
+
+def create_api_key(*, tenant: Tenant, name: str, created_by: User) -> tuple[ApiKey, str]:
+    """Make a key for the tenant; returns the row and the clear key, which is never stored."""
+    raw = ApiKey.PREFIX + secrets.token_urlsafe(32)
+    key = ApiKey.objects.with_scopes_disabled().create(
+        tenant=tenant, name=name, prefix=raw[:12], key_hash=hash_api_key(raw), created_by=created_by
+    )
+    return key, raw
+
+
+def revoke_api_key(key: ApiKey) -> None:
+    if key.revoked_at is None:
+        key.revoked_at = timezone.now()
+        key.save(update_fields=["revoked_at"])
+
+
+def authenticate_api_key(raw: str) -> ApiKey | None:
+    """The active key for a presented secret, of an active tenant; None otherwise."""
+    if not raw or not raw.startswith(ApiKey.PREFIX):
+        return None
+    with scopes_disabled():
+        key = ApiKey.objects.select_related("tenant").filter(key_hash=hash_api_key(raw)).first()
+    if key is None or not key.is_active or not key.tenant.is_active:
+        return None
+    now = timezone.now()
+    if key.last_used_at is None or (now - key.last_used_at).total_seconds() > 60:
+        # Written at most once a minute: no write on every API call.
+        ApiKey.objects.with_scopes_disabled().filter(pk=key.pk).update(last_used_at=now)
+    return key

@@ -223,9 +223,17 @@ CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
 
 REST_FRAMEWORK = {
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
-    "DEFAULT_AUTHENTICATION_CLASSES": [],
-    "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
+    "DEFAULT_AUTHENTICATION_CLASSES": ["whago.rest.ApiKeyAuthentication"],
+    "DEFAULT_PERMISSION_CLASSES": ["whago.rest.HasTenant"],
+    "DEFAULT_THROTTLE_CLASSES": ["whago.rest.ApiKeyRateThrottle"],
+    "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
+    "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.LimitOffsetPagination",
+    "PAGE_SIZE": 50,
+    "EXCEPTION_HANDLER": "whago.rest.exception_handler",
+    "UNAUTHENTICATED_USER": None,
 }
+# Requests per API key ("120/min", "10/s").
+API_THROTTLE_RATE = env.str("API_THROTTLE_RATE", default="120/min")
 SPECTACULAR_SETTINGS = {
     "TITLE": "WHAGO API",
     "DESCRIPTION": "WhatsApp chips, messages and campaigns for your business.",
@@ -285,7 +293,7 @@ WAHA_HOST = env.str("WAHA_HOST", default="127.0.0.1")
 # Data directory inside a container, where its named volume is mounted.
 WAHA_DATA_DIR = env.str("WAHA_DATA_DIR", default="/app/.sessions")
 # What containers post their webhooks to (the container id is appended).
-WAHA_WEBHOOK_URL = env.str("WAHA_WEBHOOK_URL", default=f"{SITE_URL}/api/v1/webhooks/waha").rstrip("/")
+WAHA_WEBHOOK_URL = (env.str("WAHA_WEBHOOK_URL", default="") or f"{SITE_URL}/api/v1/webhooks/waha").rstrip("/")
 # How sessions are placed in containers: "per_tenant" (one container per tenant, filled up).
 WAHA_PLACEMENT = env.str("WAHA_PLACEMENT", default="per_tenant")
 # Label whago.instance on every container: several deployments (or test runs) can share
@@ -301,3 +309,38 @@ WAHA_ALERT_STOPPED_MINUTES = env.int("WAHA_ALERT_STOPPED_MINUTES", default=60)
 WAHA_SWEEP_THREADS = env.int("WAHA_SWEEP_THREADS", default=32)
 # Largest webhook body accepted, in bytes.
 WAHA_WEBHOOK_MAX_BYTES = env.int("WAHA_WEBHOOK_MAX_BYTES", default=1024 * 1024)
+
+# --- Billing (billing app) -------------------------------------------------------
+# Gateway credentials come from the environment; a gateway without them is not offered.
+STRIPE_SECRET_KEY = env.str("STRIPE_SECRET_KEY", default="")
+STRIPE_WEBHOOK_SECRET = env.str("STRIPE_WEBHOOK_SECRET", default="")
+MERCADOPAGO_ACCESS_TOKEN = env.str("MERCADOPAGO_ACCESS_TOKEN", default="")
+MERCADOPAGO_WEBHOOK_SECRET = env.str("MERCADOPAGO_WEBHOOK_SECRET", default="")
+PAYPAL_CLIENT_ID = env.str("PAYPAL_CLIENT_ID", default="")
+PAYPAL_CLIENT_SECRET = env.str("PAYPAL_CLIENT_SECRET", default="")
+PAYPAL_WEBHOOK_ID = env.str("PAYPAL_WEBHOOK_ID", default="")
+PAYPAL_MODE = env.str("PAYPAL_MODE", default="sandbox")
+# The local fake gateway (embedded mode, demos). Refused in production.
+BILLING_SANDBOX_ENABLED = env.bool("BILLING_SANDBOX_ENABLED", default=not PRODUCTION)
+# Seconds a signed webhook stays valid (Stripe's and Mercado Pago's timestamps, PayPal's transmission time).
+BILLING_WEBHOOK_TOLERANCE = env.int("BILLING_WEBHOOK_TOLERANCE", default=300)
+# Message credit packs sold in the portal: "credits:price_brl" pairs.
+BILLING_CREDIT_PACKS = env.list("BILLING_CREDIT_PACKS", default=["1000:49.90", "5000:199.90", "20000:599.90"])
+# Days a prepaid plan (PIX, Mercado Pago, PayPal, sandbox) stays past due before going back to FREE.
+BILLING_GRACE_DAYS = env.int("BILLING_GRACE_DAYS", default=3)
+if PRODUCTION and BILLING_SANDBOX_ENABLED:
+    from django.core.exceptions import ImproperlyConfigured
+
+    raise ImproperlyConfigured("BILLING_SANDBOX_ENABLED must be off in production: sandbox payments are fake.")
+
+# --- Proxies (proxies app) -------------------------------------------------------
+# What the health sweep fetches through each proxy (any answer below 400 is healthy).
+PROXY_CHECK_URL = env.str("PROXY_CHECK_URL", default="https://www.google.com/generate_204")
+# Seconds allowed for the connection, the handshake and the request, each.
+PROXY_CHECK_TIMEOUT = env.float("PROXY_CHECK_TIMEOUT", default=10.0)
+# Proxies checked at the same time by one sweep.
+PROXY_CHECK_CONCURRENCY = env.int("PROXY_CHECK_CONCURRENCY", default=8)
+# Consecutive failed checks after which a proxy is unhealthy and its sessions move.
+PROXY_FAILURE_THRESHOLD = env.int("PROXY_FAILURE_THRESHOLD", default=3)
+# Days of check history kept.
+PROXY_CHECK_RETENTION_DAYS = env.int("PROXY_CHECK_RETENTION_DAYS", default=14)

@@ -71,3 +71,11 @@ def redirect_to_login(request: HttpRequest):
     from django.contrib.auth.views import redirect_to_login as _redirect
 
     return _redirect(request.get_full_path())
+
+
+def presented_key(request: HttpRequest) -> str:
+    """The API key in `Authorization: Bearer <key>` or `X-Api-Key: <key>`."""
+    header = request.META.get("HTTP_AUTHORIZATION", "")
+    if header.lower().startswith("bearer "):
+        return header[7:].strip()
+    return request.META.get("HTTP_X_API_KEY", "").strip()

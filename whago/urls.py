@@ -4,6 +4,7 @@ from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from . import views
+from .api import Me
 
 urlpatterns = [
     path("", views.landing, name="landing"),
@@ -27,8 +28,12 @@ urlpatterns = [
     path("configuracoes/convites/<int:pk>/revogar/", views.revoke_invitation, name="revoke_invitation"),
     path("empresa/trocar/", views.switch_tenant, name="switch_tenant"),
     path("status/", views.status, name="status"),
+    path("api-keys/", views.api_keys, name="api_keys"),
+    path("api-keys/<int:pk>/revogar/", views.revoke_api_key, name="revoke_api_key"),
     path("", include("chips.urls")),
     path("", include("billing.urls")),
+    path("", include("waha.urls")),
+    path("api/v1/me/", Me.as_view(), name="api_me"),
     path("api/schema/", SpectacularAPIView.as_view(), name="api_schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="api_schema"), name="api_docs"),
     path("admin/", admin.site.urls),

@@ -15,8 +15,8 @@ from django_scopes import scopes_disabled
 from billing.models import Plan
 
 from . import services
-from .forms import InviteForm, SignUpForm, TenantSettingsForm
-from .models import Invitation, Membership, User, WorkerHeartbeat
+from .forms import ApiKeyForm, InviteForm, SignUpForm, TenantSettingsForm
+from .models import ApiKey, Invitation, Membership, User, WorkerHeartbeat
 from .tasks import ping
 from .tenancy import activate_tenant, manager_required, tenant_required
 
@@ -165,3 +165,26 @@ def status(request: HttpRequest) -> HttpResponse:
             break
         time.sleep(0.1)
     return render(request, "portal/status.html", {"beat": beat}, status=200 if beat.answered_at else 503)
+
+
+@manager_required
+def api_keys(request: HttpRequest) -> HttpResponse:
+    """List, create (shown once) and revoke the tenant's API keys."""
+    form = ApiKeyForm(request.POST or None)
+    new_key = None
+    if request.method == "POST" and form.is_valid():
+        _key, new_key = services.create_api_key(
+            tenant=request.tenant, name=form.cleaned_data["name"], created_by=request.user
+        )
+        form = ApiKeyForm()
+    context = {"section": "api", "form": form, "new_key": new_key, "keys": ApiKey.objects.all()}
+    return render(request, "portal/api_keys.html", context)
+
+
+@require_POST
+@manager_required
+def revoke_api_key(request: HttpRequest, pk: int) -> HttpResponse:
+    key = get_object_or_404(ApiKey, pk=pk)
+    services.revoke_api_key(key)
+    messages.success(request, _("Key %(name)s revoked: it no longer works.") % {"name": key.name})
+    return redirect("api_keys")
