@@ -1,0 +1,252 @@
+"""Webhook delivery like WAHA Plus: signed (HMAC SHA-512 of the raw body), retried, on background threads."""
+from __future__ import annotations
+
+import hashlib
+import hmac
+import http.client
+import json
+import os
+import sys
+import threading
+import time
+import uuid
+from collections import deque
+from dataclasses import dataclass, field
+from urllib.parse import urlsplit
+
+from . import WAHA_VERSION
+from .jobs import Scheduler
+
+ALL_EVENTS = frozenset(
+    {
+        "session.status",
+        "message",
+        "message.reaction",
+        "message.any",
+        "message.ack",
+        "message.waiting",
+        "message.revoked",
+        "state.change",
+        "group.join",
+        "group.leave",
+        "presence.update",
+        "poll.vote",
+        "poll.vote.failed",
+        "chat.archive",
+        "call.received",
+        "call.accepted",
+        "call.rejected",
+        "label.upsert",
+        "label.deleted",
+        "label.chat.added",
+        "label.chat.deleted",
+    }
+)
+DEFAULT_ATTEMPTS = 15
+DEFAULT_DELAY_SECONDS = 2.0
+DEFAULT_POLICY = "linear"
+MAX_WAIT_SECONDS = 60.0
+CROCKFORD = "0123456789abcdefghjkmnpqrstvwxyz"
+
+
+def new_event_id() -> str:
+    """A WAHA-style event id: 'evt_' + a lowercase ULID (time-ordered, unique)."""
+    ms = int(time.time() * 1000)
+    head = "".join(CROCKFORD[(ms >> shift) & 31] for shift in range(45, -1, -5))
+    rand = int.from_bytes(os.urandom(10), "big")
+    tail = "".join(CROCKFORD[(rand >> shift) & 31] for shift in range(75, -1, -5))
+    return f"evt_{head}{tail}"
+
+
+def sign(body: bytes, key: str) -> str:
+    """Hex HMAC-SHA512 of the raw body, as in WAHA's X-Webhook-Hmac header."""
+    return hmac.new(key.encode("utf-8"), body, hashlib.sha512).hexdigest()
+
+
+def dumps(data) -> bytes:
+    """Compact JSON bytes like JSON.stringify."""
+    return json.dumps(data, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+
+
+@dataclass
+class Hook:
+    """One configured webhook target."""
+
+    url: str
+    events: frozenset
+    hmac_key: str | None = None
+    attempts: int = DEFAULT_ATTEMPTS
+    delay: float = DEFAULT_DELAY_SECONDS
+    policy: str = DEFAULT_POLICY
+    headers: list[tuple[str, str]] = field(default_factory=list)
+
+    @classmethod
+    def from_config(cls, cfg: dict) -> Hook | None:
+        """Build from a WebhookConfig dict (already validated); None when it subscribes to nothing."""
+        if not cfg or not cfg.get("url") or not cfg.get("events"):
+            return None
+        events = list(cfg["events"])
+        wanted = ALL_EVENTS if "*" in events else frozenset(e for e in events if e in ALL_EVENTS)
+        retries = cfg.get("retries") or {}
+        hmac_cfg = cfg.get("hmac") or {}
+        headers = [(h["name"], h["value"]) for h in (cfg.get("customHeaders") or [])]
+        return cls(
+            url=cfg["url"],
+            events=frozenset(wanted),
+            hmac_key=hmac_cfg.get("key") or None,
+            attempts=int(retries["attempts"]) if retries.get("attempts") is not None else DEFAULT_ATTEMPTS,
+            delay=float(retries["delaySeconds"]) if retries.get("delaySeconds") is not None else DEFAULT_DELAY_SECONDS,
+            policy=retries.get("policy") or DEFAULT_POLICY,
+            headers=headers,
+        )
+
+    def wait_before(self, retry_number: int) -> float:
+        """Seconds to wait before retry number n (1-based)."""
+        if self.policy == "constant":
+            wait = self.delay
+        elif self.policy == "exponential":
+            wait = self.delay * (2 ** (retry_number - 1))
+        else:
+            wait = self.delay * retry_number
+        return min(max(wait, 0.0), MAX_WAIT_SECONDS)
+
+
+class _Connections(threading.local):
+    """Per-thread keep-alive connections, one per (scheme, host, port)."""
+
+    def __init__(self) -> None:
+        self.pool: dict[tuple[str, str, int], http.client.HTTPConnection] = {}
+
+
+@dataclass
+class Delivery:
+    """One event on its way to one hook."""
+
+    hook: Hook
+    body: bytes
+    event_id: str
+    event: str
+    session: str
+    timestamp: int
+    request_id: str = field(default_factory=lambda: str(uuid.uuid4()))
+    attempts: int = 0
+    last_status: str = ""
+    delivered: bool = False
+
+
+class WebhookSender:
+    """Queues deliveries, posts them from a thread pool, retries with backoff."""
+
+    def __init__(self, workers: int, timeout: float, max_pending: int) -> None:
+        self.scheduler = Scheduler(workers, "sim-hooks")
+        self.timeout = timeout
+        self.max_pending = max_pending
+        self._conns = _Connections()
+        self._lock = threading.Lock()
+        self.stats = {"delivered": 0, "failed_attempts": 0, "retries": 0, "given_up": 0, "dropped": 0, "pending": 0}
+        self.recent: deque[Delivery] = deque(maxlen=1000)
+
+    def _count(self, key: str, delta: int = 1) -> None:
+        with self._lock:
+            self.stats[key] += delta
+
+    def send(self, hook: Hook, body: bytes, event_id: str, event: str, session: str, timestamp: int) -> None:
+        """Queue one delivery (never blocks the caller)."""
+        with self._lock:
+            if self.stats["pending"] >= self.max_pending:
+                self.stats["dropped"] += 1
+                return
+            self.stats["pending"] += 1
+        delivery = Delivery(hook, body, event_id, event, session, timestamp)
+        self.recent.append(delivery)
+        self.scheduler.submit(lambda: self._attempt(delivery))
+
+    def snapshot(self) -> dict:
+        """Counters for /_sim/stats."""
+        with self._lock:
+            return dict(self.stats)
+
+    def reset(self) -> None:
+        """Zero the counters (pending stays as it is)."""
+        with self._lock:
+            for key in self.stats:
+                if key != "pending":
+                    self.stats[key] = 0
+        self.recent.clear()
+
+    def stop(self) -> None:
+        """Stop delivering."""
+        self.scheduler.stop()
+
+    def _attempt(self, d: Delivery) -> None:
+        d.attempts += 1
+        ok, status = self._post(d)
+        d.last_status = status
+        if ok:
+            d.delivered = True
+            self._count("delivered")
+            self._count("pending", -1)
+            return
+        self._count("failed_attempts")
+        retry_number = d.attempts  # retries done so far + 1
+        if retry_number > d.hook.attempts:
+            self._count("given_up")
+            self._count("pending", -1)
+            print(
+                f"simulator: webhook {d.event} {d.event_id} to {d.hook.url} given up after {d.attempts} attempts "
+                f"({status})",
+                file=sys.stderr,
+                flush=True,
+            )
+            return
+        self._count("retries")
+        self.scheduler.call_later(d.hook.wait_before(retry_number), lambda: self._attempt(d))
+
+    def _post(self, d: Delivery) -> tuple[bool, str]:
+        parts = urlsplit(d.hook.url)
+        scheme = parts.scheme or "http"
+        host = parts.hostname or "127.0.0.1"
+        port = parts.port or (443 if scheme == "https" else 80)
+        path = parts.path or "/"
+        if parts.query:
+            path += "?" + parts.query
+        headers = {
+            "Content-Type": "application/json",
+            "User-Agent": f"WAHA/{WAHA_VERSION}",
+            "X-Webhook-Request-Id": d.request_id,
+            "X-Webhook-Timestamp": str(d.timestamp),
+            "Content-Length": str(len(d.body)),
+        }
+        for name, value in d.hook.headers:
+            headers[name] = value
+        if d.hook.hmac_key:
+            headers["X-Webhook-Hmac"] = sign(d.body, d.hook.hmac_key)
+            headers["X-Webhook-Hmac-Algorithm"] = "sha512"
+        key = (scheme, host, port)
+        for fresh in (False, True):
+            conn = self._conns.pool.get(key)
+            if conn is None or fresh:
+                if conn is not None:
+                    conn.close()
+                cls = http.client.HTTPSConnection if scheme == "https" else http.client.HTTPConnection
+                conn = cls(host, port, timeout=self.timeout)
+                self._conns.pool[key] = conn
+            try:
+                conn.request("POST", path, body=d.body, headers=headers)
+                resp = conn.getresponse()
+                resp.read()
+                if resp.will_close:
+                    conn.close()
+                    self._conns.pool.pop(key, None)
+                return 200 <= resp.status < 300, str(resp.status)
+            except (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError) as exc:
+                conn.close()
+                self._conns.pool.pop(key, None)
+                if fresh:
+                    return False, type(exc).__name__
+                continue  # a kept-alive connection went stale: retry once on a new one
+            except (OSError, http.client.HTTPException) as exc:
+                conn.close()
+                self._conns.pool.pop(key, None)
+                return False, type(exc).__name__
+        return False, "unreachable"
