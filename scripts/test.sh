@@ -16,6 +16,13 @@ export CELERY_BROKER_URL=${TEST_CELERY_BROKER_URL:-redis://127.0.0.1:6379/$(( ${
 export WHAGO_VAR_DIR=$(pwd)/var/test-${RUN}
 export WHAGO_INSTANCE=test-${RUN}
 export PYTHONDONTWRITEBYTECODE=1
+# WAHA containers of this run: the docker runtime with host networking, the simulator
+# image, and a host port range of its own (runs share the host's ports).
+export WAHA_RUNTIME=${WAHA_RUNTIME:-docker}
+export WAHA_NETWORK_MODE=${WAHA_NETWORK_MODE:-host}
+export WAHA_IMAGE=${WAHA_IMAGE:-whago/waha-simulator:latest}
+_waha_base=$(( 20000 + ${WHAGO_TEST_REDIS_DB:-0} * 100 ))
+export WAHA_PORT_RANGE=${WAHA_PORT_RANGE:-${_waha_base}-$(( _waha_base + 99 ))}
 
 if [ "${1:-}" = "--bench" ]; then
   shift

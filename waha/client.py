@@ -1,0 +1,276 @@
+"""HTTP client of the WAHA API (the real server and the simulator speak the same API).
+
+Errors become exceptions that say what went wrong: ContainerUnreachable, Unauthorized,
+SessionNotFound, CoreSessionLimit, SessionAlreadyExists, WahaRequestError, WahaServerError.
+Only safe or idempotent calls are retried (reads, PUT/DELETE, and the session
+start/stop/restart which WAHA documents as idempotent); a send is never repeated.
+"""
+from __future__ import annotations
+
+import base64
+import threading
+import time
+from typing import Any
+
+import requests
+from requests.adapters import HTTPAdapter
+
+CONNECT_TIMEOUT = 3.05
+READ_TIMEOUT = 30
+RETRY_STATUSES = {502, 503, 504}
+
+
+class WahaError(Exception):
+    """Something went wrong talking to a WAHA server."""
+
+    def __init__(self, message: str, status: int | None = None, body: Any = None):
+        super().__init__(message)
+        self.status = status
+        self.body = body
+
+
+class ContainerUnreachable(WahaError):
+    """The container did not answer (refused, timed out, reset)."""
+
+
+class Unauthorized(WahaError):
+    """401: the API key was refused."""
+
+
+class SessionNotFound(WahaError):
+    """404: no such session (or route) in this container."""
+
+
+class CoreSessionLimit(WahaError):
+    """422: WAHA Core only supports the session 'default'."""
+
+
+class SessionAlreadyExists(WahaError):
+    """422: a session with that name already exists."""
+
+
+class WahaRequestError(WahaError):
+    """4xx: WAHA refused the request as invalid."""
+
+
+class WahaServerError(WahaError):
+    """5xx: WAHA failed while handling the request."""
+
+
+_local = threading.local()
+
+
+def _http() -> requests.Session:
+    """One keep-alive HTTP session per thread (requests.Session is not thread-safe)."""
+    http = getattr(_local, "http", None)
+    if http is None:
+        http = requests.Session()
+        adapter = HTTPAdapter(pool_connections=64, pool_maxsize=64, max_retries=0)
+        http.mount("http://", adapter)
+        http.mount("https://", adapter)
+        _local.http = http
+    return http
+
+
+class WahaClient:
+    """The API of one WAHA container."""
+
+    def __init__(
+        self,
+        base_url: str,
+        api_key: str,
+        timeout: tuple[float, float] = (CONNECT_TIMEOUT, READ_TIMEOUT),
+        retries: int = 2,
+        backoff: float = 0.3,
+    ):
+        self.base_url = base_url.rstrip("/")
+        self.api_key = api_key
+        self.timeout = timeout
+        self.retries = retries
+        self.backoff = backoff
+
+    @classmethod
+    def for_container(cls, container, **kwargs) -> WahaClient:
+        """A client for a waha.models.WahaContainer."""
+        return cls(container.base_url, container.api_key, **kwargs)
+
+    # --- transport ---------------------------------------------------------------
+
+    def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        json: Any = None,
+        params: dict | None = None,
+        safe: bool | None = None,
+        raw: bool = False,
+        timeout: tuple[float, float] | None = None,
+    ) -> Any:
+        """Send one request; retry it only when `safe` (default: GET, HEAD, PUT, DELETE)."""
+        if safe is None:
+            safe = method.upper() in ("GET", "HEAD", "PUT", "DELETE")
+        attempts = 1 + (self.retries if safe else 0)
+        url = f"{self.base_url}{path}"
+        headers = {"X-Api-Key": self.api_key, "Accept": "application/json"}
+        for attempt in range(attempts):
+            last = attempt == attempts - 1
+            try:
+                response = _http().request(
+                    method, url, json=json, params=params, headers=headers, timeout=timeout or self.timeout
+                )
+            except requests.ConnectionError as exc:
+                # A refused connection is never half-processed: retrying a send would
+                # still be unsafe (the request may have been received before a reset).
+                if last:
+                    raise ContainerUnreachable(f"WAHA at {self.base_url} is unreachable: {exc}") from exc
+            except requests.Timeout as exc:
+                if last:
+                    raise ContainerUnreachable(f"WAHA at {self.base_url} did not answer in time: {exc}") from exc
+            else:
+                if response.status_code in RETRY_STATUSES and not last:
+                    pass
+                else:
+                    return self._result(response, raw)
+            time.sleep(self.backoff * (2**attempt))
+        raise AssertionError("unreachable")
+
+    def _result(self, response: requests.Response, raw: bool) -> Any:
+        status = response.status_code
+        if status < 400:
+            if raw:
+                return response.content
+            if not response.content:
+                return None
+            if "json" in response.headers.get("Content-Type", ""):
+                return response.json()
+            return response.content
+        try:
+            body = response.json()
+        except ValueError:
+            body = response.text
+        message = _message(body) or response.reason
+        where = f"{response.request.method} {response.request.path_url}"
+        if status == 401:
+            raise Unauthorized(f"WAHA refused the API key ({where}): {message}", status, body)
+        if status == 404:
+            raise SessionNotFound(f"Not found ({where}): {message}", status, body)
+        if status == 422:
+            text = str(message)
+            if "only 'default' session" in text or "only support 'default'" in text.lower():
+                raise CoreSessionLimit(f"WAHA Core supports only the session 'default': {text}", status, body)
+            if "already exists" in text:
+                raise SessionAlreadyExists(text, status, body)
+        if status >= 500:
+            raise WahaServerError(f"WAHA failed with {status} ({where}): {message}", status, body)
+        raise WahaRequestError(f"WAHA refused the request with {status} ({where}): {message}", status, body)
+
+    # --- server ------------------------------------------------------------------
+
+    def version(self) -> dict:
+        return self.request("GET", "/api/server/version")
+
+    def health(self) -> dict:
+        return self.request("GET", "/health")
+
+    def ping(self) -> bool:
+        """True when the server answers its version with this API key."""
+        self.request("GET", "/api/server/version", timeout=(2, 5))
+        return True
+
+    # --- sessions ----------------------------------------------------------------
+
+    def list_sessions(self, all: bool = True) -> list[dict]:  # noqa: A002 - WAHA's own parameter name
+        return self.request("GET", "/api/sessions", params={"all": "true" if all else "false"})
+
+    def get_session(self, name: str) -> dict:
+        return self.request("GET", f"/api/sessions/{name}")
+
+    def create_session(self, name: str, config: dict | None = None, start: bool = True) -> dict:
+        body: dict[str, Any] = {"name": name, "start": start}
+        if config:
+            body["config"] = config
+        return self.request("POST", "/api/sessions", json=body)
+
+    def update_session(self, name: str, config: dict) -> dict:
+        return self.request("PUT", f"/api/sessions/{name}", json={"config": config})
+
+    def delete_session(self, name: str) -> None:
+        self.request("DELETE", f"/api/sessions/{name}")
+
+    def start_session(self, name: str) -> dict:
+        return self.request("POST", f"/api/sessions/{name}/start", safe=True)
+
+    def stop_session(self, name: str) -> dict:
+        return self.request("POST", f"/api/sessions/{name}/stop", safe=True)
+
+    def restart_session(self, name: str) -> dict:
+        return self.request("POST", f"/api/sessions/{name}/restart", safe=True)
+
+    def logout_session(self, name: str) -> dict:
+        return self.request("POST", f"/api/sessions/{name}/logout")
+
+    def me(self, name: str) -> dict | None:
+        return self.request("GET", f"/api/sessions/{name}/me")
+
+    # --- pairing -----------------------------------------------------------------
+
+    def qr(self, name: str, format: str = "image") -> bytes | str:  # noqa: A002 - WAHA's parameter
+        """The QR to pair the session: PNG bytes (format="image") or its raw value ("raw")."""
+        if format == "raw":
+            return self.request("GET", f"/api/{name}/auth/qr", params={"format": "raw"})["value"]
+        content = self.request("GET", f"/api/{name}/auth/qr", params={"format": "image"}, raw=True)
+        if content[:1] == b"{":
+            # Asked for JSON (Accept), WAHA answers {"mimetype", "data": base64}.
+            import json
+
+            return base64.b64decode(json.loads(content)["data"])
+        return content
+
+    def request_code(self, name: str, phone_number: str, method: str | None = None) -> dict:
+        """Ask for a pairing code for a phone number (pairing without the QR)."""
+        body: dict[str, Any] = {"phoneNumber": phone_number}
+        if method:
+            body["method"] = method
+        return self.request("POST", f"/api/{name}/auth/request-code", json=body)
+
+    # --- messages ----------------------------------------------------------------
+
+    def send_text(self, session: str, chat_id: str, text: str, reply_to: str | None = None) -> dict:
+        body: dict[str, Any] = {"session": session, "chatId": chat_id, "text": text}
+        if reply_to:
+            body["reply_to"] = reply_to
+        return self.request("POST", "/api/sendText", json=body)
+
+    def send_image(self, session: str, chat_id: str, file: dict, caption: str | None = None) -> dict:
+        """file: {"mimetype", "filename", "url"} or {"mimetype", "filename", "data": base64}."""
+        body: dict[str, Any] = {"session": session, "chatId": chat_id, "file": file}
+        if caption:
+            body["caption"] = caption
+        return self.request("POST", "/api/sendImage", json=body)
+
+    def send_file(self, session: str, chat_id: str, file: dict, caption: str | None = None) -> dict:
+        """file: {"mimetype", "filename", "url"} or {"mimetype", "filename", "data": base64}."""
+        body: dict[str, Any] = {"session": session, "chatId": chat_id, "file": file}
+        if caption:
+            body["caption"] = caption
+        return self.request("POST", "/api/sendFile", json=body)
+
+
+def _message(body: Any) -> str:
+    if isinstance(body, dict):
+        message = body.get("message") or body.get("error") or ""
+        if isinstance(message, list):
+            message = "; ".join(str(m) for m in message)
+        return str(message)
+    return str(body)[:500] if body else ""
+
+
+def message_id(sent: dict) -> str:
+    """WAHA's id of a sent message: a string, or {"_serialized": ...} depending on the engine."""
+    value = sent.get("id") if isinstance(sent, dict) else None
+    if isinstance(value, dict):
+        value = value.get("_serialized") or value.get("id")
+    if not value and isinstance(sent, dict) and isinstance(sent.get("key"), dict):
+        value = sent["key"].get("id")
+    return str(value or "")

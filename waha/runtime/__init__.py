@@ -1,0 +1,26 @@
+"""Runtimes that run WAHA containers: `docker` (a Docker engine) and `local` (simulator processes)."""
+from functools import cache
+
+from django.conf import settings
+
+from .base import ContainerInfo, ContainerMissing, ContainerSpec, Runtime, RuntimeFailure, Stats
+
+__all__ = ["ContainerInfo", "ContainerMissing", "ContainerSpec", "Runtime", "RuntimeFailure", "Stats", "get_runtime"]
+
+
+@cache
+def _runtime(name: str) -> Runtime:
+    if name == "docker":
+        from .docker import DockerRuntime
+
+        return DockerRuntime()
+    if name == "local":
+        from .local import LocalRuntime
+
+        return LocalRuntime()
+    raise RuntimeFailure(f"Unknown WAHA_RUNTIME {name!r}: use docker or local.")
+
+
+def get_runtime(name: str | None = None) -> Runtime:
+    """The runtime named (a container's own runtime), else the one of settings.WAHA_RUNTIME."""
+    return _runtime(name or settings.WAHA_RUNTIME)

@@ -1,0 +1,158 @@
+"""The receiver of WAHA webhooks: POST /api/v1/webhooks/waha/<container id>.
+
+Each container's sessions post to their own URL (see WahaContainer.webhook_url). The
+body must be signed with that container's key (X-Webhook-Hmac: hex HMAC-SHA512 of the
+raw body); without the id in the URL, the containers holding the named session are tried.
+Bad or missing signature → 401 and nothing stored; a repeated event id → 200, applied
+once; an unknown container or session → 202 and a log line, never a 500.
+"""
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import logging
+
+from django.conf import settings
+from django.db import IntegrityError, transaction
+from django.http import HttpRequest, JsonResponse
+from django.views.decorators.csrf import csrf_exempt
+from django.views.decorators.http import require_POST
+from django_scopes import scope, scopes_disabled
+
+from . import signals
+from .models import SessionStatus, WahaContainer, WahaSession, WebhookEvent
+
+log = logging.getLogger(__name__)
+
+HMAC_HEADER = "HTTP_X_WEBHOOK_HMAC"
+ALGORITHM_HEADER = "HTTP_X_WEBHOOK_HMAC_ALGORITHM"
+REQUEST_ID_HEADER = "HTTP_X_WEBHOOK_REQUEST_ID"
+
+
+def sign(key: str, body: bytes) -> str:
+    """The signature WAHA puts in X-Webhook-Hmac."""
+    return hmac.new(key.encode(), body, hashlib.sha512).hexdigest()
+
+
+def _signed_by(container: WahaContainer, request: HttpRequest, body: bytes) -> bool:
+    given = request.META.get(HMAC_HEADER, "")
+    algorithm = request.META.get(ALGORITHM_HEADER, "sha512").lower()
+    if not given or algorithm != "sha512":
+        return False
+    return hmac.compare_digest(sign(container.webhook_key, body), given.strip().lower())
+
+
+def _answer(status: int, **data) -> JsonResponse:
+    return JsonResponse(data, status=status)
+
+
+@csrf_exempt
+@require_POST
+def receive(request: HttpRequest, container_id: int | None = None) -> JsonResponse:
+    """Verify, deduplicate, store and dispatch one webhook event."""
+    length = request.META.get("CONTENT_LENGTH") or "0"
+    if not length.isdigit() or int(length) > settings.WAHA_WEBHOOK_MAX_BYTES:
+        return _answer(413, error="body too large")
+    body = request.read(settings.WAHA_WEBHOOK_MAX_BYTES + 1)
+    if len(body) > settings.WAHA_WEBHOOK_MAX_BYTES:
+        return _answer(413, error="body too large")
+
+    with scopes_disabled():
+        if container_id is not None:
+            container = WahaContainer.objects.filter(pk=container_id).first()
+            candidates = [container] if container else []
+        else:
+            candidates = _candidates(body)
+        if not candidates:
+            log.warning("webhook for unknown container %s ignored", container_id)
+            return _answer(202, status="ignored", reason="unknown container")
+        container = next((c for c in candidates if _signed_by(c, request, body)), None)
+        if container is None:
+            log.warning("webhook with a bad or missing signature refused (container %s)", container_id)
+            return _answer(401, error="bad signature")
+
+        try:
+            data = json.loads(body)
+        except (ValueError, UnicodeDecodeError):
+            return _answer(400, error="body is not JSON")
+        if not isinstance(data, dict) or not isinstance(data.get("event"), str):
+            return _answer(400, error="not a WAHA event")
+        remote_name = str(data.get("session") or "")
+        session = WahaSession.objects.filter(container=container, remote_name=remote_name).first()
+        if session is None:
+            log.warning("webhook %s for unknown session %r of %s ignored", data["event"], remote_name, container)
+            return _answer(202, status="ignored", reason="unknown session")
+        event_id = str(data.get("id") or request.META.get(REQUEST_ID_HEADER) or "")
+        if not event_id:
+            event_id = "sha256:" + hashlib.sha256(body).hexdigest()
+        event_id = event_id[:100]
+
+        try:
+            with transaction.atomic():
+                event = WebhookEvent.objects.create(
+                    tenant_id=container.tenant_id,
+                    container=container,
+                    event_id=event_id,
+                    event=data["event"][:64],
+                    session=remote_name[:100],
+                    payload=data,
+                )
+                _dispatch(container, session, event, data)
+        except IntegrityError:
+            if WebhookEvent.objects.filter(container=container, event_id=event_id).exists():
+                return _answer(200, status="duplicate")
+            raise
+    return _answer(200, status="stored")
+
+
+def _candidates(body: bytes) -> list[WahaContainer]:
+    """Containers that hold the session named in the body (route without a container id)."""
+    try:
+        name = str(json.loads(body).get("session") or "")
+    except (ValueError, AttributeError, UnicodeDecodeError):
+        return []
+    ids = WahaSession.objects.filter(remote_name=name).values_list("container_id", flat=True)[:500]
+    return list(WahaContainer.objects.filter(pk__in=list(ids)))
+
+
+def _dispatch(container: WahaContainer, session: WahaSession, event: WebhookEvent, data: dict) -> None:
+    """Update the session record and send the matching signal (inside the storing transaction)."""
+    payload = data.get("payload") if isinstance(data.get("payload"), dict) else {}
+    me = data.get("me") if isinstance(data.get("me"), dict) else None
+    common = {
+        "container": container,
+        "tenant": container.tenant,
+        "session": session.name,
+        "waha_session": session,
+        "event": event,
+        "event_id": event.event_id,
+        "payload": payload,
+        "me": me,
+    }
+    with scope(tenant=container.tenant):
+        if event.event == "session.status":
+            status = str(payload.get("status") or "")
+            changes = {}
+            if status in SessionStatus.values:
+                changes["status"] = session.status = status
+            if me and me.get("id"):
+                changes["me_id"] = session.me_id = str(me["id"])[:64]
+                changes["me_push_name"] = session.me_push_name = str(me.get("pushName") or "")[:128]
+            if changes:
+                WahaSession.objects.filter(pk=session.pk).update(**changes)
+            signals.session_status_changed.send(sender=WahaContainer, status=status, **common)
+        elif event.event == "message":
+            signals.message_received.send(sender=WahaContainer, message=payload, **common)
+        elif event.event == "message.ack":
+            try:
+                ack = int(payload.get("ack"))
+            except (TypeError, ValueError):
+                ack = 0
+            signals.message_ack.send(
+                sender=WahaContainer,
+                message_id=str(payload.get("id") or ""),
+                ack=ack,
+                ack_name=str(payload.get("ackName") or ""),
+                **common,
+            )
