@@ -1,17 +1,80 @@
-from django.contrib import admin
+"""The operators' console for billing: plans, subscriptions, payments, ledger, gateway events."""
+import json
 
-from .models import Plan, Subscription
+from django.contrib import admin, messages
+from django.utils.html import format_html
+from django.utils.translation import gettext_lazy as _
+
+from . import gateways
+from .models import CreditLedger, GatewayEvent, Payment, Plan, Subscription
 
 
 @admin.register(Plan)
 class PlanAdmin(admin.ModelAdmin):
-    list_display = ["code", "name", "price_brl", "max_chips", "messages_per_day", "messages_per_month", "is_public"]
+    list_display = ["code", "name", "price_brl", "max_chips", "messages_per_day", "messages_per_month",
+                    "max_active_campaigns", "api_access", "container_memory_mb", "container_cpus", "is_public"]
     list_editable = ["is_public"]
+
+    def changelist_view(self, request, extra_context=None):
+        # Which gateways the environment configures, where operators look for them.
+        states = [
+            f"{cls.label}: {_('configured') if cls.is_configured() else _('not configured')}"
+            for cls in gateways.GATEWAYS.values()
+        ]
+        messages.info(request, _("Payment gateways (credentials from the environment): %(states)s")
+                      % {"states": "; ".join(states)})
+        return super().changelist_view(request, extra_context)
 
 
 @admin.register(Subscription)
 class SubscriptionAdmin(admin.ModelAdmin):
-    list_display = ["tenant", "plan", "status", "started_at"]
-    list_filter = ["plan", "status"]
+    list_display = ["tenant", "plan", "status", "gateway", "current_period_end", "started_at"]
+    list_filter = ["plan", "status", "gateway"]
     list_select_related = ["tenant", "plan"]
-    search_fields = ["tenant__name"]
+    search_fields = ["tenant__name", "external_id", "external_customer_id"]
+    readonly_fields = ["started_at", "updated_at"]
+
+
+@admin.register(Payment)
+class PaymentAdmin(admin.ModelAdmin):
+    list_display = ["created_at", "tenant", "kind", "plan", "credits", "amount", "currency", "gateway", "method",
+                    "status", "paid_at"]
+    list_filter = ["status", "gateway", "kind", "method"]
+    list_select_related = ["tenant", "plan"]
+    search_fields = ["tenant__name", "reference", "external_id", "external_payment_id"]
+    readonly_fields = ["reference", "created_at", "paid_at", "pix_qr_code", "pix_qr_code_base64", "created_by"]
+    date_hierarchy = "created_at"
+
+
+@admin.register(CreditLedger)
+class CreditLedgerAdmin(admin.ModelAdmin):
+    """Append-only: operators add adjustments, never edit or delete entries."""
+
+    list_display = ["created_at", "tenant", "amount", "reason", "payment", "note"]
+    list_filter = ["reason"]
+    list_select_related = ["tenant", "payment"]
+    search_fields = ["tenant__name", "note"]
+
+    def get_readonly_fields(self, request, obj=None):
+        return ["tenant", "amount", "reason", "payment", "note", "created_at"] if obj else ["created_at"]
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+
+@admin.register(GatewayEvent)
+class GatewayEventAdmin(admin.ModelAdmin):
+    list_display = ["received_at", "gateway", "event_type", "event_id", "result", "deliveries", "processed_at",
+                    "payment"]
+    list_filter = ["gateway", "result", "event_type"]
+    search_fields = ["event_id", "event_type", "detail"]
+    readonly_fields = ["gateway", "event_id", "event_type", "pretty_payload", "received_at", "processed_at", "result",
+                       "detail", "deliveries", "payment"]
+    exclude = ["payload"]
+
+    @admin.display(description=_("payload"))
+    def pretty_payload(self, obj: GatewayEvent) -> str:
+        return format_html("<pre>{}</pre>", json.dumps(obj.payload, indent=2, ensure_ascii=False))
+
+    def has_add_permission(self, request):
+        return False
