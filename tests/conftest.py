@@ -80,19 +80,23 @@ def worker_env(**extra) -> dict:
 
 
 @pytest.fixture
-def celery_worker(transactional_db, tmp_path):
-    """A real `celery worker` process on the real broker, sharing the test database."""
-    import redis
+def celery_worker(request, django_db_serialized_rollback, transactional_db, tmp_path):
+    """A real `celery worker` process on the real broker, sharing the test database.
 
-    from whago.celery import app
+    `@pytest.mark.worker_env(NAME="value")` sets extra environment (settings) for it.
+    Serialized rollback: data seeded by migrations (plans, beat schedules) survives the flush.
+    """
+    import redis
 
     # Tasks left in the broker by an earlier, interrupted run must not leak in.
     redis.Redis.from_url(settings.CELERY_BROKER_URL).flushdb()
     log = tmp_path / "worker.log"
+    marker = request.node.get_closest_marker("worker_env")
+    extra_env = dict(marker.kwargs) if marker else {}
     proc = subprocess.Popen(
         [sys.executable, "-m", "celery", "-A", "whago", "worker", "--pool=threads", "--concurrency=4",
          "--loglevel=INFO", "--without-gossip", "--without-mingle", f"--hostname=test-{os.getpid()}@%h"],
-        cwd=ROOT, env=worker_env(), stdout=log.open("w"), stderr=subprocess.STDOUT,
+        cwd=ROOT, env=worker_env(**extra_env), stdout=log.open("w"), stderr=subprocess.STDOUT,
     )
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
@@ -112,7 +116,6 @@ def celery_worker(transactional_db, tmp_path):
     except subprocess.TimeoutExpired:
         proc.kill()
         proc.wait()
-    app.pool.force_close_all()
 
 
 @pytest.fixture
@@ -127,3 +130,55 @@ def client_factory():
     from django.test import Client
 
     return Client
+
+
+class Receiver:
+    """A real HTTP server on 127.0.0.1 recording POSTs; answers from a programmable list."""
+
+    def __init__(self):
+        import threading
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        self.requests: list[dict] = []
+        self.statuses: list[int] = []
+        self.lock = threading.Lock()
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self):
+                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                with receiver.lock:
+                    receiver.requests.append({"path": self.path, "headers": dict(self.headers), "body": body})
+                    status = receiver.statuses.pop(0) if receiver.statuses else 200
+                self.send_response(status)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, *args):
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+
+    def wait_for(self, count: int, timeout: float = 20.0) -> list[dict]:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            with self.lock:
+                if len(self.requests) >= count:
+                    return list(self.requests)
+            time.sleep(0.05)
+        raise AssertionError(f"expected {count} requests, got {len(self.requests)}")
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def receiver():
+    """An HTTP endpoint on loopback that records what it receives."""
+    r = Receiver()
+    yield r
+    r.close()

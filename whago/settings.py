@@ -232,6 +232,12 @@ REST_FRAMEWORK = {
     "EXCEPTION_HANDLER": "whago.rest.exception_handler",
     "UNAUTHENTICATED_USER": None,
 }
+# The tenant's outgoing webhook: private/loopback targets allowed (never in production),
+# seconds per attempt, attempts before giving up, first retry delay (doubles each time).
+OUTGOING_WEBHOOK_ALLOW_PRIVATE = env.bool("OUTGOING_WEBHOOK_ALLOW_PRIVATE", default=not PRODUCTION)
+OUTGOING_WEBHOOK_TIMEOUT = env.float("OUTGOING_WEBHOOK_TIMEOUT", default=10.0)
+OUTGOING_WEBHOOK_MAX_ATTEMPTS = env.int("OUTGOING_WEBHOOK_MAX_ATTEMPTS", default=8)
+OUTGOING_WEBHOOK_BACKOFF_SECONDS = env.float("OUTGOING_WEBHOOK_BACKOFF_SECONDS", default=30.0)
 # Requests per API key ("120/min", "10/s").
 API_THROTTLE_RATE = env.str("API_THROTTLE_RATE", default="120/min")
 SPECTACULAR_SETTINGS = {
