@@ -187,6 +187,7 @@ class WebhookReceiver:
         self.hmac_key = hmac_key
         self.received: list[dict] = []
         self.script: list[int] = []  # statuses to answer first, then 200
+        self.responder: Callable[[dict], int | None] | None = None  # per-body status (None = use script)
         self._lock = threading.Lock()
         receiver = self
 
@@ -196,7 +197,9 @@ class WebhookReceiver:
             def do_POST(self):  # noqa: N802
                 raw = self.rfile.read(int(self.headers.get("Content-Length") or 0))
                 with receiver._lock:
-                    status = receiver.script.pop(0) if receiver.script else 200
+                    status = receiver.responder(json.loads(raw)) if receiver.responder else None
+                    if status is None:
+                        status = receiver.script.pop(0) if receiver.script else 200
                     receiver.received.append(
                         {
                             "path": self.path,
