@@ -26,5 +26,8 @@ messages:
 	$(PY) manage.py makemessages -l pt_BR -l en --ignore=.venv --ignore=var --ignore=tests --no-obsolete
 	$(PY) manage.py compilemessages --ignore=.venv
 
+simulator-image:
+	@scripts/setup.sh simulator-image
+
 clean:
 	rm -rf var/broker var/cache tests/artifacts

@@ -2,7 +2,8 @@
 # Installs what WHAGO needs on a Debian 12 machine, as root, doing nothing that is done.
 #   scripts/setup.sh venv      the virtual environment in .venv with requirements.txt
 #   scripts/setup.sh services  PostgreSQL, Redis and a Docker engine, running on loopback
-#   scripts/setup.sh all       both, plus the tools the test suite uses
+#   scripts/setup.sh all       both, plus the tools the test suite uses and the simulator image
+#   scripts/setup.sh simulator-image   only the WAHA simulator's container image
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
@@ -78,6 +79,13 @@ ensure_docker() {
   fi
 }
 
+# The WAHA simulator's container image (debootstrap + docker import + docker build, no
+# registry); waha/simulator/image.py skips it when the image is up to date.
+ensure_simulator_image() {
+  apt_install debootstrap
+  python3 -m waha.simulator.image
+}
+
 case "${1:-all}" in
   venv) ensure_venv ;;
   services) ensure_postgres; ensure_redis; ensure_docker ;;
@@ -85,6 +93,8 @@ case "${1:-all}" in
     ensure_venv
     apt_install debootstrap zbar-tools microsocks chromium docker-compose
     ensure_postgres; ensure_redis; ensure_docker
+    ensure_simulator_image
     ;;
-  *) echo "usage: $0 venv|services|all" >&2; exit 2 ;;
+  simulator-image) ensure_docker; ensure_simulator_image ;;
+  *) echo "usage: $0 venv|services|all|simulator-image" >&2; exit 2 ;;
 esac
