@@ -236,7 +236,7 @@ def _find_payment(gateway: str, event: base.WebhookEvent) -> Payment | None:
             match |= Q(reference=uuid.UUID(event.reference))
     if not match:
         return None
-    return Payment.objects.select_for_update().filter(match, gateway=gateway).select_related("plan").first()
+    return Payment.objects.select_for_update(of=("self",)).filter(match, gateway=gateway).select_related("plan").first()
 
 
 def _apply_event(gateway: str, event: base.WebhookEvent) -> tuple[str, str, Payment | None]:
@@ -317,7 +317,7 @@ def confirm_with_gateway(payment: Payment, params: dict) -> str:
     if confirmation is None:
         return GatewayEvent.Result.IGNORED
     with transaction.atomic(), scopes_disabled():
-        locked = Payment.objects.select_for_update().select_related("plan").get(pk=payment.pk)
+        locked = Payment.objects.select_for_update(of=("self",)).select_related("plan").get(pk=payment.pk)
         result, _detail = apply_confirmation(locked, confirmation)
     return result
 

@@ -36,7 +36,7 @@ class MercadoPagoGateway(base.PaymentGateway):
 
     def _sdk(self) -> mercadopago.SDK:
         return mercadopago.SDK(
-            settings.MERCADOPAGO_ACCESS_TOKEN, request_options=RequestOptions(connection_timeout=30, max_retries=0)
+            settings.MERCADOPAGO_ACCESS_TOKEN, request_options=RequestOptions(connection_timeout=30.0, max_retries=0)
         )
 
     @staticmethod
@@ -50,6 +50,7 @@ class MercadoPagoGateway(base.PaymentGateway):
         return result["response"]
 
     def create_checkout(self, payment, *, success_url, cancel_url, notification_url, method=""):
+        # No notification_url (deprecated, unsigned): the signed Webhook is set in "Your integrations".
         amount = float(payment.amount)
         reference = str(payment.reference)
         if method == "pix":
@@ -58,11 +59,10 @@ class MercadoPagoGateway(base.PaymentGateway):
                 "description": str(payment.description),
                 "payment_method_id": "pix",
                 "external_reference": reference,
-                "notification_url": notification_url,
                 "payer": {"email": payment.created_by.email if payment.created_by else "cliente@whago.local"},
             }
             options = RequestOptions(
-                connection_timeout=30, max_retries=0, custom_headers={"x-idempotency-key": reference}
+                connection_timeout=30.0, max_retries=0, custom_headers={"x-idempotency-key": reference}
             )
             data = self._check(self._sdk().payment().create(body, options), _("the PIX payment"))
             pix = (data.get("point_of_interaction") or {}).get("transaction_data") or {}
@@ -79,7 +79,6 @@ class MercadoPagoGateway(base.PaymentGateway):
             "external_reference": reference,
             "back_urls": {"success": success_url, "pending": success_url, "failure": cancel_url},
             "auto_return": "approved",
-            "notification_url": notification_url,
         }
         data = self._check(self._sdk().preference().create(body), _("the checkout"))
         return base.CheckoutResult(external_id=str(data["id"]), redirect_url=data.get("init_point", ""))

@@ -1,0 +1,135 @@
+"""PayPal: Orders v2 over REST; webhooks verified by PayPal's verify-webhook-signature call."""
+import json
+import time
+
+import pytest
+import responses
+from django.urls import reverse
+from django_scopes import scopes_disabled
+
+from billing import limits
+from billing.gateways import paypal as paypal_module
+from billing.models import GatewayEvent, Payment
+
+from .conftest import (
+    PAYPAL_API,
+    PAYPAL_WEBHOOK_ID,
+    paypal_capture_event,
+    paypal_headers,
+    paypal_order,
+    paypal_token,
+    paypal_verification,
+    pending_payment,
+    post_paypal,
+)
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture(autouse=True)
+def _fresh_token_cache():
+    paypal_module._token.clear()
+    yield
+    paypal_module._token.clear()
+
+
+def test_order_checkout_and_capture_on_return(gateway_settings, owner_client, provider):
+    paypal_token(provider)
+    create = provider.add(responses.POST, f"{PAYPAL_API}/v2/checkout/orders", status=200, json={
+        "id": "5O190127TN364715T", "status": "PAYER_ACTION_REQUIRED",
+        "payment_source": {"paypal": {}},
+        "links": [
+            {"href": f"{PAYPAL_API}/v2/checkout/orders/5O190127TN364715T", "rel": "self", "method": "GET"},
+            {"href": "https://www.sandbox.paypal.com/checkoutnow?token=5O190127TN364715T", "rel": "payer-action",
+             "method": "GET"},
+        ],
+    })
+    response = owner_client.post(reverse("billing_checkout"), {"credits": "1000", "gateway": "paypal"})
+    assert response.url == "https://www.sandbox.paypal.com/checkoutnow?token=5O190127TN364715T"
+    sent = json.loads(create.calls[0].request.body)
+    with scopes_disabled():
+        payment = Payment.objects.get(tenant=owner_client.tenant)
+    assert sent["purchase_units"][0]["amount"] == {"currency_code": "BRL", "value": "49.90"}
+    assert sent["purchase_units"][0]["custom_id"] == str(payment.reference)
+    assert create.calls[0].request.headers["PayPal-Request-Id"] == str(payment.reference)
+    assert create.calls[0].request.headers["Authorization"].startswith("Bearer A21AAF")
+
+    order_url = f"{PAYPAL_API}/v2/checkout/orders/5O190127TN364715T"
+    provider.add(responses.GET, order_url, json=paypal_order("5O190127TN364715T", reference=str(payment.reference),
+                                                             status="APPROVED"))
+    capture = provider.add(responses.POST, order_url + "/capture", status=201,
+                           json=paypal_order("5O190127TN364715T", reference=str(payment.reference)))
+    # A return naming another order is not ours to capture.
+    owner_client.get(reverse("billing_return", args=[payment.reference]) + "?token=OTHERORDER&PayerID=X")
+    assert capture.call_count == 0
+    owner_client.get(reverse("billing_return", args=[payment.reference]) + "?token=5O190127TN364715T&PayerID=X")
+    assert capture.call_count == 1
+    assert limits.credit_balance(owner_client.tenant) == 1000
+    payment.refresh_from_db()
+    assert payment.status == "paid" and payment.external_payment_id == "3C679366HH908993F"
+
+
+def test_verified_capture_event_is_confirmed_with_the_order(gateway_settings, client, make_owner, provider):
+    _, tenant = make_owner()
+    payment = pending_payment(tenant, gateway="paypal", external_id="8AA831015G517922L")
+    paypal_token(provider)
+    verify = paypal_verification(provider, "SUCCESS")
+    provider.add(responses.GET, f"{PAYPAL_API}/v2/checkout/orders/8AA831015G517922L",
+                 json=paypal_order("8AA831015G517922L", reference=str(payment.reference)))
+    event = paypal_capture_event("8AA831015G517922L", reference=str(payment.reference))
+    response = post_paypal(client, event)
+    assert response.status_code == 200 and response.json()["result"] == "applied"
+    sent = json.loads(verify.calls[0].request.body)
+    assert sent["webhook_id"] == PAYPAL_WEBHOOK_ID and sent["webhook_event"] == event
+    assert sent["transmission_id"] == "69cd13f0-d67a-11e5-baa3-778b53f4ae55"
+    assert sent["auth_algo"] == "SHA256withRSA"
+    assert limits.credit_balance(tenant) == 1000
+    # Replayed: applied once.
+    assert post_paypal(client, event).status_code == 200
+    assert limits.credit_balance(tenant) == 1000
+    assert GatewayEvent.objects.get(gateway="paypal").deliveries == 2
+
+
+def test_failed_verification_is_rejected(gateway_settings, client, make_owner, provider):
+    _, tenant = make_owner()
+    payment = pending_payment(tenant, gateway="paypal", external_id="8AA831015G517922M")
+    paypal_token(provider)
+    paypal_verification(provider, "FAILURE")
+    order = provider.add(responses.GET, f"{PAYPAL_API}/v2/checkout/orders/8AA831015G517922M",
+                         json=paypal_order("8AA831015G517922M", reference=str(payment.reference)))
+    response = post_paypal(client, paypal_capture_event("8AA831015G517922M", reference=str(payment.reference)))
+    assert response.status_code == 400
+    assert order.call_count == 0 and not GatewayEvent.objects.exists()
+    assert limits.credit_balance(tenant) == 0
+
+
+def test_stale_or_unsigned_transmissions_are_rejected_without_asking_paypal(gateway_settings, client, provider):
+    verify = paypal_verification(provider, "SUCCESS")
+    event = paypal_capture_event("ORDER1", reference="x")
+    old = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() - 3600))
+    assert post_paypal(client, event, **paypal_headers(transmission_time=old)).status_code == 400
+    headers = paypal_headers()
+    del headers["HTTP_PAYPAL_TRANSMISSION_SIG"]
+    assert post_paypal(client, event, **headers).status_code == 400
+    assert verify.call_count == 0
+
+
+def test_amount_mismatch_from_the_order_is_recorded(gateway_settings, client, make_owner, provider):
+    _, tenant = make_owner()
+    payment = pending_payment(tenant, gateway="paypal", external_id="8AA831015G517922N")
+    paypal_token(provider)
+    paypal_verification(provider)
+    provider.add(responses.GET, f"{PAYPAL_API}/v2/checkout/orders/8AA831015G517922N",
+                 json=paypal_order("8AA831015G517922N", reference=str(payment.reference), value="0.99"))
+    # The event claims the right amount; the order PayPal's API returns says otherwise, and wins.
+    response = post_paypal(client, paypal_capture_event("8AA831015G517922N", reference=str(payment.reference)))
+    assert response.json()["result"] == "mismatch"
+    assert limits.credit_balance(tenant) == 0
+
+
+def test_unknown_event_types_are_ignored(gateway_settings, client, provider):
+    paypal_token(provider)
+    paypal_verification(provider)
+    event = {"id": "WH-OTHER", "event_type": "CUSTOMER.DISPUTE.CREATED", "resource": {}}
+    response = post_paypal(client, event)
+    assert response.status_code == 200 and response.json()["result"] == "ignored"
