@@ -203,7 +203,8 @@ def test_core_accepts_only_the_default_session(simulator_factory):
     other = sim.post("/api/sessions", {"name": "chip_2", "start": True})
     assert other.status_code == 422
     assert other.json() == {"message": CORE_MESSAGE, "error": "Unprocessable Entity", "statusCode": 422}
-    assert sim.get("/api/sessions/chip_2").status_code == 422
+    assert sim.get("/api/sessions/chip_2").status_code == 404  # Core's getSessionInfo: null for other names
+    assert sim.post("/api/sessions/chip_2/start").status_code == 422
     assert sim.post("/api/sendText", {"session": "chip_2", "chatId": "5511988887777", "text": "x"}).status_code == 422
     assert sim.post("/api/sessions", {"name": "default", "start": True}).status_code == 201
     assert sim.get("/api/server/version").json()["tier"] == "CORE"

@@ -80,7 +80,11 @@ class Router:
         self.routes = [(method, re.compile(pattern + r"\Z"), fn) for method, pattern, fn in routes]
 
     def _session_info(self, m, q, b):
-        return self.sim.info(self.sim._get(m[0]))
+        # WAHA Core's getSessionInfo answers null (→ 404) for any name but 'default', not 422
+        session = self.sim.sessions.get(m[0])
+        if session is None or (self.sim.cfg.engine == "core" and m[0] != "default"):
+            raise SimError(404, "Session not found")
+        return self.sim.info(session)
 
     def match(self, method: str, path: str):
         """(handler, groups) or raise the NestJS 404."""
