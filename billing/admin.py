@@ -17,9 +17,9 @@ class PlanAdmin(admin.ModelAdmin):
 
     def changelist_view(self, request, extra_context=None):
         # Which gateways the environment configures, where operators look for them.
+        configured, missing = _("configured"), _("not configured")
         states = [
-            f"{cls.label}: {_('configured') if cls.is_configured() else _('not configured')}"
-            for cls in gateways.GATEWAYS.values()
+            f"{cls.label}: {configured if cls.is_configured() else missing}" for cls in gateways.GATEWAYS.values()
         ]
         messages.info(request, _("Payment gateways (credentials from the environment): %(states)s")
                       % {"states": "; ".join(states)})

@@ -19,7 +19,8 @@ pytestmark = pytest.mark.django_db
 
 def test_pix_checkout_shows_the_qr_code_in_the_portal(gateway_settings, owner_client, provider):
     call = provider.add(responses.POST, f"{MP_API}/v1/payments", status=201, json={
-        **mp_payment("1234567890", reference="set-below", status="pending"), "status_detail": "pending_waiting_transfer",
+        **mp_payment("1234567890", reference="set-below", status="pending"),
+        "status_detail": "pending_waiting_transfer",
     })
     response = owner_client.post(reverse("billing_checkout"),
                                  {"plan": "BUSINESS", "gateway": "mercadopago", "method": "pix"})

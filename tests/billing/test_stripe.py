@@ -175,7 +175,8 @@ def test_renewal_and_cancellation_of_the_subscription(gateway_settings, client, 
                "amount_paid": 59700, "currency": "brl", "status": "paid",
                "parent": {"type": "subscription_details", "subscription_details": {"subscription": "sub_renew"}},
                "lines": {"data": [{"period": {"start": int(time.time()), "end": period_end}}]}}
-    assert post_stripe(client, stripe_event("invoice.paid", invoice, event_id="evt_renew")).json()["result"] == "applied"
+    renewal = post_stripe(client, stripe_event("invoice.paid", invoice, event_id="evt_renew"))
+    assert renewal.json()["result"] == "applied"
     with scopes_disabled():
         subscription = Subscription.objects.get(tenant=tenant)
         assert int(subscription.current_period_end.timestamp()) == period_end
