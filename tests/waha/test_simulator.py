@@ -2,6 +2,7 @@
 import base64
 import io
 import re
+import socket
 import subprocess
 import sys
 import threading
@@ -71,9 +72,19 @@ def test_environment_configures_it_and_the_command_line_wins(simulator_factory):
     assert version.json() == {"version": "2024.10.8", "engine": "WEBJS", "tier": "CORE", "browser": "/usr/bin/chromium"}
 
 
-def test_it_stops_cleanly_on_sigterm(simulator):
-    assert simulator.get("/ping").json() == {"message": "pong"}
-    assert simulator.stop() == 0
+def test_it_stops_at_once_on_sigterm_even_with_a_hanging_webhook_receiver(simulator):
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(16)  # accepts connections, never answers
+    try:
+        hook = {"url": f"http://127.0.0.1:{silent.getsockname()[1]}/hook", "events": ["session.status"]}
+        simulator.post("/api/sessions", {"name": "chip_t", "config": {"webhooks": [hook]}, "start": True})
+        simulator.wait_status("chip_t", "SCAN_QR_CODE")
+        started = time.monotonic()
+        assert simulator.stop() == 0
+        assert time.monotonic() - started < 3
+    finally:
+        silent.close()
 
 
 # --------------------------------------------------------------------------- auth and server routes
