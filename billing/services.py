@@ -244,6 +244,11 @@ def _apply_event(gateway: str, event: base.WebhookEvent) -> tuple[str, str, Paym
         payment = _find_payment(gateway, event)
         if payment is None or event.confirmation is None:
             return GatewayEvent.Result.UNKNOWN_PAYMENT, "no payment of ours matches this event", None
+        charge = event.confirmation.external_payment_id
+        if event.subscription_id and payment.status == Payment.Status.PAID and charge != payment.external_payment_id:
+            # A further charge on a subscription checkout already applied: a renewal.
+            event.action = base.RENEWAL
+            return _apply_event(gateway, event)
         result, detail = apply_confirmation(payment, event.confirmation)
         return result, detail, payment
     if event.action in (base.RENEWAL, base.SUBSCRIPTION_PAST_DUE, base.SUBSCRIPTION_CANCELED):

@@ -69,6 +69,8 @@ class PayPalGateway(base.PaymentGateway):
 
     def create_checkout(self, payment, *, success_url, cancel_url, notification_url, method=""):
         reference = str(payment.reference)
+        if payment.kind == "plan" and payment.plan.paypal_plan_id:
+            return self._create_subscription(payment, success_url, cancel_url)
         body = {
             "intent": "CAPTURE",
             "purchase_units": [{
@@ -86,6 +88,37 @@ class PayPalGateway(base.PaymentGateway):
         approve = next((link["href"] for link in order.get("links", []) if link.get("rel") in ("payer-action",
                                                                                                "approve")), "")
         return base.CheckoutResult(external_id=order["id"], redirect_url=approve)
+
+    def _create_subscription(self, payment, success_url: str, cancel_url: str) -> base.CheckoutResult:
+        """A recurring PayPal subscription on the billing plan the operator linked to our plan."""
+        reference = str(payment.reference)
+        body = {
+            "plan_id": payment.plan.paypal_plan_id,
+            "custom_id": reference,
+            "application_context": {
+                "brand_name": "WHAGO", "user_action": "SUBSCRIBE_NOW", "shipping_preference": "NO_SHIPPING",
+                "return_url": success_url, "cancel_url": cancel_url,
+            },
+        }
+        subscription = self._send("post", "/v1/billing/subscriptions", json=body,
+                                  headers={"PayPal-Request-Id": reference})
+        approve = next((link["href"] for link in subscription.get("links", []) if link.get("rel") == "approve"), "")
+        return base.CheckoutResult(external_id=subscription["id"], redirect_url=approve)
+
+    def _subscription_confirmation(self, subscription_id: str, sale_id: str) -> base.PaymentConfirmation:
+        """A subscription's last payment, as PayPal's API reports it."""
+        subscription = self._send("get", f"/v1/billing/subscriptions/{subscription_id}")
+        info = subscription.get("billing_info") or {}
+        last = info.get("last_payment") or {}
+        amount = last.get("amount") or {}
+        next_billing = info.get("next_billing_time")
+        return base.PaymentConfirmation(
+            status="paid" if subscription.get("status") == "ACTIVE" and amount else "pending",
+            amount=Decimal(amount.get("value") or "0").quantize(Decimal("0.01")),
+            currency=(amount.get("currency_code") or "").upper(), external_payment_id=sale_id,
+            subscription_id=subscription_id,
+            period_end=datetime.fromisoformat(next_billing.replace("Z", "+00:00")) if next_billing else None,
+        )
 
     @staticmethod
     def _order_confirmation(order: dict) -> base.PaymentConfirmation:
@@ -116,6 +149,8 @@ class PayPalGateway(base.PaymentGateway):
         return self._order_confirmation(order)
 
     def confirm_return(self, payment, params):
+        if payment.external_id.startswith("I-"):
+            return None  # subscriptions are confirmed by PAYMENT.SALE.COMPLETED
         token = params.get("token", "")
         # The buyer's query string names the order; it must be the one we created.
         if not payment.external_id or token != payment.external_id:
@@ -158,6 +193,11 @@ class PayPalGateway(base.PaymentGateway):
             order_id = resource.get("id", "")
         elif event_type in ("PAYMENT.CAPTURE.COMPLETED", "PAYMENT.CAPTURE.DENIED", "PAYMENT.CAPTURE.PENDING"):
             order_id = ((resource.get("supplementary_data") or {}).get("related_ids") or {}).get("order_id", "")
+        elif event_type == "PAYMENT.SALE.COMPLETED" and resource.get("billing_agreement_id"):
+            # A subscription charge (first or recurring): amount and state from the subscription itself.
+            event.action = base.PAYMENT
+            event.external_id = event.subscription_id = resource["billing_agreement_id"]
+            event.confirmation = self._subscription_confirmation(event.subscription_id, resource.get("id", ""))
         elif event_type == "BILLING.SUBSCRIPTION.CANCELLED":
             event.action = base.SUBSCRIPTION_CANCELED
             event.subscription_id = resource.get("id", "")

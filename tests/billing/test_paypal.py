@@ -9,7 +9,7 @@ from django_scopes import scopes_disabled
 
 from billing import limits
 from billing.gateways import paypal as paypal_module
-from billing.models import GatewayEvent, Payment
+from billing.models import GatewayEvent, Payment, Subscription
 
 from .conftest import (
     PAYPAL_API,
@@ -20,6 +20,7 @@ from .conftest import (
     paypal_token,
     paypal_verification,
     pending_payment,
+    plan,
     post_paypal,
 )
 
@@ -133,3 +134,66 @@ def test_unknown_event_types_are_ignored(gateway_settings, client, provider):
     event = {"id": "WH-OTHER", "event_type": "CUSTOMER.DISPUTE.CREATED", "resource": {}}
     response = post_paypal(client, event)
     assert response.status_code == 200 and response.json()["result"] == "ignored"
+
+
+def sale_completed(subscription_id: str, sale_id: str, *, event_id: str) -> dict:
+    """PAYMENT.SALE.COMPLETED for a subscription charge, as PayPal posts it."""
+    return {
+        "id": event_id, "event_version": "1.0", "resource_type": "sale", "event_type": "PAYMENT.SALE.COMPLETED",
+        "summary": "Payment completed for BRL 197.00 BRL",
+        "resource": {"id": sale_id, "state": "completed", "billing_agreement_id": subscription_id,
+                     "amount": {"total": "197.00", "currency": "BRL"}, "payment_mode": "INSTANT_TRANSFER"},
+    }
+
+
+def paypal_subscription(subscription_id: str, *, value: str = "197.00", next_billing: str = "2026-07-01T10:00:00Z"):
+    """GET /v1/billing/subscriptions/{id} of an active subscription."""
+    return {
+        "id": subscription_id, "plan_id": "P-5ML4271244454362WXNWU5NQ", "status": "ACTIVE", "custom_id": "ref",
+        "billing_info": {
+            "outstanding_balance": {"currency_code": "BRL", "value": "0.00"},
+            "last_payment": {"amount": {"currency_code": "BRL", "value": value}, "time": "2026-06-01T10:00:00Z"},
+            "next_billing_time": next_billing, "failed_payments_count": 0,
+        },
+    }
+
+
+def test_subscription_checkout_first_charge_and_renewal(gateway_settings, owner_client, client, provider):
+    business = plan("BUSINESS")
+    business.paypal_plan_id = "P-5ML4271244454362WXNWU5NQ"
+    business.save()
+    paypal_token(provider)
+    create = provider.add(responses.POST, f"{PAYPAL_API}/v1/billing/subscriptions", status=201, json={
+        "id": "I-BW452GLLEP1G", "status": "APPROVAL_PENDING",
+        "links": [{"href": "https://www.sandbox.paypal.com/webapps/billing/subscriptions?ba_token=BA-2M539689T3856352J",
+                   "rel": "approve", "method": "GET"}],
+    })
+    response = owner_client.post(reverse("billing_checkout"), {"plan": "BUSINESS", "gateway": "paypal"})
+    assert "ba_token=BA-2M539689T3856352J" in response.url
+    sent = json.loads(create.calls[0].request.body)
+    assert sent["plan_id"] == "P-5ML4271244454362WXNWU5NQ"
+    tenant = owner_client.tenant
+
+    paypal_verification(provider)
+    provider.add(responses.GET, f"{PAYPAL_API}/v1/billing/subscriptions/I-BW452GLLEP1G",
+                 json=paypal_subscription("I-BW452GLLEP1G"))
+    first = post_paypal(client, sale_completed("I-BW452GLLEP1G", "80021663DE681814L", event_id="WH-SALE-1"))
+    assert first.json()["result"] == "applied"
+    assert limits.chip_limit(tenant) == 3
+    with scopes_disabled():
+        subscription = Subscription.objects.get(tenant=tenant)
+    assert (subscription.gateway, subscription.external_id) == ("paypal", "I-BW452GLLEP1G")
+
+    provider.replace(responses.GET, f"{PAYPAL_API}/v1/billing/subscriptions/I-BW452GLLEP1G",
+                     json=paypal_subscription("I-BW452GLLEP1G", next_billing="2026-08-01T10:00:00Z"))
+    second = post_paypal(client, sale_completed("I-BW452GLLEP1G", "80021663DE681815M", event_id="WH-SALE-2"))
+    assert second.json()["result"] == "applied"
+    subscription.refresh_from_db()
+    assert subscription.current_period_end.isoformat().startswith("2026-08-01")
+    with scopes_disabled():
+        assert Payment.objects.filter(tenant=tenant, status="paid").count() == 2
+
+    cancel = provider.add(responses.POST, f"{PAYPAL_API}/v1/billing/subscriptions/I-BW452GLLEP1G/cancel",
+                          status=204)
+    owner_client.post(reverse("billing_downgrade"))
+    assert cancel.call_count == 1 and limits.chip_limit(tenant) == 1
