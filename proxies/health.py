@@ -96,7 +96,7 @@ def _fetch(endpoint: Endpoint, url: str, timeout: float) -> int:
             _http_connect(sock, endpoint, host, port)
         else:
             # A plain-HTTP target through an HTTP proxy: the absolute URL goes to the proxy.
-            return _request(sock, url, host, port, proxy_auth=_basic(endpoint))
+            return _request(sock, url, host, port, via_http_proxy=True, proxy_auth=_basic(endpoint))
         if target.scheme == "https":
             context = ssl.create_default_context()
             try:
@@ -218,8 +218,8 @@ def _status_of(status_line: bytes) -> int:
 
 
 def _raise_for_proxy_status(status: int, host: str, port: int) -> None:
-    if status == 407:
-        raise CheckFailed(Outcome.AUTH_FAILED, "the proxy rejected the username or password (HTTP 407)")
+    if status in (401, 407):  # 407 is the standard; some proxies (tinyproxy) answer 401 to wrong credentials
+        raise CheckFailed(Outcome.AUTH_FAILED, f"the proxy rejected the username or password (HTTP {status})")
     if not 200 <= status < 300:
         raise CheckFailed(Outcome.PROXY_ERROR, f"the proxy could not reach {host}:{port} (HTTP {status})")
 
@@ -235,7 +235,8 @@ class _SocketConnection(http.client.HTTPConnection):
         pass
 
 
-def _request(sock: socket.socket, target: str, host: str, port: int, proxy_auth: str | None = None) -> int:
+def _request(sock: socket.socket, target: str, host: str, port: int, via_http_proxy: bool = False,
+             proxy_auth: str | None = None) -> int:
     connection = _SocketConnection(sock, host, port)
     headers = {"User-Agent": "whago-proxy-check/1", "Connection": "close"}
     if proxy_auth:
@@ -249,6 +250,6 @@ def _request(sock: socket.socket, target: str, host: str, port: int, proxy_auth:
         raise CheckFailed(Outcome.TIMEOUT, "the target did not answer through the proxy in time")
     except (http.client.HTTPException, OSError) as exc:
         raise CheckFailed(Outcome.PROXY_ERROR, f"no HTTP answer through the proxy: {type(exc).__name__}")
-    if status == 407:  # only a proxy answers 407
-        raise CheckFailed(Outcome.AUTH_FAILED, "the proxy rejected the username or password (HTTP 407)")
+    if status == 407 or (via_http_proxy and status == 401):
+        raise CheckFailed(Outcome.AUTH_FAILED, f"the proxy rejected the username or password (HTTP {status})")
     return status

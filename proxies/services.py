@@ -44,8 +44,10 @@ class ProxyUnavailable(Exception):
 
 
 def providers_configured() -> bool:
-    """True when at least one active provider exists (otherwise chips run without a proxy)."""
-    return ProxyProvider.objects.filter(is_active=True).exists()
+    """True when an active gateway or an active proxy of an active list exists; else chips run without proxy."""
+    return ProxyProvider.objects.filter(is_active=True).filter(
+        Q(kind=ProxyProvider.Kind.GATEWAY) | Q(proxies__is_active=True)
+    ).exists()
 
 
 def assignment_for(session_name: str) -> ProxyAssignment | None:

@@ -91,7 +91,7 @@ case "${1:-all}" in
   services) ensure_postgres; ensure_redis; ensure_docker ;;
   all)
     ensure_venv
-    apt_install debootstrap zbar-tools microsocks chromium docker-compose
+    apt_install debootstrap zbar-tools microsocks tinyproxy-bin chromium docker-compose
     ensure_postgres; ensure_redis; ensure_docker
     ensure_simulator_image
     ;;

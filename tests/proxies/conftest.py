@@ -12,6 +12,7 @@ from django_scopes import scopes_disabled
 from proxies.models import Proxy, ProxyProvider
 
 MICROSOCKS = shutil.which("microsocks")
+TINYPROXY = shutil.which("tinyproxy")
 # Credentials chosen so that a leak is unmistakable in logs or HTML.
 SOCKS_USER = "whagoproxyuser"
 SOCKS_PASSWORD = "Pw-7f3kQ9zLx2"
@@ -50,9 +51,10 @@ class Socks:
         return self
 
     def kill(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait(timeout=5)
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        self.proc.kill()
+        self.proc.wait(timeout=5)
         # Make sure the port is closed before the test goes on.
         deadline = time.monotonic() + 5
         while time.monotonic() < deadline:
@@ -79,6 +81,34 @@ def microsocks():
     yield start
     for socks in started:
         socks.kill()
+
+
+@pytest.fixture
+def tinyproxy(tmp_path):
+    """Start a real tinyproxy HTTP proxy on loopback: tinyproxy(auth=True) -> Socks-like handle. Always killed."""
+    if TINYPROXY is None:
+        pytest.fail("tinyproxy is not installed (scripts/setup.sh all installs tinyproxy-bin)")
+    started: list[subprocess.Popen] = []
+
+    def start(auth: bool = False) -> Socks:
+        handle = Socks(free_port(), SOCKS_USER if auth else None, SOCKS_PASSWORD if auth else None)
+        conf = tmp_path / f"tinyproxy-{handle.port}.conf"
+        lines = [f"Port {handle.port}", "Listen 127.0.0.1", "Allow 127.0.0.1", "Timeout 10", "MaxClients 20",
+                 "LogLevel Critical"]
+        if auth:
+            lines.append(f"BasicAuth {SOCKS_USER} {SOCKS_PASSWORD}")
+        conf.write_text("\n".join(lines) + "\n")
+        handle.proc = subprocess.Popen([TINYPROXY, "-d", "-c", str(conf)],
+                                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        started.append(handle.proc)
+        wait_listening(handle.port)
+        return handle
+
+    yield start
+    for proc in started:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=5)
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -153,7 +183,7 @@ def signal_log():
 
 @pytest.fixture
 def make_tenant():
-    """A bare tenant. Transactional tests use it: their flushes remove the seeded plans sign-up needs."""
+    """A bare tenant, for the transactional tests (no sign-up, plans or e-mail involved)."""
     from whago.models import Tenant
 
     counter = iter(range(1, 10_000))

@@ -127,7 +127,7 @@ def test_target_error_status_is_a_failure(microsocks, http_target):
     assert result.outcome == Outcome.HTTP_ERROR and "404" in result.detail
 
 
-@pytest.mark.django_db(transaction=True)
+@pytest.mark.django_db(transaction=True, serialized_rollback=True)
 def test_a_dead_proxy_is_detected_and_its_sessions_move_to_a_healthy_one(
     make_tenant, microsocks, http_target, static_list, signal_log, settings
 ):
@@ -183,7 +183,7 @@ def test_a_dead_proxy_is_detected_and_its_sessions_move_to_a_healthy_one(
     assert not ProxyAlert.objects.filter(proxy=dying, kind=ProxyAlert.Kind.UNHEALTHY, resolved_at__isnull=True)
 
 
-@pytest.mark.django_db(transaction=True)
+@pytest.mark.django_db(transaction=True, serialized_rollback=True)
 def test_with_no_healthy_proxy_left_sessions_stay_and_operators_are_told_once(
     make_tenant, microsocks, http_target, static_list, signal_log, settings
 ):
@@ -204,7 +204,7 @@ def test_with_no_healthy_proxy_left_sessions_stay_and_operators_are_told_once(
         services.assign(tenant, "chip_2")
 
 
-@pytest.mark.django_db(transaction=True)
+@pytest.mark.django_db(transaction=True, serialized_rollback=True)
 def test_a_failing_gateway_hands_its_sessions_to_another_provider(
     make_tenant, microsocks, http_target, gateway, static_list, signal_log, settings
 ):
@@ -227,7 +227,7 @@ def test_a_failing_gateway_hands_its_sessions_to_another_provider(
     assert ProxyAlert.objects.filter(provider=gw, proxy__isnull=True, kind=ProxyAlert.Kind.UNHEALTHY).exists()
 
 
-@pytest.mark.django_db(transaction=True)
+@pytest.mark.django_db(transaction=True, serialized_rollback=True)
 def test_disabling_a_proxy_moves_its_sessions(make_tenant, microsocks, http_target, static_list, signal_log):
     tenant = make_tenant()
     provider = static_list([microsocks(), microsocks()])
@@ -240,7 +240,7 @@ def test_disabling_a_proxy_moves_its_sessions(make_tenant, microsocks, http_targ
     assert signal_log[0][:2] == ("chip_1", "proxy_disabled")
 
 
-@pytest.mark.django_db(transaction=True)
+@pytest.mark.django_db(transaction=True, serialized_rollback=True)
 def test_credentials_never_reach_the_logs(make_tenant, microsocks, http_target, static_list, gateway, caplog,
                                           settings):
     settings.PROXY_FAILURE_THRESHOLD = 1
@@ -312,3 +312,28 @@ def test_the_sweep_runs_in_a_real_celery_worker(worker_check_url, celery_worker,
     assert outcomes == {alive.port: Outcome.OK, dead.port: Outcome.REFUSED}, celery_worker.log.read_text()[-3000:]
     assert worker_check_url.hits == ["/generate_204"]
     assert ProxyProvider.objects.get(pk=provider.pk).proxies.filter(consecutive_failures=1).count() == 1
+
+
+def test_an_http_proxy_gateway_works_and_reports_wrong_credentials(make_owner, tinyproxy, http_target, gateway):
+    _, tenant = make_owner()
+    server = tinyproxy(auth=True)
+    provider = gateway(server, scheme="http", username_template="{username}")
+    config = services.waha_proxy_config(services.assign(tenant, "chip_1"))
+    assert config["server"] == f"http://127.0.0.1:{server.port}"
+
+    assert requests.get(http_target.url, proxies=via(config), timeout=5).status_code == 204
+    assert services.check_now(provider).outcome == Outcome.OK
+    assert http_target.hits == ["/generate_204", "/generate_204"]
+
+    wrong = health.Endpoint("http", "127.0.0.1", server.port, SOCKS_USER, "not-the-password")
+    missing = health.Endpoint("http", "127.0.0.1", server.port)
+    https_url = http_target.url.replace("http://", "https://")
+    for endpoint in (wrong, missing):
+        for url in (http_target.url, https_url):  # forwarded GET, and CONNECT tunnel
+            result = health.check(endpoint, url, 3)
+            assert result.outcome == Outcome.AUTH_FAILED, (endpoint, url, result)
+            assert "not-the-password" not in result.detail
+    # With the right login the CONNECT tunnel opens; TLS then fails against a plain-HTTP target.
+    tunnel = health.check(health.Endpoint("http", "127.0.0.1", server.port, SOCKS_USER, SOCKS_PASSWORD), https_url, 3)
+    assert tunnel.outcome == Outcome.HTTP_ERROR and "TLS" in tunnel.detail
+    assert len(http_target.hits) == 2

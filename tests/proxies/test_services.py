@@ -112,7 +112,7 @@ def test_providers_are_used_by_priority(make_owner, static_list, gateway):
     assert services.assign(tenant, "chip_1").proxy is None  # the gateway comes first
 
 
-@pytest.mark.django_db(transaction=True)
+@pytest.mark.django_db(transaction=True, serialized_rollback=True)
 def test_simultaneous_assignments_spread_across_the_list(make_tenant, static_list):
     tenant = make_tenant()
     static_list([FakeServer(2001), FakeServer(2002)])
@@ -311,3 +311,15 @@ def test_passwords_are_encrypted_at_rest(db):
         cursor.execute("SELECT password FROM proxies_proxy")
         (raw,) = cursor.fetchone()
     assert raw.startswith("fernet:") and SOCKS_PASSWORD not in raw
+
+
+def test_an_empty_static_list_is_not_a_configured_provider(make_owner, static_list):
+    _, tenant = make_owner()
+    provider = static_list([])
+    assert services.providers_configured() is False
+    assert services.assign(tenant, "chip_1") is None
+    Proxy.objects.create(provider=provider, host="127.0.0.1", port=2001, is_active=False)
+    assert services.providers_configured() is False
+    Proxy.objects.create(provider=provider, host="127.0.0.1", port=2002)
+    assert services.providers_configured() is True
+    assert services.assign(tenant, "chip_1").proxy.port == 2002
