@@ -66,6 +66,12 @@ def image_label(image: str, label: str) -> str | None:
     return value if value and value != "<no value>" else None
 
 
+def image_id(image: str) -> str | None:
+    """Id of a local image, None when missing."""
+    result = _docker("image", "inspect", "--format", "{{.Id}}", image, check=False, capture_output=True)
+    return result.stdout.strip() if result.returncode == 0 else None
+
+
 def image_exists(image: str) -> bool:
     """Whether a local image has this reference."""
     return _docker("image", "inspect", image, check=False, capture_output=True).returncode == 0
@@ -98,7 +104,7 @@ def build_base() -> None:
         )
         _unmount_under(rootfs)
         for junk in ("var/cache/apt/archives", "var/lib/apt/lists", "usr/share/doc", "usr/share/man",
-                     "usr/share/info"):
+                     "usr/share/info", "usr/share/locale"):
             target = rootfs / junk
             if target.is_dir():
                 for child in target.iterdir():
@@ -107,6 +113,7 @@ def build_base() -> None:
                     else:
                         child.unlink(missing_ok=True)
         log(f"debootstrap done in {time.monotonic() - started:.0f} s; docker import {BASE_IMAGE}")
+        previous = image_id(BASE_IMAGE)
         tar = subprocess.Popen(["tar", "--numeric-owner", "-C", str(rootfs), "-c", "."], stdout=subprocess.PIPE)
         try:
             _docker(
@@ -121,6 +128,8 @@ def build_base() -> None:
             tar.stdout.close()
             if tar.wait() != 0:
                 raise SystemExit("tar of the rootfs failed")
+        if previous and previous != image_id(BASE_IMAGE):  # the replaced base, unless a container still uses it
+            _docker("image", "rm", previous, check=False, capture_output=True)
     finally:
         _unmount_under(rootfs)
         shutil.rmtree(rootfs, ignore_errors=True)
