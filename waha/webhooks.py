@@ -43,8 +43,8 @@ def _signed_by(container: WahaContainer, request: HttpRequest, body: bytes) -> b
     return hmac.compare_digest(sign(container.webhook_key, body), given.strip().lower())
 
 
-def _answer(status: int, **data) -> JsonResponse:
-    return JsonResponse(data, status=status)
+def _answer(http_status: int, **data) -> JsonResponse:
+    return JsonResponse(data, status=http_status)
 
 
 @csrf_exempt

@@ -312,7 +312,7 @@ WAHA_ALERT_CPU_PERCENT = env.float("WAHA_ALERT_CPU_PERCENT", default=80.0)
 WAHA_ALERT_MEMORY_PERCENT = env.float("WAHA_ALERT_MEMORY_PERCENT", default=90.0)
 WAHA_ALERT_STOPPED_MINUTES = env.int("WAHA_ALERT_STOPPED_MINUTES", default=60)
 # Threads a sweep (health, stats) uses over many containers.
-WAHA_SWEEP_THREADS = env.int("WAHA_SWEEP_THREADS", default=32)
+WAHA_SWEEP_THREADS = env.int("WAHA_SWEEP_THREADS", default=64)
 # Largest webhook body accepted, in bytes.
 WAHA_WEBHOOK_MAX_BYTES = env.int("WAHA_WEBHOOK_MAX_BYTES", default=1024 * 1024)
 

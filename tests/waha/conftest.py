@@ -82,3 +82,118 @@ def waha_signals():
     recorder.connect()
     yield recorder
     recorder.disconnect()
+
+
+# --- Docker-engine fixtures (waha helper) ---------------------------------------------
+# A session-wide autouse fixture removes every container and volume labelled with this
+# run's WHAGO_INSTANCE, before (leftovers of an interrupted run) and after the tests.
+
+import subprocess  # noqa: E402
+import sys  # noqa: E402
+import time  # noqa: E402
+
+import docker  # noqa: E402
+from django.conf import settings  # noqa: E402
+
+from tests.waha.simkit import ROOT  # noqa: E402
+
+SIMULATOR_IMAGE = "whago/waha-simulator:latest"
+
+
+def run_label() -> str:
+    return f"whago.instance={settings.WHAGO_INSTANCE}"
+
+
+def remove_run_containers() -> None:
+    """Every container and volume of this test run (label whago.instance) removed."""
+    if not settings.WHAGO_INSTANCE.startswith("test-"):
+        return  # never touch a real deployment's containers
+    client = docker.from_env()
+    try:
+        for container in client.containers.list(all=True, filters={"label": run_label()}):
+            container.remove(force=True)
+        for volume in client.volumes.list(filters={"label": run_label()}):
+            volume.remove(force=True)
+    finally:
+        client.close()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _leave_no_waha_containers():
+    remove_run_containers()
+    yield
+    remove_run_containers()
+
+
+def wait_for(predicate, timeout: float = 20, interval: float = 0.1, message: str = "condition"):
+    """Poll until predicate() is truthy; return its value or fail the test."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out after {timeout} s waiting for {message}")
+        time.sleep(interval)
+
+
+@pytest.fixture(scope="session")
+def docker_client():
+    if not settings.WHAGO_INSTANCE.startswith("test-"):
+        pytest.fail("Run the waha tests through scripts/test.sh (WHAGO_INSTANCE must be test-<run>).")
+    client = docker.from_env()
+    client.ping()
+    yield client
+    client.close()
+
+
+@pytest.fixture(scope="session")
+def simulator_image(docker_client):
+    """The locally built simulator image (built once when missing, no registry)."""
+    try:
+        docker_client.images.get(SIMULATOR_IMAGE)
+    except docker.errors.ImageNotFound:
+        build = subprocess.run(
+            [sys.executable, "-m", "waha.simulator.image"], cwd=ROOT, capture_output=True, text=True
+        )
+        if build.returncode != 0:
+            pytest.fail(f"could not build {SIMULATOR_IMAGE}:\n{build.stdout}\n{build.stderr}")
+    return SIMULATOR_IMAGE
+
+
+@pytest.fixture
+def waha_docker(settings, simulator_image):
+    """Settings of the docker runtime with host networking and the simulator image."""
+    settings.WAHA_RUNTIME = "docker"
+    settings.WAHA_NETWORK_MODE = "host"
+    settings.WAHA_IMAGE = simulator_image
+    settings.WAHA_ENGINE = "plus"
+    settings.WAHA_MEMORY_LIMIT = "256m"
+    settings.WAHA_CPU_LIMIT = 1.0
+    settings.WAHA_READY_TIMEOUT = 30
+    yield settings
+    # Rows go with the test's database; their containers and volumes go here.
+    remove_run_containers()
+
+
+@pytest.fixture
+def waha_live(waha_docker, live_server):
+    """The app served on 127.0.0.1 and containers posting their webhooks to it."""
+    url = live_server.url.replace("localhost", "127.0.0.1")
+    waha_docker.WAHA_WEBHOOK_URL = f"{url}/api/v1/webhooks/waha"
+    return live_server
+
+
+@pytest.fixture
+def make_tenant(transactional_db):
+    """A tenant row (transactional tests flush the seeded plans that sign-up needs)."""
+    from whago.models import Tenant
+
+    def make(name: str | None = None) -> Tenant:
+        n = Tenant.objects.count() + 1
+        while Tenant.objects.filter(slug=f"empresa-waha-{n}").exists():
+            n += 1
+        return Tenant.objects.create(name=name or f"Empresa WAHA {n}", slug=f"empresa-waha-{n}")
+
+    return make
+

@@ -39,7 +39,11 @@ class LocalRuntime(Runtime):
     name = "local"
 
     def __init__(self, root: Path | None = None):
-        self.root = Path(root or Path(settings.VAR_DIR) / "waha")
+        self._root = Path(root) if root else None
+
+    @property
+    def root(self) -> Path:
+        return self._root or Path(settings.VAR_DIR) / "waha"
 
     def _dir(self, runtime_id: str) -> Path:
         if not runtime_id or "/" in runtime_id or runtime_id.startswith("."):
