@@ -1,7 +1,15 @@
 """Celery tasks of the chips app: thin wrappers around services."""
 from celery import shared_task
 
-from . import outgoing
+from proxies.services import ProxyUnavailable
+from waha.client import WahaError
+from waha.manager import WahaManagerError
+from waha.runtime import RuntimeFailure
+from waha.tasks import TRANSIENT
+
+from . import outgoing, services
+
+PROVISION_RETRIES = 5
 
 
 @shared_task(acks_late=True)
@@ -10,3 +18,43 @@ def deliver_webhook(delivery_id: int) -> None:
     wait = outgoing.attempt_delivery(delivery_id)
     if wait is not None:
         deliver_webhook.apply_async((delivery_id,), countdown=wait)
+
+
+@shared_task(bind=True, acks_late=True, max_retries=PROVISION_RETRIES)
+def provision_chip(self, chip_id: int) -> None:
+    """Create the chip's WAHA session (and the tenant's container when needed)."""
+    try:
+        services.provision(chip_id)
+    except TRANSIENT as exc:
+        final = self.request.retries >= self.max_retries
+        services.provision_problem(chip_id, exc, final=final)
+        if not final:
+            raise self.retry(exc=exc, countdown=min(5 * 2**self.request.retries, 120))
+    except (WahaError, WahaManagerError, RuntimeFailure) as exc:
+        services.provision_problem(chip_id, exc, final=True)
+
+
+@shared_task(acks_late=True)
+def send_message(message_id: int) -> None:
+    """Send one queued message; schedules its own retry with backoff while the chip cannot send."""
+    wait = services.deliver(message_id)
+    if wait is not None:
+        send_message.apply_async((message_id,), countdown=wait)
+
+
+@shared_task(autoretry_for=TRANSIENT, retry_backoff=5, retry_kwargs={"max_retries": 3})
+def stop_chip(chip_id: int) -> None:
+    """Stop the session of a chip the plan limit suspended."""
+    services.stop_chip_session(chip_id)
+
+
+@shared_task(autoretry_for=(*TRANSIENT, ProxyUnavailable), retry_backoff=5, retry_kwargs={"max_retries": 5})
+def reapply_proxy(session_name: str) -> None:
+    """Give a chip's session its new proxy after the proxies app moved it."""
+    services.reapply_proxy(session_name)
+
+
+@shared_task(expires=240)
+def requeue_stale_messages() -> int:
+    """Beat: give a new task to queued messages whose task was lost."""
+    return services.requeue_stale()

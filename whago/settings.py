@@ -350,3 +350,19 @@ PROXY_CHECK_CONCURRENCY = env.int("PROXY_CHECK_CONCURRENCY", default=8)
 PROXY_FAILURE_THRESHOLD = env.int("PROXY_FAILURE_THRESHOLD", default=3)
 # Days of check history kept.
 PROXY_CHECK_RETENTION_DAYS = env.int("PROXY_CHECK_RETENTION_DAYS", default=14)
+
+# --- Chips and messages (chips app) ---------------------------------------------------
+# Attempts of a send whose container is down or whose session is not ready, before the
+# message is FAILED (quota given back); the first retry waits this long, then doubles.
+CHIPS_SEND_MAX_ATTEMPTS = env.int("CHIPS_SEND_MAX_ATTEMPTS", default=6)
+CHIPS_SEND_BACKOFF_SECONDS = env.float("CHIPS_SEND_BACKOFF_SECONDS", default=10.0)
+# Largest image or document a message may carry, in bytes (sent to WAHA as base64).
+CHIPS_MAX_MEDIA_BYTES = env.int("CHIPS_MAX_MEDIA_BYTES", default=16 * 1024 * 1024)
+# Seconds between the portal's refreshes of a chip's status and QR code (htmx polling).
+CHIPS_POLL_SECONDS = env.float("CHIPS_POLL_SECONDS", default=2.0)
+# Crash tests only: seconds a send task sleeps right after WAHA accepted the message and
+# before recording it (the window in which a killed worker must not cause a second send).
+CHIPS_SEND_PAUSE_AFTER_HTTP = env.float("CHIPS_SEND_PAUSE_AFTER_HTTP", default=0.0)
+# Seconds before a task taken by a worker that died is given to another worker (Redis broker).
+if CELERY_BROKER_URL != "filesystem://":
+    CELERY_BROKER_TRANSPORT_OPTIONS["visibility_timeout"] = env.int("CELERY_VISIBILITY_TIMEOUT", default=3600)

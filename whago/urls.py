@@ -34,6 +34,7 @@ urlpatterns = [
     path("", include("billing.urls")),
     path("", include("waha.urls")),
     path("api/v1/me/", Me.as_view(), name="api_me"),
+    path("api/v1/", include("chips.api_urls")),
     path("api/schema/", SpectacularAPIView.as_view(), name="api_schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="api_schema"), name="api_docs"),
     path("admin/", admin.site.urls),

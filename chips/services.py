@@ -1,0 +1,1023 @@
+"""Chips and messages: the operations the portal, the API, the tasks and the receivers call.
+
+Chips
+    create_chip(tenant, alias) -> Chip           plan limit checked under the tenant row lock
+    connect(chip) / request_pairing_code(chip, phone) / qr_png(chip)
+    disconnect(chip) (logout + stop) / restart(chip) / rename(chip, alias) / delete_chip(chip)
+    working_chips(tenant), pick_chip(tenant)     for campaigns: round-robin over WORKING chips
+
+Messages
+    send_message(tenant, chip, to, ...) -> (Message, created)
+        Normalises the number, checks the chip and the quota (billing.limits), stores the
+        message QUEUED and enqueues the send task on commit. Idempotent per idempotency key.
+    deliver(message_id) -> seconds before a retry, or None          (the send task's body)
+
+Never sending twice. `deliver` first marks the message as attempted (attempted_at) in
+its own committed transaction, then, holding the message's row lock, calls WAHA and
+records SENT with WAHA's id. If the worker dies after WAHA accepted the message but before
+that record commits, the redelivered task finds attempted_at set without a WAHA id. WAHA
+has no lookup by a client key, so WHAGO does not guess: the message is marked FAILED with a
+reason saying it may have been sent, it is NOT sent again, and its quota stays counted.
+Attempts that provably never reached WAHA (connection refused, 5xx, session not ready)
+clear the mark and are retried with backoff; after CHIPS_SEND_MAX_ATTEMPTS the message is
+FAILED with the reason and its quota is given back.
+
+Acks. message.ack events move a message forward only (SENT → DELIVERED → READ, or FAILED
+before delivery); a duplicated or late ack changes nothing. An ack can arrive before the
+sending task has recorded WAHA's id: the receiver then waits on the row locks of the
+chip's in-flight sends to that chat, so it sees the id once the sender commits.
+"""
+from __future__ import annotations
+
+import base64
+import contextlib
+import logging
+import mimetypes
+import os
+import time
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import requests
+import urllib3
+from django.conf import settings
+from django.core.cache import cache
+from django.core.exceptions import ValidationError
+from django.core.files.base import ContentFile
+from django.db import IntegrityError, transaction
+from django.db.models import Count, Max, Q
+from django.db.models.functions import Coalesce
+from django.utils import timezone
+from django.utils.text import get_valid_filename
+from django.utils.translation import gettext as _
+from django_scopes import scope, scopes_disabled
+
+from billing import limits
+from proxies import services as proxy_services
+from waha import manager
+from waha.client import (
+    ContainerUnreachable,
+    SessionNotFound,
+    Unauthorized,
+    WahaError,
+    WahaRequestError,
+    WahaServerError,
+    message_id,
+)
+from waha.models import WahaSession
+from whago.models import Tenant
+
+from . import outgoing, signals
+from .models import Chip, Message
+from .phones import chat_id, normalize_phone, phone_from_chat_id
+
+log = logging.getLogger(__name__)
+
+MAX_TEXT_LENGTH = 4096
+IMAGE_TYPES = {"image/jpeg", "image/png", "image/webp"}
+ACK_STATUS = {1: Message.Status.SENT, 2: Message.Status.DELIVERED, 3: Message.Status.READ, 4: Message.Status.READ}
+
+
+class ChipError(Exception):
+    """An operation on a chip or a message was refused; .message says why, in the user's language."""
+
+    code = "chip_error"
+
+    def __init__(self, message: str, code: str | None = None):
+        super().__init__(message)
+        self.message = message
+        if code:
+            self.code = code
+
+
+class ChipLimitReached(ChipError):
+    code = "chip_limit"
+
+
+class ContainerUnavailable(ChipError):
+    code = "container_unavailable"
+
+
+class ChipNotReady(ChipError):
+    code = "chip_not_ready"
+
+
+class SendRefused(ChipError):
+    code = "send_refused"
+
+
+# --- helpers --------------------------------------------------------------------------
+
+
+def _now() -> datetime:
+    return timezone.now()
+
+
+def _redacted(chip: Chip, exc: BaseException) -> str:
+    """A WAHA/runtime error as a tenant may read it: no proxy credentials, bounded."""
+    return proxy_services.redact(str(exc), chip.proxy_assignment)[:500]
+
+
+def _container_error(chip: Chip, exc: BaseException) -> ContainerUnavailable:
+    return ContainerUnavailable(
+        _("The WhatsApp server of this chip is unavailable right now (%(error)s). Try again in a minute.")
+        % {"error": _redacted(chip, exc)}
+    )
+
+
+def chip_data(chip: Chip) -> dict:
+    """A chip as the outgoing webhook and the API describe it."""
+    return {
+        "id": chip.pk,
+        "alias": chip.alias,
+        "status": chip.status,
+        "phone": chip.phone or None,
+        "push_name": chip.push_name or None,
+        "last_error": chip.last_error or None,
+        "deleted": chip.is_deleted,
+    }
+
+
+def message_data(message: Message) -> dict:
+    """A message as the outgoing webhook describes it."""
+    return {
+        "id": message.pk,
+        "chip": message.chip_id,
+        "direction": message.direction,
+        "peer": message.peer,
+        "type": message.kind,
+        "body": message.body,
+        "status": message.status,
+        "error": message.error or None,
+        "waha_id": message.waha_id or None,
+        "idempotency_key": message.idempotency_key,
+        "created_at": message.created_at,
+        "sent_at": message.sent_at,
+        "delivered_at": message.delivered_at,
+        "read_at": message.read_at,
+        "failed_at": message.failed_at,
+    }
+
+
+def _chip_changed(chip: Chip, old_status: str) -> None:
+    """Announce a chip's new status (call inside the transaction that saved it)."""
+    if old_status == chip.status:
+        return
+    outgoing.emit(chip.tenant_id, "chip.status", chip_data(chip))
+    with scope(tenant=chip.tenant):
+        signals.chip_status_changed.send(
+            sender=Chip, chip=chip, old_status=old_status, new_status=chip.status, tenant=chip.tenant
+        )
+
+
+def _message_changed(message: Message, old_status: str) -> None:
+    outgoing.emit(message.tenant_id, "message.status", message_data(message))
+    with scope(tenant=message.tenant):
+        signals.message_status_changed.send(
+            sender=Message, message=message, old_status=old_status, new_status=message.status, tenant=message.tenant
+        )
+
+
+def _set_status(chip: Chip, status: str, **fields: Any) -> None:
+    """Save a chip's status (and other fields) and announce the change."""
+    old = chip.status
+    chip.status = status
+    for key, value in fields.items():
+        setattr(chip, key, value)
+    if old != status:
+        chip.status_changed_at = _now()
+    with scopes_disabled():
+        chip.save()
+    _chip_changed(chip, old)
+
+
+def _locked_chip(chip_id: int) -> Chip | None:
+    return (
+        Chip.all_objects.select_for_update(of=("self",))
+        .select_related("tenant", "waha_session__container", "proxy_assignment")
+        .filter(pk=chip_id)
+        .first()
+    )
+
+
+def _session_of(chip: Chip) -> WahaSession:
+    if chip.waha_session_id is None:
+        raise ChipNotReady(_("This chip is still being prepared. Wait a few seconds."))
+    with scopes_disabled():
+        return WahaSession.objects.select_related("container").get(pk=chip.waha_session_id)
+
+
+# --- chips ----------------------------------------------------------------------------
+
+
+def chips_in_use(tenant: Tenant) -> int:
+    """Chips counted against the plan: every chip not deleted."""
+    with scopes_disabled():
+        return Chip.objects.filter(tenant_id=tenant.pk).count()
+
+
+def limit_message(tenant: Tenant, in_use: int | None = None) -> str:
+    limit = limits.chip_limit(tenant)
+    count = chips_in_use(tenant) if in_use is None else in_use
+    return _(
+        "Your plan allows %(limit)s chip(s) and you have %(count)s. Upgrade your plan on the Billing page to add more."
+    ) % {"limit": limit, "count": count}
+
+
+def create_chip(tenant: Tenant, alias: str) -> Chip:
+    """A new chip (PROVISIONING) within the plan's limit; its WAHA session is created by the worker."""
+    from . import tasks
+
+    alias = (alias or "").strip()[:80]
+    if not alias:
+        raise ChipError(_("Give the chip a name."), "invalid")
+    with scopes_disabled(), transaction.atomic():
+        locked = Tenant.objects.select_for_update().get(pk=tenant.pk)
+        in_use = Chip.objects.filter(tenant=locked).count()
+        if not limits.can_create_chip(locked, in_use):
+            raise ChipLimitReached(limit_message(locked, in_use))
+        chip = Chip.objects.create(tenant=locked, alias=alias, status_changed_at=_now())
+        chip.session_name = f"chip_{chip.pk}"
+        try:
+            chip.proxy_assignment = proxy_services.assign(locked, chip.session_name)
+        except proxy_services.ProxyUnavailable:
+            raise ChipError(
+                _("No proxy is available for a new chip right now. Try again in a few minutes."), "proxy_unavailable"
+            )
+        chip.save(update_fields=["session_name", "proxy_assignment", "updated_at"])
+        outgoing.emit(chip.tenant_id, "chip.status", chip_data(chip))
+        transaction.on_commit(lambda: tasks.provision_chip.delay(chip.pk))
+    return chip
+
+
+def provision(chip_id: int) -> None:
+    """Create (or update) the chip's WAHA session, started; the worker's part of create_chip.
+
+    Raises waha errors: the task retries the transient ones and calls provision_failed.
+    """
+    with scopes_disabled():
+        chip = Chip.all_objects.select_related("proxy_assignment").filter(pk=chip_id).first()
+        if chip is None or chip.is_deleted or chip.suspended_at:
+            return
+        proxy = proxy_services.waha_proxy_config(chip.proxy_assignment)
+        session = manager.create_session(
+            chip.tenant_id, chip.session_name, proxy=proxy, metadata={"whago.chip": str(chip.pk)}, start=True
+        )
+        with transaction.atomic():
+            chip = _locked_chip(chip_id)
+            chip.waha_session = session
+            if chip.is_deleted:
+                chip.save(update_fields=["waha_session", "updated_at"])
+                transaction.on_commit(lambda: _remove_session(chip))
+                return
+            if chip.status in (Chip.Status.PROVISIONING, Chip.Status.FAILED):
+                status = session.status if session.status in Chip.Status.values else Chip.Status.STARTING
+                if status == Chip.Status.STOPPED:
+                    status = Chip.Status.STARTING
+                _set_status(chip, status, last_error="")
+            else:
+                chip.save(update_fields=["waha_session", "updated_at"])
+
+
+def provision_problem(chip_id: int, exc: BaseException, final: bool) -> None:
+    """Record why provisioning failed; FAILED (with what to do) once the task gives up."""
+    with scopes_disabled(), transaction.atomic():
+        chip = _locked_chip(chip_id)
+        if chip is None or chip.is_deleted:
+            return
+        error = _("The WhatsApp server could not be prepared: %(error)s") % {"error": _redacted(chip, exc)}
+        if final:
+            _set_status(chip, Chip.Status.FAILED, last_error=error)
+        else:
+            chip.last_error = error
+            chip.save(update_fields=["last_error", "updated_at"])
+
+
+def apply_session_status(tenant: Tenant, session_name: str, status: str, me: dict | None, event_ms: int) -> None:
+    """Mirror a WAHA session.status event on the chip (stale and repeated events change nothing)."""
+    with scopes_disabled():
+        chip = (
+            Chip.all_objects.select_for_update(of=("self",))
+            .select_related("tenant", "waha_session")
+            .filter(tenant_id=tenant.pk, session_name=session_name)
+            .first()
+        )
+        if chip is None or chip.is_deleted or status not in Chip.Status.values:
+            return
+        if event_ms and event_ms < chip.status_event_ms:
+            return  # an older event delivered late (webhooks are sent in parallel)
+        fields: dict[str, Any] = {"status_event_ms": max(event_ms, chip.status_event_ms)}
+        if chip.status == Chip.Status.DISCONNECTED and status != Chip.Status.WORKING:
+            status = Chip.Status.DISCONNECTED  # logged out on purpose: the session's own states do not matter
+        if chip.suspended_at:
+            status = Chip.Status.STOPPED  # stopped by the plan limit until it fits again
+        if status == Chip.Status.WORKING:
+            account = me or {}
+            if not account.get("id") and chip.waha_session is not None:
+                account = {"id": chip.waha_session.me_id, "pushName": chip.waha_session.me_push_name}
+            with contextlib.suppress(ValidationError):
+                fields["phone"] = phone_from_chat_id(str(account.get("id") or ""))
+            fields["push_name"] = str(account.get("pushName") or chip.push_name)[:128]
+            fields["last_error"] = ""
+            fields["connected_at"] = chip.connected_at or _now()
+        elif status == Chip.Status.FAILED and not chip.last_error:
+            fields["last_error"] = _("WhatsApp closed the session.")
+        _set_status(chip, status, **fields)
+
+
+def connect(chip: Chip) -> Chip:
+    """Start the chip's session so it shows a QR code (or reconnects a paired number)."""
+    from . import tasks
+
+    with scopes_disabled(), transaction.atomic():
+        locked = Tenant.objects.select_for_update().get(pk=chip.tenant_id)
+        chip = _locked_chip(chip.pk)
+        if chip is None or chip.is_deleted:
+            raise ChipError(_("This chip was deleted."), "not_found")
+        if chip.status == Chip.Status.WORKING:
+            return chip
+        if chip.suspended_at:
+            active = Chip.objects.filter(tenant=locked, suspended_at__isnull=True).count()
+            if not limits.can_create_chip(locked, active):
+                raise ChipLimitReached(limit_message(locked))
+            chip.suspended_at = None
+        if chip.waha_session_id is None:
+            _set_status(chip, Chip.Status.PROVISIONING, last_error="")
+            transaction.on_commit(lambda: tasks.provision_chip.delay(chip.pk))
+            return chip
+        session = _session_of(chip)
+        try:
+            if chip.status == Chip.Status.FAILED:
+                info = manager.restart_session(session)
+            else:
+                info = manager.start_session(session)
+        except SessionNotFound:
+            # The container lost it (recreated without its data): create it again.
+            _set_status(chip, Chip.Status.PROVISIONING, last_error="")
+            transaction.on_commit(lambda: tasks.provision_chip.delay(chip.pk))
+            return chip
+        except WahaError as exc:
+            raise _container_error(chip, exc)
+        status = info.get("status") if isinstance(info, dict) else None
+        if status not in Chip.Status.values or status == Chip.Status.STOPPED:
+            status = Chip.Status.STARTING
+        chip.status_event_ms = 0  # the session starts over: its next events all count
+        _set_status(chip, status, last_error="")
+        return chip
+
+
+def qr_png(chip: Chip) -> bytes:
+    """The current pairing QR code as PNG, fetched from the chip's container."""
+    if chip.status != Chip.Status.SCAN_QR_CODE:
+        raise ChipNotReady(_("There is no QR code to scan: the chip is %(status)s.") % {
+            "status": chip.get_status_display()})
+    session = _session_of(chip)
+    try:
+        return manager.qr(session, "image")
+    except (WahaRequestError, SessionNotFound) as exc:
+        raise ChipNotReady(_("The QR code is not available yet (%(error)s).") % {"error": _redacted(chip, exc)})
+    except WahaError as exc:
+        raise _container_error(chip, exc)
+
+
+def request_pairing_code(chip: Chip, phone: str) -> str:
+    """A code to type on the phone (WhatsApp › Linked devices › Link with phone number)."""
+    try:
+        number = normalize_phone(phone)
+    except ValidationError as exc:
+        raise ChipError(exc.messages[0], "invalid_phone")
+    if chip.status != Chip.Status.SCAN_QR_CODE:
+        raise ChipNotReady(_("A pairing code can only be requested while the chip waits to be linked."))
+    session = _session_of(chip)
+    try:
+        return manager.request_code(session, number.lstrip("+"))
+    except (WahaRequestError, SessionNotFound) as exc:
+        raise ChipNotReady(_("The pairing code could not be requested (%(error)s).") % {"error": _redacted(chip, exc)})
+    except WahaError as exc:
+        raise _container_error(chip, exc)
+
+
+def disconnect(chip: Chip) -> Chip:
+    """Log the number out of WhatsApp and stop the session (DISCONNECTED; connect() links again)."""
+    with scopes_disabled(), transaction.atomic():
+        chip = _locked_chip(chip.pk)
+        if chip is None or chip.is_deleted:
+            raise ChipError(_("This chip was deleted."), "not_found")
+        if chip.waha_session_id is not None:
+            session = _session_of(chip)
+            try:
+                manager.logout_session(session)
+                manager.stop_session(session)
+            except SessionNotFound:
+                pass  # nothing left to log out
+            except WahaError as exc:
+                raise _container_error(chip, exc)
+        _set_status(chip, Chip.Status.DISCONNECTED, last_error="")
+        return chip
+
+
+def restart(chip: Chip) -> Chip:
+    """Restart the chip's session (a paired number reconnects without a new QR)."""
+    if chip.suspended_at or chip.status in (Chip.Status.DISCONNECTED, Chip.Status.STOPPED):
+        return connect(chip)
+    with scopes_disabled(), transaction.atomic():
+        chip = _locked_chip(chip.pk)
+        if chip is None or chip.is_deleted:
+            raise ChipError(_("This chip was deleted."), "not_found")
+        session = _session_of(chip)
+        try:
+            info = manager.restart_session(session)
+        except WahaError as exc:
+            raise _container_error(chip, exc)
+        status = info.get("status") if isinstance(info, dict) else None
+        if status not in Chip.Status.values or status == Chip.Status.STOPPED:
+            status = Chip.Status.STARTING
+        chip.status_event_ms = 0
+        _set_status(chip, status, last_error="")
+        return chip
+
+
+def rename(chip: Chip, alias: str) -> Chip:
+    alias = (alias or "").strip()[:80]
+    if not alias:
+        raise ChipError(_("Give the chip a name."), "invalid")
+    chip.alias = alias
+    with scopes_disabled():
+        Chip.all_objects.filter(pk=chip.pk).update(alias=alias, updated_at=_now())
+    return chip
+
+
+def delete_chip(chip: Chip) -> None:
+    """Soft-delete the chip (its messages stay), delete its WAHA session and release its proxy."""
+    with scopes_disabled(), transaction.atomic():
+        chip = _locked_chip(chip.pk)
+        if chip is None or chip.is_deleted:
+            return
+        chip.deleted_at = _now()
+        _set_status(chip, Chip.Status.STOPPED)
+        transaction.on_commit(lambda: _remove_session(chip))
+
+
+def _remove_session(chip: Chip) -> None:
+    """Delete the WAHA session now, or through a retried task when the container does not answer."""
+    from waha import tasks as waha_tasks
+
+    proxy_services.release(chip.session_name)
+    if chip.waha_session_id is None:
+        return
+    with scopes_disabled():
+        session = WahaSession.objects.select_related("container").filter(pk=chip.waha_session_id).first()
+    if session is None:
+        return
+    try:
+        manager.delete_session(session)
+    except WahaError as exc:
+        log.warning("session %s of deleted chip %s not deleted yet (%s): retrying in the worker",
+                    session.name, chip.pk, exc)
+        waha_tasks.delete_session.delay(session.pk)
+
+
+def stop_chip_session(chip_id: int) -> None:
+    """Stop a chip's WAHA session (a lower plan suspended the chip)."""
+    with scopes_disabled():
+        chip = Chip.all_objects.filter(pk=chip_id).first()
+    if chip is None or chip.waha_session_id is None:
+        return
+    with contextlib.suppress(SessionNotFound):
+        manager.stop_session(_session_of(chip))
+
+
+def enforce_chip_limit(tenant: Tenant) -> list[Chip]:
+    """Stop (not delete) the chips above the plan's limit; lift that stop when they fit again.
+
+    Connected chips are kept first, then the oldest. Returns the chips stopped now.
+    """
+    from . import tasks
+
+    limit = limits.chip_limit(tenant)
+    with scopes_disabled(), transaction.atomic():
+        Tenant.objects.select_for_update().get(pk=tenant.pk)
+        chips = sorted(
+            Chip.objects.select_for_update().filter(tenant_id=tenant.pk),
+            key=lambda c: (c.suspended_at is not None, c.status != Chip.Status.WORKING, c.created_at, c.pk),
+        )
+        stopped = []
+        reason = _(
+            "Stopped because your plan now allows %(limit)s chip(s). Delete another chip or upgrade your plan, "
+            "then connect it again."
+        ) % {"limit": limit}
+        for position, chip in enumerate(chips):
+            if position >= limit and chip.suspended_at is None:
+                _set_status(chip, Chip.Status.STOPPED, suspended_at=_now(), last_error=reason)
+                stopped.append(chip)
+                transaction.on_commit(lambda pk=chip.pk: tasks.stop_chip.delay(pk))
+            elif position < limit and chip.suspended_at is not None:
+                chip.suspended_at = None
+                chip.last_error = ""
+                chip.save(update_fields=["suspended_at", "last_error", "updated_at"])
+        return stopped
+
+
+def reapply_proxy(session_name: str) -> None:
+    """Give the chip's WAHA session its new proxy (WAHA restarts a running session on update)."""
+    with scopes_disabled():
+        chip = Chip.objects.select_related("proxy_assignment").filter(session_name=session_name).first()
+        if chip is None or chip.waha_session_id is None:
+            return
+        assignment = proxy_services.assignment_for(session_name)
+        manager.create_session(
+            chip.tenant_id,
+            chip.session_name,
+            proxy=proxy_services.waha_proxy_config(assignment),
+            metadata={"whago.chip": str(chip.pk)},
+            start=False,
+        )
+        if assignment is not None and chip.proxy_assignment_id != assignment.pk:
+            Chip.all_objects.filter(pk=chip.pk).update(proxy_assignment=assignment)
+
+
+def working_chips(tenant: Tenant):
+    """The tenant's connected chips, oldest first (a queryset)."""
+    with scopes_disabled():
+        return Chip.objects.filter(tenant_id=tenant.pk, status=Chip.Status.WORKING).order_by("created_at", "pk")
+
+
+def pick_chip(tenant: Tenant, exclude: set[int] | None = None) -> Chip | None:
+    """The next connected chip in round-robin order (shared by every process through the cache)."""
+    with scopes_disabled():
+        chips = [c for c in working_chips(tenant) if not exclude or c.pk not in exclude]
+    if not chips:
+        return None
+    key = f"chips:round-robin:{tenant.pk}"
+    try:
+        turn = cache.incr(key)
+    except ValueError:
+        cache.add(key, 0, timeout=None)
+        turn = cache.incr(key)
+    return chips[turn % len(chips)]
+
+
+# --- messages: queueing -------------------------------------------------------------------
+
+
+def _sniff_image(head: bytes) -> str | None:
+    if head.startswith(b"\xff\xd8\xff"):
+        return "image/jpeg"
+    if head.startswith(b"\x89PNG\r\n\x1a\n"):
+        return "image/png"
+    if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
+        return "image/webp"
+    return None
+
+
+def _media(kind: str, file, filename: str | None, mimetype: str | None) -> tuple[ContentFile, str, str]:
+    """Validate an uploaded image/document; returns (content, safe file name, mimetype)."""
+    if file is None:
+        raise SendRefused(_("Attach the file to send."), "invalid")
+    content = file.read() if hasattr(file, "read") else bytes(file)
+    if not content:
+        raise SendRefused(_("The file is empty."), "invalid")
+    if len(content) > settings.CHIPS_MAX_MEDIA_BYTES:
+        raise SendRefused(
+            _("The file is too large: %(size)s MB, the limit is %(limit)s MB.")
+            % {"size": round(len(content) / 1048576, 1), "limit": round(settings.CHIPS_MAX_MEDIA_BYTES / 1048576, 1)},
+            "invalid",
+        )
+    name = filename or getattr(file, "name", "") or ("image" if kind == Message.Kind.IMAGE else "document")
+    name = get_valid_filename(os.path.basename(str(name)))[:200] or "file"
+    if kind == Message.Kind.IMAGE:
+        sniffed = _sniff_image(content[:16])
+        if sniffed is None:
+            raise SendRefused(_("The image must be a JPEG, PNG or WebP file."), "invalid")
+        mimetype = sniffed
+    else:
+        mimetype = (mimetype or getattr(file, "content_type", "") or mimetypes.guess_type(name)[0]
+                    or "application/octet-stream")
+    return ContentFile(content, name=name), name, mimetype[:100]
+
+
+def send_message(
+    tenant: Tenant,
+    chip: Chip,
+    to: str,
+    *,
+    kind: str = Message.Kind.TEXT,
+    text: str = "",
+    file=None,
+    filename: str | None = None,
+    mimetype: str | None = None,
+    idempotency_key: str | None = None,
+    source: str = "portal",
+    reservation=None,
+) -> tuple[Message, bool]:
+    """Queue a message to a phone number through a chip; returns (message, created).
+
+    Counts it against the quota (or uses the caller's `reservation`, e.g. a campaign's
+    reservation of n messages), then the worker sends it. The same idempotency key returns
+    the message already queued with it instead of a second one.
+    """
+    from . import tasks
+
+    if idempotency_key:
+        idempotency_key = str(idempotency_key).strip()[:100]
+        with scopes_disabled():
+            existing = Message.objects.filter(tenant_id=tenant.pk, idempotency_key=idempotency_key).first()
+        if existing is not None:
+            return existing, False
+    if chip.tenant_id != tenant.pk:
+        raise SendRefused(_("Choose one of your chips."), "invalid")
+    try:
+        peer = normalize_phone(to)
+    except ValidationError as exc:
+        raise SendRefused(exc.messages[0], "invalid_phone")
+    if kind not in Message.Kind.values:
+        raise SendRefused(_("Choose text, image or document."), "invalid")
+    text = (text or "").strip()
+    if len(text) > MAX_TEXT_LENGTH:
+        raise SendRefused(_("The text is too long: at most %(max)s characters.") % {"max": MAX_TEXT_LENGTH}, "invalid")
+    content = None
+    if kind == Message.Kind.TEXT:
+        if not text:
+            raise SendRefused(_("Write the message text."), "invalid")
+    else:
+        content, filename, mimetype = _media(kind, file, filename, mimetype)
+    if chip.is_deleted:
+        raise SendRefused(_("This chip was deleted."), "chip_not_connected")
+    if chip.status != Chip.Status.WORKING:
+        raise SendRefused(
+            _("The chip %(chip)s is not connected (%(status)s). Connect it before sending.")
+            % {"chip": chip.alias, "status": chip.get_status_display()},
+            "chip_not_connected",
+        )
+    saved_name = None
+    try:
+        with scopes_disabled(), transaction.atomic():
+            if reservation is None:
+                try:
+                    reservation = limits.reserve_messages(tenant, 1)
+                except limits.QuotaExceeded as exc:
+                    raise SendRefused(exc.message, "quota_exceeded")
+            message = Message(
+                tenant_id=tenant.pk,
+                chip=chip,
+                direction=Message.Direction.OUT,
+                peer=peer,
+                kind=kind,
+                body=text,
+                status=Message.Status.QUEUED,
+                reservation=reservation,
+                source=source[:40],
+            )
+            if idempotency_key:
+                message.idempotency_key = idempotency_key
+            if content is not None:
+                message.media.save(content.name, content, save=False)
+                saved_name = message.media.name
+                message.media_name = filename
+                message.media_mimetype = mimetype
+            message.save()
+            transaction.on_commit(lambda: tasks.send_message.delay(message.pk))
+    except IntegrityError:
+        if saved_name:
+            message.media.storage.delete(saved_name)
+        with scopes_disabled():
+            existing = Message.objects.filter(tenant_id=tenant.pk, idempotency_key=idempotency_key).first()
+        if existing is None:
+            raise
+        return existing, False
+    except Exception:
+        if saved_name:
+            message.media.storage.delete(saved_name)
+        raise
+    message.chip = chip
+    return message, True
+
+
+# --- messages: sending ------------------------------------------------------------------
+
+
+def _backoff(attempt: int) -> float:
+    return min(settings.CHIPS_SEND_BACKOFF_SECONDS * (2 ** max(0, attempt - 1)), 600.0)
+
+
+def _never_reached(exc: ContainerUnreachable) -> bool:
+    """Whether the request provably never reached WAHA (refused or unconnectable), so resending is safe."""
+    cause = exc.__cause__
+    if isinstance(cause, requests.ConnectTimeout):
+        return True
+    if isinstance(cause, requests.ConnectionError) and not isinstance(cause, requests.Timeout):
+        inner = cause.args[0] if cause.args else None
+        reason = getattr(inner, "reason", inner)
+        return isinstance(reason, urllib3.exceptions.NewConnectionError)
+    return False
+
+
+def _fail(message: Message, reason: str, release: bool) -> None:
+    """FAILED with the reason; the quota is given back when the message certainly was not sent."""
+    old = message.status
+    message.status = Message.Status.FAILED
+    message.error = reason[:2000]
+    message.failed_at = _now()
+    message.next_attempt_at = None
+    message.save()
+    if release and message.reservation_id:
+        limits.release_reservation(message.reservation, 1)
+    _message_changed(message, old)
+
+
+def _retry_or_fail(message: Message, reason: str) -> float | None:
+    """Keep the message QUEUED for another attempt after a backoff, or FAIL it when out of attempts."""
+    if message.attempts >= settings.CHIPS_SEND_MAX_ATTEMPTS:
+        _fail(
+            message,
+            _("Not sent after %(attempts)s attempts: %(reason)s") % {"attempts": message.attempts, "reason": reason},
+            release=True,
+        )
+        return None
+    wait = _backoff(message.attempts)
+    message.error = reason[:2000]
+    message.next_attempt_at = _now() + timedelta(seconds=wait)
+    message.save(update_fields=["error", "next_attempt_at", "attempts", "attempted_at"])
+    return wait
+
+
+def _unsendable_reason(chip: Chip) -> str | None:
+    if chip.is_deleted:
+        return _("the chip was deleted")
+    if chip.waha_session_id is None or chip.status != Chip.Status.WORKING:
+        return _("the chip is not connected (%(status)s)") % {"status": chip.get_status_display()}
+    return None
+
+
+def _call_waha(message: Message, session: WahaSession) -> dict:
+    target = chat_id(message.peer)
+    if message.kind == Message.Kind.TEXT:
+        return manager.send_text(session, target, message.body)
+    with message.media.open("rb") as handle:
+        data = base64.b64encode(handle.read()).decode()
+    file = {"mimetype": message.media_mimetype, "filename": message.media_name, "data": data}
+    if message.kind == Message.Kind.IMAGE:
+        return manager.send_image(session, target, file, message.body or None)
+    return manager.send_file(session, target, file, message.body or None)
+
+
+def deliver(message_id_: int) -> float | None:
+    """Send one queued message through WAHA, exactly once; returns seconds before a retry, or None."""
+    with scopes_disabled():
+        # 1. Claim the attempt in its own committed transaction (see the module docstring).
+        with transaction.atomic():
+            # skip_locked: a row locked by a live sender (step 2) is that sender's business.
+            message = (
+                Message.objects.select_for_update(of=("self",), skip_locked=True)
+                .select_related("tenant", "chip", "chip__proxy_assignment", "reservation")
+                .filter(pk=message_id_)
+                .first()
+            )
+            if message is None or message.direction != Message.Direction.OUT or message.status != Message.Status.QUEUED:
+                return None
+            if message.attempted_at is not None:
+                _fail(
+                    message,
+                    _(
+                        "Sending was interrupted after the message was handed to WhatsApp, so it may have been "
+                        "delivered. It was not sent again to avoid a duplicate: check the conversation."
+                    ),
+                    release=False,
+                )
+                return None
+            message.attempts += 1
+            problem = _unsendable_reason(message.chip)
+            if problem:
+                return _retry_or_fail(message, problem)
+            claimed_at = message.attempted_at = _now()
+            message.save(update_fields=["attempts", "attempted_at"])
+        session = _session_of(message.chip)
+
+        # 2. Call WAHA while holding the message's row: an early ack waits for our record.
+        with transaction.atomic():
+            message = (
+                Message.objects.select_for_update(of=("self",))
+                .select_related("tenant", "chip", "chip__proxy_assignment", "reservation")
+                .get(pk=message_id_)
+            )
+            if message.status != Message.Status.QUEUED or message.attempted_at != claimed_at:
+                return None  # another task took it over meanwhile
+            chip = message.chip
+            try:
+                sent = _call_waha(message, session)
+            except ContainerUnreachable as exc:
+                if not _never_reached(exc):
+                    _fail(
+                        message,
+                        _(
+                            "WhatsApp's server did not answer in time, so the message may have been sent. It was "
+                            "not sent again to avoid a duplicate (%(error)s)."
+                        ) % {"error": _redacted(chip, exc)},
+                        release=False,
+                    )
+                    return None
+                message.attempted_at = None
+                return _retry_or_fail(
+                    message, _("the chip's server is unreachable (%(error)s)") % {"error": _redacted(chip, exc)}
+                )
+            except (WahaServerError, SessionNotFound, Unauthorized) as exc:
+                message.attempted_at = None
+                return _retry_or_fail(
+                    message, _("the chip's server refused the message (%(error)s)") % {"error": _redacted(chip, exc)}
+                )
+            except WahaRequestError as exc:
+                message.attempted_at = None
+                if exc.status == 422:  # the session is not WORKING right now: it may come back
+                    return _retry_or_fail(
+                        message, _("the chip is not ready (%(error)s)") % {"error": _redacted(chip, exc)}
+                    )
+                _fail(message, _("WhatsApp refused the message: %(error)s") % {"error": _redacted(chip, exc)},
+                      release=True)
+                return None
+            if settings.CHIPS_SEND_PAUSE_AFTER_HTTP:
+                time.sleep(settings.CHIPS_SEND_PAUSE_AFTER_HTTP)
+            old = message.status
+            message.waha_id = message_id(sent)[:200]
+            message.status = Message.Status.SENT
+            message.sent_at = _now()
+            message.error = ""
+            message.next_attempt_at = None
+            message.save()
+            _message_changed(message, old)
+    return None
+
+
+STALE_AFTER = timedelta(minutes=5)
+
+
+def requeue_stale() -> int:
+    """Enqueue again the QUEUED messages whose task was lost (a worker died, a broker restarted)."""
+    from . import tasks
+
+    cutoff = _now() - STALE_AFTER
+    with scopes_disabled():
+        ids = list(
+            Message.objects.filter(direction=Message.Direction.OUT, status=Message.Status.QUEUED)
+            .filter(Q(next_attempt_at__lt=cutoff) | Q(next_attempt_at__isnull=True, created_at__lt=cutoff))
+            .values_list("pk", flat=True)[:5000]
+        )
+    for pk in ids:
+        tasks.send_message.delay(pk)
+    return len(ids)
+
+
+# --- messages: events from WAHA -------------------------------------------------------------
+
+
+def _alive_chip(tenant: Tenant, session_name: str) -> Chip | None:
+    return Chip.objects.select_related("tenant").filter(tenant_id=tenant.pk, session_name=session_name).first()
+
+
+def apply_ack(tenant: Tenant, session_name: str, waha_message_id: str, ack: int, payload: dict) -> Message | None:
+    """Move an outgoing message forward on a message.ack event; returns it when it changed."""
+    if not waha_message_id:
+        return None
+    with scopes_disabled():
+        chip = _alive_chip(tenant, session_name)
+        if chip is None:
+            return None
+        outgoing_messages = Message.objects.filter(chip=chip, direction=Message.Direction.OUT)
+        message = outgoing_messages.filter(waha_id=waha_message_id).first()
+        if message is None and payload.get("fromMe", True) is not False:
+            # Its sender may not have recorded WAHA's id yet: wait for the chip's in-flight sends.
+            inflight = outgoing_messages.filter(status=Message.Status.QUEUED, waha_id="", attempted_at__isnull=False)
+            with contextlib.suppress(ValidationError):
+                inflight = inflight.filter(peer=phone_from_chat_id(str(payload.get("to") or "")))
+            list(inflight.select_for_update().values_list("pk", flat=True))
+            message = outgoing_messages.filter(waha_id=waha_message_id).first()
+        if message is None:
+            return None
+        now = _now()
+        if ack < 0:
+            reason = _("WhatsApp could not deliver the message (%(ack)s).") % {
+                "ack": str(payload.get("ackName") or "ERROR")}
+            changed = Message.objects.filter(
+                pk=message.pk, status__in=[Message.Status.QUEUED, Message.Status.SENT]
+            ).update(status=Message.Status.FAILED, error=reason, failed_at=now)
+        else:
+            new = ACK_STATUS.get(ack)
+            if new is None:
+                return None
+            lower = [status for status, rank in Message.PROGRESS.items() if rank < Message.PROGRESS[new]]
+            updates: dict[str, Any] = {"status": new}
+            if new == Message.Status.SENT:
+                updates["sent_at"] = Coalesce("sent_at", now)
+            if new in (Message.Status.DELIVERED, Message.Status.READ):
+                updates["delivered_at"] = Coalesce("delivered_at", now)
+            if new == Message.Status.READ:
+                updates["read_at"] = now
+            changed = Message.objects.filter(pk=message.pk, status__in=lower).update(**updates)
+        if not changed:
+            return None  # a repeated or late ack: the message is already there or further
+        old = message.status
+        message.refresh_from_db()
+        _message_changed(message, old)
+        return message
+
+
+def record_inbound(tenant: Tenant, session_name: str, payload: dict) -> Message | None:
+    """Store a message a contact sent to a chip (once per WhatsApp id); returns it when new."""
+    if payload.get("fromMe"):
+        return None
+    try:
+        peer = phone_from_chat_id(str(payload.get("from") or ""))
+    except ValidationError:
+        return None  # groups, broadcasts and status updates are not conversations
+    waha_id = str(payload.get("id") or "")[:200]
+    with scopes_disabled():
+        chip = _alive_chip(tenant, session_name)
+        if chip is None:
+            return None
+        if waha_id and Message.objects.filter(chip=chip, direction=Message.Direction.IN, waha_id=waha_id).exists():
+            return None
+        media = payload.get("media") if isinstance(payload.get("media"), dict) else {}
+        kind = Message.Kind.TEXT
+        if payload.get("hasMedia"):
+            is_image = str(media.get("mimetype") or "").startswith("image/")
+            kind = Message.Kind.IMAGE if is_image else Message.Kind.DOCUMENT
+        sent_at = None
+        with contextlib.suppress(TypeError, ValueError, OverflowError, OSError):
+            sent_at = datetime.fromtimestamp(int(payload.get("timestamp")), tz=UTC)
+        data = payload.get("_data") if isinstance(payload.get("_data"), dict) else {}
+        try:
+            with transaction.atomic():
+                message = Message.objects.create(
+                    tenant_id=tenant.pk,
+                    chip=chip,
+                    direction=Message.Direction.IN,
+                    peer=peer,
+                    peer_name=str(data.get("notifyName") or "")[:128],
+                    kind=kind,
+                    body=str(payload.get("body") or ""),
+                    media_name=str(media.get("filename") or "")[:200],
+                    media_mimetype=str(media.get("mimetype") or "")[:100],
+                    status=Message.Status.RECEIVED,
+                    waha_id=waha_id,
+                    sent_at=sent_at,
+                    source="whatsapp",
+                )
+        except IntegrityError:
+            return None
+        outgoing.emit(tenant.pk, "message.received", message_data(message))
+        with scope(tenant=tenant):
+            signals.message_received.send(sender=Message, message=message, chip=chip, tenant=tenant)
+        return message
+
+
+# --- reading --------------------------------------------------------------------------
+
+
+def conversations(chip: Chip) -> list[dict]:
+    """The chip's conversations: one row per phone number, the most recent first."""
+    with scopes_disabled():
+        rows = (
+            Message.objects.filter(chip=chip)
+            .values("peer")
+            .annotate(
+                last_at=Max("created_at"),
+                total=Count("id"),
+                received=Count("id", filter=Q(direction=Message.Direction.IN)),
+            )
+            .order_by("-last_at")[:200]
+        )
+        rows = list(rows)
+        names = dict(
+            Message.objects.filter(chip=chip, direction=Message.Direction.IN)
+            .exclude(peer_name="")
+            .values_list("peer", "peer_name")
+        )
+        last = {}
+        for row in rows:
+            last[row["peer"]] = (
+                Message.objects.filter(chip=chip, peer=row["peer"]).order_by("-created_at", "-pk").first()
+            )
+    for row in rows:
+        row["name"] = names.get(row["peer"], "")
+        row["last"] = last[row["peer"]]
+    return rows
+
+
+def filter_messages(queryset, *, chip=None, status=None, direction=None, peer=None, since=None, until=None):
+    """Messages narrowed by the list filters shared by the portal and the API (dates inclusive)."""
+    if chip:
+        queryset = queryset.filter(chip=chip)
+    if status:
+        queryset = queryset.filter(status=status)
+    if direction:
+        queryset = queryset.filter(direction=direction)
+    if peer:
+        try:
+            queryset = queryset.filter(peer=normalize_phone(peer))
+        except ValidationError:
+            digits = "".join(ch for ch in str(peer) if ch.isdigit())
+            queryset = queryset.filter(peer__contains=digits) if digits else queryset.none()
+    if since:
+        queryset = queryset.filter(created_at__date__gte=since)
+    if until:
+        queryset = queryset.filter(created_at__date__lte=until)
+    return queryset
