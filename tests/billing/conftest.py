@@ -5,7 +5,6 @@ The providers cannot be reached from here, so they are faked at the HTTP boundar
 """
 import hashlib
 import hmac
-import importlib
 import json
 import time
 
@@ -27,15 +26,6 @@ MP_API = "https://api.mercadopago.com"
 STRIPE_API = "https://api.stripe.com"
 # A 1x1 PNG, as Mercado Pago returns the PIX QR code image (base64).
 PIX_PNG = "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNk+M9QDwADhgGAWjR9awAAAABJRU5ErkJggg=="
-
-
-@pytest.fixture
-def seeded_plans(transactional_db):
-    """Transactional tests flush every table after they run, the seeded plans too: put them back."""
-    from django.apps import apps
-
-    for name in ("0003_seed_plans", "0005_plan_limits_and_expiry_schedule"):
-        importlib.import_module(f"billing.migrations.{name}").seed(apps, None)
 
 
 @pytest.fixture

@@ -161,8 +161,8 @@ def _race(tenant, threads: int) -> tuple[list, list]:
     return ok, refused
 
 
-@pytest.mark.django_db(transaction=True)
-def test_twenty_threads_on_ten_left_exactly_ten_succeed(seeded_plans, make_owner):
+@pytest.mark.django_db(transaction=True, serialized_rollback=True)
+def test_twenty_threads_on_ten_left_exactly_ten_succeed(make_owner):
     _, tenant = make_owner()
     limits.reserve_messages(tenant, plan("FREE").messages_per_day - 10)
     ok, refused = _race(tenant, 20)
@@ -171,8 +171,8 @@ def test_twenty_threads_on_ten_left_exactly_ten_succeed(seeded_plans, make_owner
     assert quota["day_used"] == plan("FREE").messages_per_day and quota["day_left"] == 0
 
 
-@pytest.mark.django_db(transaction=True)
-def test_concurrent_reservations_never_overspend_credits(seeded_plans, make_owner):
+@pytest.mark.django_db(transaction=True, serialized_rollback=True)
+def test_concurrent_reservations_never_overspend_credits(make_owner):
     _, tenant = make_owner()
     limits.reserve_messages(tenant, plan("FREE").messages_per_day - 4)
     give_credits(tenant, 6)

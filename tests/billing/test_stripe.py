@@ -192,8 +192,8 @@ def test_renewal_and_cancellation_of_the_subscription(gateway_settings, client, 
     assert subscription.plan.code == "FREE" and limits.chip_limit(tenant) == 1
 
 
-@pytest.mark.django_db(transaction=True)
-def test_ten_concurrent_deliveries_apply_once(seeded_plans, gateway_settings, live_server, make_owner):
+@pytest.mark.django_db(transaction=True, serialized_rollback=True)
+def test_ten_concurrent_deliveries_apply_once(gateway_settings, live_server, make_owner):
     _, tenant = make_owner()
     payment = pending_payment(tenant, gateway="stripe", external_id="cs_test_race")
     payload = stripe_event("checkout.session.completed", stripe_session("cs_test_race",
