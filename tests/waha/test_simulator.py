@@ -549,3 +549,27 @@ def test_concurrent_sends_on_keep_alive_connections(simulator):
     assert elapsed < 20, f"400 sends took {elapsed:.1f} s"
     assert simulator.post("/_sim/reset").json() == {"reset": True}
     assert simulator.get("/_sim/stats").json()["sessions"]["chip_load"]["sent"] == 0
+
+
+def test_session_status_events_arrive_in_the_order_they_happened(simulator, webhook_receiver):
+    hook = webhook_receiver.hook(["session.status"])
+    simulator.create_working("chip_o", webhooks=[hook])
+    slow = {"n": 0}
+
+    def first_ones_fail(body):
+        slow["n"] += 1
+        return 500 if slow["n"] % 3 == 0 else None  # some deliveries need a retry
+
+    webhook_receiver.responder = first_ones_fail
+    hook_retry = dict(hook, retries={"policy": "constant", "delaySeconds": 0.05, "attempts": 5})
+    simulator.put("/api/sessions/chip_o", {"config": {"webhooks": [hook_retry]}})
+    for _ in range(5):
+        simulator.post("/api/sessions/chip_o/restart")  # STOPPED and STARTING a microsecond apart
+    simulator.wait_status("chip_o", "WORKING")
+    wait_until(lambda: simulator.get("/_sim/stats").json()["webhooks"]["pending"] == 0, timeout=10)
+    events = webhook_receiver.events("session.status", "chip_o")
+    seen = [b["payload"]["status"] for b in events]
+    for before, after in zip(events, events[1:], strict=False):
+        # each payload carries the last 3 status points: the previous event's point comes right before
+        assert after["payload"]["statuses"][-2] == before["payload"]["statuses"][-1], seen
+    assert seen[-1] == "WORKING" and seen.count("STOPPED") >= 6

@@ -446,8 +446,9 @@ class Simulator:
                 "environment": self.environment,
             }
         )
+        ordered = event == "session.status"
         for hook in hooks:
-            self.sender.send(hook, body, event_id, event, session.name, timestamp)
+            self.sender.send(hook, body, event_id, event, session.name, timestamp, ordered)
 
     def _set_status(self, session: Session, status: str) -> None:
         with session.lock:

@@ -145,21 +145,35 @@ class WebhookSender:
         self._lock = threading.Lock()
         self.stats = {"delivered": 0, "failed_attempts": 0, "retries": 0, "given_up": 0, "dropped": 0, "pending": 0}
         self.recent: deque[Delivery] = deque(maxlen=1000)
+        self._lanes: dict[tuple[str, str], deque[Delivery]] = {}  # ordered events: one at a time per lane
 
     def _count(self, key: str, delta: int = 1) -> None:
         with self._lock:
             self.stats[key] += delta
 
-    def send(self, hook: Hook, body: bytes, event_id: str, event: str, session: str, timestamp: int) -> None:
-        """Queue one delivery (never blocks the caller)."""
+    def send(self, hook: Hook, body: bytes, event_id: str, event: str, session: str, timestamp: int,
+             ordered: bool = False) -> None:
+        """Queue one delivery (never blocks the caller).
+
+        Ordered deliveries (session.status) of one session to one URL go out one after the other,
+        each after the previous one was accepted or given up; the others are posted concurrently.
+        """
+        delivery = Delivery(hook, body, event_id, event, session, timestamp)
+        lane = (session, hook.url) if ordered else None
         with self._lock:
             if self.stats["pending"] >= self.max_pending:
                 self.stats["dropped"] += 1
                 return
             self.stats["pending"] += 1
-        delivery = Delivery(hook, body, event_id, event, session, timestamp)
+            if lane is not None:
+                queue = self._lanes.get(lane)
+                if queue is not None:
+                    queue.append(delivery)  # the lane's current delivery will start it
+                    self.recent.append(delivery)
+                    return
+                self._lanes[lane] = deque([delivery])
         self.recent.append(delivery)
-        self.scheduler.submit(lambda: self._attempt(delivery))
+        self.scheduler.submit(lambda: self._attempt(delivery, lane))
 
     def snapshot(self) -> dict:
         """Counters for /_sim/stats."""
@@ -178,29 +192,44 @@ class WebhookSender:
         """Stop delivering."""
         self.scheduler.stop()
 
-    def _attempt(self, d: Delivery) -> None:
+    def _attempt(self, d: Delivery, lane: tuple[str, str] | None = None) -> None:
         d.attempts += 1
         ok, status = self._post(d)
         d.last_status = status
         if ok:
             d.delivered = True
             self._count("delivered")
-            self._count("pending", -1)
+            self._finish(lane)
             return
         self._count("failed_attempts")
         retry_number = d.attempts  # retries done so far + 1
         if retry_number > d.hook.attempts:
             self._count("given_up")
-            self._count("pending", -1)
             print(
                 f"simulator: webhook {d.event} {d.event_id} to {d.hook.url} given up after {d.attempts} attempts "
                 f"({status})",
                 file=sys.stderr,
                 flush=True,
             )
+            self._finish(lane)
             return
         self._count("retries")
-        self.scheduler.call_later(d.hook.wait_before(retry_number), lambda: self._attempt(d))
+        self.scheduler.call_later(d.hook.wait_before(retry_number), lambda: self._attempt(d, lane))
+
+    def _finish(self, lane: tuple[str, str] | None) -> None:
+        """One delivery is over: release its pending slot and start the next one of its lane."""
+        following = None
+        with self._lock:
+            self.stats["pending"] -= 1
+            if lane is not None:
+                queue = self._lanes[lane]
+                queue.popleft()
+                if queue:
+                    following = queue[0]
+                else:
+                    del self._lanes[lane]
+        if following is not None:
+            self.scheduler.submit(lambda: self._attempt(following, lane))
 
     def _post(self, d: Delivery) -> tuple[bool, str]:
         parts = urlsplit(d.hook.url)
