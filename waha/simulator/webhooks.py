@@ -198,28 +198,27 @@ class WebhookSender:
         d.last_status = status
         if ok:
             d.delivered = True
-            self._count("delivered")
-            self._finish(lane)
+            self._finish(lane, "delivered")
             return
         self._count("failed_attempts")
         retry_number = d.attempts  # retries done so far + 1
         if retry_number > d.hook.attempts:
-            self._count("given_up")
             print(
                 f"simulator: webhook {d.event} {d.event_id} to {d.hook.url} given up after {d.attempts} attempts "
                 f"({status})",
                 file=sys.stderr,
                 flush=True,
             )
-            self._finish(lane)
+            self._finish(lane, "given_up")
             return
         self._count("retries")
         self.scheduler.call_later(d.hook.wait_before(retry_number), lambda: self._attempt(d, lane))
 
-    def _finish(self, lane: tuple[str, str] | None) -> None:
-        """One delivery is over: release its pending slot and start the next one of its lane."""
+    def _finish(self, lane: tuple[str, str] | None, outcome: str) -> None:
+        """One delivery is over: count it, release its pending slot, start the next one of its lane."""
         following = None
         with self._lock:
+            self.stats[outcome] += 1
             self.stats["pending"] -= 1
             if lane is not None:
                 queue = self._lanes[lane]
