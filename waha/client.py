@@ -1,7 +1,9 @@
 """HTTP client of the WAHA API (the real server and the simulator speak the same API).
 
-Errors become exceptions that say what went wrong: ContainerUnreachable, Unauthorized,
-SessionNotFound, CoreSessionLimit, SessionAlreadyExists, WahaRequestError, WahaServerError.
+Errors become exceptions that say what went wrong (all are WahaError):
+ContainerUnreachable (refused, timed out), WahaServerError (5xx), and WahaRequestError (4xx)
+with its precise kinds Unauthorized (401), SessionNotFound (404), CoreSessionLimit (422 on
+Core), SessionAlreadyExists (422) and SessionNotReady (422: not WORKING yet).
 Only safe or idempotent calls are retried (reads, PUT/DELETE, and the session
 start/stop/restart which WAHA documents as idempotent); a send is never repeated.
 """
@@ -33,28 +35,32 @@ class ContainerUnreachable(WahaError):
     """The container did not answer (refused, timed out, reset)."""
 
 
-class Unauthorized(WahaError):
-    """401: the API key was refused."""
-
-
-class SessionNotFound(WahaError):
-    """404: no such session (or route) in this container."""
-
-
-class CoreSessionLimit(WahaError):
-    """422: WAHA Core only supports the session 'default'."""
-
-
-class SessionAlreadyExists(WahaError):
-    """422: a session with that name already exists."""
+class WahaServerError(WahaError):
+    """5xx: WAHA failed while handling the request."""
 
 
 class WahaRequestError(WahaError):
-    """4xx: WAHA refused the request as invalid."""
+    """4xx: WAHA refused the request."""
 
 
-class WahaServerError(WahaError):
-    """5xx: WAHA failed while handling the request."""
+class Unauthorized(WahaRequestError):
+    """401: the API key was refused."""
+
+
+class SessionNotFound(WahaRequestError):
+    """404: no such session in this container (or it is not started)."""
+
+
+class CoreSessionLimit(WahaRequestError):
+    """422: WAHA Core only supports the session 'default'."""
+
+
+class SessionAlreadyExists(WahaRequestError):
+    """422: a session with that name already exists."""
+
+
+class SessionNotReady(WahaRequestError):
+    """422: the session is not in the status the call needs (e.g. sending before WORKING)."""
 
 
 _local = threading.local()
@@ -120,17 +126,14 @@ class WahaClient:
                     method, url, json=json, params=params, headers=headers, timeout=timeout or self.timeout
                 )
             except requests.ConnectionError as exc:
-                # A refused connection is never half-processed: retrying a send would
-                # still be unsafe (the request may have been received before a reset).
+                # Unsafe calls get one attempt: a reset may come after WAHA acted on it.
                 if last:
                     raise ContainerUnreachable(f"WAHA at {self.base_url} is unreachable: {exc}") from exc
             except requests.Timeout as exc:
                 if last:
                     raise ContainerUnreachable(f"WAHA at {self.base_url} did not answer in time: {exc}") from exc
             else:
-                if response.status_code in RETRY_STATUSES and not last:
-                    pass
-                else:
+                if response.status_code not in RETRY_STATUSES or last:
                     return self._result(response, raw)
             time.sleep(self.backoff * (2**attempt))
         raise AssertionError("unreachable")
@@ -161,6 +164,8 @@ class WahaClient:
                 raise CoreSessionLimit(f"WAHA Core supports only the session 'default': {text}", status, body)
             if "already exists" in text:
                 raise SessionAlreadyExists(text, status, body)
+            if "status is not as expected" in text:
+                raise SessionNotReady(f"{text} ({where}): {body}", status, body)
         if status >= 500:
             raise WahaServerError(f"WAHA failed with {status} ({where}): {message}", status, body)
         raise WahaRequestError(f"WAHA refused the request with {status} ({where}): {message}", status, body)

@@ -47,6 +47,8 @@ log = logging.getLogger(__name__)
 DEFAULT_EVENTS = ["session.status", "message", "message.ack"]
 SAMPLES_KEPT = timedelta(days=8)
 ORPHAN_GRACE = timedelta(minutes=10)
+# A container is created inside its tenant's transaction: no alert about that instant.
+ALERT_ORPHAN_GRACE = timedelta(minutes=2)
 
 
 class WahaManagerError(Exception):
@@ -203,6 +205,8 @@ def _container_with_room(tenant: Tenant) -> WahaContainer | None:
 
 
 def _lock_tenant(tenant: Tenant | int) -> Tenant:
+    if settings.WAHA_PLACEMENT != "per_tenant":
+        raise WahaManagerError(f"WAHA_PLACEMENT {settings.WAHA_PLACEMENT!r} is not supported: use per_tenant.")
     return Tenant.objects.select_for_update().get(pk=getattr(tenant, "pk", tenant))
 
 
@@ -223,8 +227,20 @@ def ensure_container(tenant: Tenant | int, wait: bool = True) -> WahaContainer:
 
 
 def _ensure_started(container: WahaContainer) -> None:
-    if container.status == ContainerStatus.STOPPED:
-        start_container(container, wait=False)
+    """Start the container if it is not running; recreate it if the runtime lost it."""
+    runtime = runtime_of(container)
+    status = runtime.status(container.runtime_id) if container.runtime_id else "missing"
+    if status == "running" and container.status == ContainerStatus.RUNNING:
+        return
+    if status == "missing":
+        container.runtime_id = runtime.create(spec_for(container))
+    elif status != "running":
+        runtime.start(container.runtime_id)
+    container.status, container.down_since = ContainerStatus.RUNNING, None
+    with scopes_disabled():
+        WahaContainer.objects.filter(pk=container.pk).update(
+            runtime_id=container.runtime_id, status=ContainerStatus.RUNNING, down_since=None
+        )
 
 
 def wait_ready(container: WahaContainer, timeout: float | None = None) -> None:
@@ -728,7 +744,7 @@ def alert_sweep(orphans: list[tuple[str, ContainerInfo]] | None = None) -> dict[
                 else:
                     _resolve_alerts(c.name, [rule])
         if orphans is None:
-            orphans = find_orphans(grace=timedelta(0))
+            orphans = find_orphans(grace=ALERT_ORPHAN_GRACE)
         orphan_names = {info.name for _, info in orphans}
         for runtime_name, info in orphans:
             opened += bool(

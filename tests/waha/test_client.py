@@ -15,6 +15,7 @@ from waha.client import (
     CoreSessionLimit,
     SessionAlreadyExists,
     SessionNotFound,
+    SessionNotReady,
     Unauthorized,
     WahaClient,
     WahaRequestError,
@@ -185,3 +186,11 @@ def test_keep_alive_reuses_the_connection(plus):
         plus.version()
     assert time.monotonic() - started < 5
     assert isinstance(requests.Session(), requests.Session)
+
+
+def test_sending_before_working_is_session_not_ready(plus):
+    plus.create_session("chip_1")
+    wait_for(lambda: plus.get_session("chip_1")["status"] == "SCAN_QR_CODE", message="SCAN_QR_CODE")
+    with pytest.raises(SessionNotReady) as error:
+        plus.send_text("chip_1", "5511988887777", "Olá")
+    assert error.value.body["status"] == "SCAN_QR_CODE"

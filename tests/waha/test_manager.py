@@ -308,3 +308,64 @@ def test_stop_and_start_on_purpose(waha_docker, make_tenant, docker_client):
     assert manager.ensure_container(tenant).pk == container.pk
     assert docker_client.containers.get(container.runtime_id).status == "running"
     assert "WAHA simulator listening" in manager.container_logs(container)
+
+
+def test_core_engine_places_one_session_per_container_named_default(waha_docker, make_tenant, docker_client):
+    waha_docker.WAHA_ENGINE = "core"
+    tenant = make_tenant()
+
+    first = manager.create_session(tenant, "chip_a", start=False)
+    second = manager.create_session(tenant, "chip_b", start=False)
+
+    assert first.container.pk != second.container.pk
+    assert (first.remote_name, second.remote_name) == ("default", "default")
+    assert first.container.capacity == 1
+    for session in (first, second):
+        assert [s["name"] for s in manager.list_sessions(session.container)] == ["default"]
+        assert manager.client_for(session.container).version()["tier"] == "CORE"
+    assert len(containers_of(docker_client, tenant)) == 2
+
+
+def test_a_plus_container_fills_up_before_another_is_made(waha_docker, make_tenant):
+    waha_docker.WAHA_SESSIONS_PER_CONTAINER = 2
+    tenant = make_tenant()
+    sessions = [manager.create_session(tenant, f"chip_{n}", start=False) for n in range(3)]
+    assert sessions[0].container.pk == sessions[1].container.pk != sessions[2].container.pk
+    # Deleting a session frees its seat.
+    manager.delete_session(sessions[0])
+    assert manager.create_session(tenant, "chip_9", start=False).container.pk == sessions[1].container.pk
+
+
+def test_a_container_lost_by_the_engine_is_recreated_on_use(waha_docker, make_tenant, docker_client):
+    tenant = make_tenant()
+    session = manager.create_session(tenant, "chip_1", start=False)
+    old_id = session.container.runtime_id
+    docker_client.containers.get(old_id).remove(force=True)
+
+    again = manager.create_session(tenant, "chip_1", start=False)
+
+    assert again.pk == session.pk
+    with scopes_disabled():
+        container = WahaContainer.objects.get(pk=session.container.pk)
+    assert container.runtime_id != old_id
+    assert docker_client.containers.get(container.runtime_id).status == "running"
+    # Its volume survived: the session is still there.
+    assert [s["name"] for s in manager.list_sessions(container)] == ["chip_1"]
+
+
+def test_operators_see_containers_in_the_admin(waha_docker, make_tenant, client):
+    from whago.models import User
+
+    operator = User.objects.create_superuser(email="ops-waha@whago.test", password="Zebra-Cachoeira-2026!")
+    tenant = make_tenant()
+    session = manager.create_session(tenant, "chip_1", start=False)
+    client.force_login(operator)
+    for url in ("/admin/waha/wahacontainer/", f"/admin/waha/wahacontainer/{session.container.pk}/change/",
+                "/admin/waha/wahasession/", "/admin/waha/webhookevent/", "/admin/waha/containeralert/",
+                "/admin/waha/statssample/"):
+        response = client.get(url)
+        assert response.status_code == 200, url
+    assert session.container.name in client.get("/admin/waha/wahacontainer/").content.decode()
+    page = client.get(f"/admin/waha/wahacontainer/{session.container.pk}/change/").content.decode()
+    assert "chip_1" in page
+    assert session.container.api_key not in page and session.container.webhook_key not in page

@@ -135,6 +135,8 @@ class DockerRuntime(Runtime):
 
     def stats(self, runtime_id: str) -> Stats:
         data = self._call("read the stats of", runtime_id, self.client.api.stats, stream=False)
+        if not (data.get("memory_stats") or {}).get("usage"):
+            raise RuntimeFailure(f"No stats for {runtime_id[:12]}: the container is not running.")
         return stats_from_docker(data)
 
     def status(self, runtime_id: str) -> str:
