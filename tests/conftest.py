@@ -19,6 +19,25 @@ STRONG_PASSWORD = "Zebra-Cachoeira-2026!"
 _counter = itertools.count(1)
 
 
+def pytest_collection_modifyitems(items):
+    """Every transactional test restores the data migrations seeded (plans, beat schedules).
+
+    Mixing serialized and plain transactional tests breaks: a plain flush re-creates
+    content types, which the next serialized restore then duplicates. So all of them
+    get serialized rollback.
+    """
+    for item in items:
+        names = getattr(item, "fixturenames", None)
+        if names is None:
+            continue
+        marker = item.get_closest_marker("django_db")
+        transactional = "transactional_db" in names or "live_server" in names or (
+            marker is not None and marker.kwargs.get("transaction")
+        )
+        if transactional and "django_db_serialized_rollback" not in names:
+            names.append("django_db_serialized_rollback")
+
+
 @pytest.fixture(autouse=True)
 def _no_console_email(settings):
     settings.EMAIL_BACKEND = "django.core.mail.backends.locmem.EmailBackend"
