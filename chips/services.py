@@ -232,7 +232,7 @@ def create_chip(tenant: Tenant, alias: str) -> Chip:
     if not alias:
         raise ChipError(_("Give the chip a name."), "invalid")
     with scopes_disabled(), transaction.atomic():
-        locked = Tenant.objects.select_for_update().get(pk=tenant.pk)
+        locked = Tenant.objects.select_for_update(no_key=True).get(pk=tenant.pk)
         in_use = Chip.objects.filter(tenant=locked).count()
         if not limits.can_create_chip(locked, in_use):
             raise ChipLimitReached(limit_message(locked, in_use))
@@ -325,12 +325,38 @@ def apply_session_status(tenant: Tenant, session_name: str, status: str, me: dic
         _set_status(chip, status, **fields)
 
 
+def _start_over(chip: Chip, status: str) -> Chip:
+    """Record the status an operation moved the chip to (WAHA's next events take it from there)."""
+    if status not in Chip.Status.values or status == Chip.Status.STOPPED:
+        status = Chip.Status.STARTING
+    _set_status(chip, status, last_error="")
+    return chip
+
+
+def _call_session(chip: Chip, previous: str, call) -> dict:
+    """Call WAHA for the chip without holding its row (WAHA's webhooks need it meanwhile).
+
+    On failure the status the operation had set is put back, and the error explained.
+    """
+    try:
+        info = call(_session_of(chip))
+    except WahaError as exc:
+        with scopes_disabled(), transaction.atomic():
+            current = _locked_chip(chip.pk)
+            if current is not None and current.status == Chip.Status.STARTING:
+                _set_status(current, previous)
+        if isinstance(exc, SessionNotFound):
+            raise
+        raise _container_error(chip, exc)
+    return info if isinstance(info, dict) else {}
+
+
 def connect(chip: Chip) -> Chip:
     """Start the chip's session so it shows a QR code (or reconnects a paired number)."""
     from . import tasks
 
     with scopes_disabled(), transaction.atomic():
-        locked = Tenant.objects.select_for_update().get(pk=chip.tenant_id)
+        locked = Tenant.objects.select_for_update(no_key=True).get(pk=chip.tenant_id)
         chip = _locked_chip(chip.pk)
         if chip is None or chip.is_deleted:
             raise ChipError(_("This chip was deleted."), "not_found")
@@ -341,29 +367,35 @@ def connect(chip: Chip) -> Chip:
             if not limits.can_create_chip(locked, active):
                 raise ChipLimitReached(limit_message(locked))
             chip.suspended_at = None
+        previous = chip.status
         if chip.waha_session_id is None:
             _set_status(chip, Chip.Status.PROVISIONING, last_error="")
             transaction.on_commit(lambda: tasks.provision_chip.delay(chip.pk))
             return chip
-        session = _session_of(chip)
-        try:
-            if chip.status == Chip.Status.FAILED:
-                info = manager.restart_session(session)
-            else:
-                info = manager.start_session(session)
-        except SessionNotFound:
-            # The container lost it (recreated without its data): create it again.
+        # STARTING first: events the session sends while we call WAHA are newer and win.
+        _set_status(chip, Chip.Status.STARTING, last_error="")
+    method = manager.restart_session if previous == Chip.Status.FAILED else manager.start_session
+    try:
+        info = _call_session(chip, previous, method)
+    except SessionNotFound:
+        # The container lost it (recreated without its data): create it again.
+        with scopes_disabled(), transaction.atomic():
+            chip = _locked_chip(chip.pk)
             _set_status(chip, Chip.Status.PROVISIONING, last_error="")
             transaction.on_commit(lambda: tasks.provision_chip.delay(chip.pk))
-            return chip
-        except WahaError as exc:
-            raise _container_error(chip, exc)
-        status = info.get("status") if isinstance(info, dict) else None
-        if status not in Chip.Status.values or status == Chip.Status.STOPPED:
-            status = Chip.Status.STARTING
-        chip.status_event_ms = 0  # the session starts over: its next events all count
-        _set_status(chip, status, last_error="")
         return chip
+    return _settle(chip, info)
+
+
+def _settle(chip: Chip, info: dict) -> Chip:
+    """Apply the status WAHA answered, unless a webhook already moved the chip on."""
+    with scopes_disabled(), transaction.atomic():
+        current = _locked_chip(chip.pk)
+        if current.status == Chip.Status.STARTING and info.get("status") in (
+            Chip.Status.SCAN_QR_CODE, Chip.Status.WORKING, Chip.Status.FAILED
+        ):
+            _start_over(current, info["status"])
+        return current
 
 
 def qr_png(chip: Chip) -> bytes:
@@ -399,42 +431,40 @@ def request_pairing_code(chip: Chip, phone: str) -> str:
 
 def disconnect(chip: Chip) -> Chip:
     """Log the number out of WhatsApp and stop the session (DISCONNECTED; connect() links again)."""
+    if chip.is_deleted:
+        raise ChipError(_("This chip was deleted."), "not_found")
+    if chip.waha_session_id is not None:
+        session = _session_of(chip)
+        try:
+            manager.logout_session(session)
+            manager.stop_session(session)
+        except SessionNotFound:
+            pass  # nothing left to log out
+        except WahaError as exc:
+            raise _container_error(chip, exc)
     with scopes_disabled(), transaction.atomic():
         chip = _locked_chip(chip.pk)
-        if chip is None or chip.is_deleted:
-            raise ChipError(_("This chip was deleted."), "not_found")
-        if chip.waha_session_id is not None:
-            session = _session_of(chip)
-            try:
-                manager.logout_session(session)
-                manager.stop_session(session)
-            except SessionNotFound:
-                pass  # nothing left to log out
-            except WahaError as exc:
-                raise _container_error(chip, exc)
         _set_status(chip, Chip.Status.DISCONNECTED, last_error="")
         return chip
 
 
 def restart(chip: Chip) -> Chip:
     """Restart the chip's session (a paired number reconnects without a new QR)."""
-    if chip.suspended_at or chip.status in (Chip.Status.DISCONNECTED, Chip.Status.STOPPED):
+    if chip.suspended_at or chip.waha_session_id is None or chip.status in (
+        Chip.Status.DISCONNECTED, Chip.Status.STOPPED
+    ):
         return connect(chip)
     with scopes_disabled(), transaction.atomic():
         chip = _locked_chip(chip.pk)
         if chip is None or chip.is_deleted:
             raise ChipError(_("This chip was deleted."), "not_found")
-        session = _session_of(chip)
-        try:
-            info = manager.restart_session(session)
-        except WahaError as exc:
-            raise _container_error(chip, exc)
-        status = info.get("status") if isinstance(info, dict) else None
-        if status not in Chip.Status.values or status == Chip.Status.STOPPED:
-            status = Chip.Status.STARTING
-        chip.status_event_ms = 0
-        _set_status(chip, status, last_error="")
-        return chip
+        previous = chip.status
+        _set_status(chip, Chip.Status.STARTING, last_error="")
+    try:
+        info = _call_session(chip, previous, manager.restart_session)
+    except SessionNotFound as exc:
+        raise _container_error(chip, exc)
+    return _settle(chip, info)
 
 
 def rename(chip: Chip, alias: str) -> Chip:
@@ -496,7 +526,7 @@ def enforce_chip_limit(tenant: Tenant) -> list[Chip]:
 
     limit = limits.chip_limit(tenant)
     with scopes_disabled(), transaction.atomic():
-        Tenant.objects.select_for_update().get(pk=tenant.pk)
+        Tenant.objects.select_for_update(no_key=True).get(pk=tenant.pk)
         chips = sorted(
             Chip.objects.select_for_update().filter(tenant_id=tenant.pk),
             key=lambda c: (c.suspended_at is not None, c.status != Chip.Status.WORKING, c.created_at, c.pk),

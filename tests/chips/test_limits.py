@@ -1,0 +1,231 @@
+"""Plan limits and bad input: chip limit under concurrency, message quota, downgrades, clear errors."""
+import io
+import threading
+
+import pytest
+import redis
+from django.conf import settings
+from django.db import connection
+from django.urls import reverse
+from django.utils import translation
+from django_scopes import scopes_disabled
+
+from billing import limits
+from billing.services import downgrade_to_free
+from billing.signals import plan_changed
+from chips import services
+from chips.models import Chip, Message
+
+from .conftest import chip_row, placed_chip, png_bytes, set_plan
+
+TRANSACTIONAL = pytest.mark.django_db(transaction=True, serialized_rollback=True)
+
+
+def queued_tasks() -> int:
+    """Tasks waiting in the broker's default queue."""
+    return redis.Redis.from_url(settings.CELERY_BROKER_URL).llen("celery")
+
+
+@pytest.fixture
+def empty_broker():
+    redis.Redis.from_url(settings.CELERY_BROKER_URL).flushdb()
+
+
+@TRANSACTIONAL
+def test_simultaneous_creates_on_a_one_chip_plan_make_exactly_one_chip(make_owner, empty_broker):
+    _, tenant = make_owner()  # FREE: one chip
+    barrier = threading.Barrier(8)
+    created, refused, errors = [], [], []
+
+    def create(n):
+        try:
+            translation.activate("en")
+            barrier.wait()
+            created.append(services.create_chip(tenant, f"Chip {n}").pk)
+        except services.ChipLimitReached as exc:
+            refused.append(exc.message)
+        except Exception as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=create, args=(n,)) for n in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+
+    assert errors == []
+    assert len(created) == 1 and len(refused) == 7
+    assert refused[0].startswith("Your plan allows 1 chip(s) and you have 1.")
+    with scopes_disabled():
+        assert Chip.all_objects.filter(tenant=tenant).count() == 1
+    assert queued_tasks() == 1  # one provisioning task, for the one chip
+
+
+@pytest.mark.django_db
+def test_the_plan_limit_shows_an_upgrade_link_and_creates_nothing(owner_client):
+    services.create_chip(owner_client.tenant, "Primeiro")
+    page = owner_client.get(reverse("chip_list")).content.decode()
+    assert 'id="plan-limit"' in page and f'href="{reverse("billing")}"' in page
+    response = owner_client.post(reverse("chip_create"), {"alias": "Segundo"})
+    assert response.status_code == 400
+    assert reverse("billing") in response.content.decode()
+    with scopes_disabled():
+        assert Chip.objects.filter(tenant=owner_client.tenant).count() == 1
+
+
+@pytest.mark.django_db
+def test_the_api_refuses_a_chip_above_the_plan_with_a_clear_error(make_owner, api):
+    _, tenant = make_owner()
+    set_plan(tenant, "BUSINESS")  # three chips
+    client = api(tenant)
+    for n in range(3):
+        assert client.post("/api/v1/chips/", {"alias": f"Chip {n}"}, content_type="application/json").status_code == 201
+    response = client.post("/api/v1/chips/", {"alias": "Quarto"}, content_type="application/json")
+    assert response.status_code == 402
+    error = response.json()["error"]
+    assert error["code"] == "chip_limit" and "3" in error["message"]
+    assert client.post("/api/v1/chips/", {}, content_type="application/json").json()["error"]["fields"]["alias"]
+
+
+@pytest.mark.django_db
+def test_a_plan_without_the_api_gets_a_clear_403(make_owner, api):
+    _, tenant = make_owner()  # FREE has no API access
+    response = api(tenant).get("/api/v1/chips/")
+    assert response.status_code == 403
+    assert response.json()["error"]["code"] == "plan_without_api"
+    assert api(tenant).get("/api/v1/chips/", HTTP_AUTHORIZATION="Bearer whg_wrong").status_code == 401
+
+
+@pytest.mark.django_db
+def test_over_quota_is_refused_clearly_and_queues_nothing(owner_client, api, empty_broker,
+                                                          django_capture_on_commit_callbacks):
+    tenant = owner_client.tenant
+    set_plan(tenant, "BUSINESS")
+    chip = placed_chip(tenant)
+    limits.reserve_messages(tenant, limits.remaining_quota(tenant)["sendable"])  # today's quota all used
+
+    with django_capture_on_commit_callbacks(execute=True) as callbacks:
+        response = owner_client.post(reverse("message_send"), {
+            "chip": chip.pk, "to": "11988887777", "kind": "text", "text": "Oi"}, HTTP_ACCEPT_LANGUAGE="en")
+        api_response = api(tenant).post("/api/v1/messages/", {"chip": chip.pk, "to": "11988887777", "text": "Oi"},
+                                        content_type="application/json")
+    assert callbacks == []
+    assert response.status_code == 400
+    assert "Message quota exceeded: 1 message(s) requested, 0 left today" in response.content.decode()
+    assert api_response.status_code == 402
+    assert api_response.json()["error"]["code"] == "quota_exceeded"
+    with scopes_disabled():
+        assert not Message.objects.filter(tenant=tenant).exists()
+    assert queued_tasks() == 0
+    assert limits.remaining_quota(tenant)["sendable"] == 0
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    ("data", "field", "text"),
+    [
+        ({"to": "12345", "text": "Oi"}, "to", "“12345”"),
+        ({"to": "", "text": "Oi"}, "to", ""),
+        ({"to": "11988887777", "text": ""}, None, ""),
+        ({"to": "11988887777", "kind": "image", "text": "x"}, None, ""),
+        ({"to": "11988887777", "kind": "image", "file": ("nota.txt", b"not an image")}, None, "JPEG"),
+    ],
+    ids=["invalid-number", "no-number", "no-text", "image-without-file", "image-not-an-image"],
+)
+def test_bad_input_in_the_send_form_is_explained_and_nothing_is_queued(owner_client, empty_broker, data, field, text,
+                                                                       django_capture_on_commit_callbacks):
+    chip = placed_chip(owner_client.tenant)
+    post = {"chip": chip.pk, "kind": "text", **data}
+    if isinstance(post.get("file"), tuple):
+        name, content = post["file"]
+        post["file"] = io.BytesIO(content)
+        post["file"].name = name
+    with django_capture_on_commit_callbacks(execute=True) as callbacks:
+        response = owner_client.post(reverse("message_send"), post, HTTP_ACCEPT_LANGUAGE="en")
+    assert callbacks == []
+    assert response.status_code == 400
+    form = response.context["form"]
+    errors = form.errors.get(field or "__all__") or form.errors.get("to")
+    assert errors, form.errors
+    assert text in " ".join(errors)
+    with scopes_disabled():
+        assert not Message.objects.filter(tenant=owner_client.tenant).exists()
+    assert queued_tasks() == 0
+
+
+@pytest.mark.django_db
+def test_api_validation_errors_name_the_field(make_owner, api):
+    _, tenant = make_owner()
+    set_plan(tenant, "BUSINESS")
+    chip = placed_chip(tenant)
+    offline = placed_chip(tenant, status=Chip.Status.SCAN_QR_CODE, alias="Offline")
+    client = api(tenant)
+    bad_number = client.post("/api/v1/messages/", {"chip": chip.pk, "to": "(11) 123", "text": "Oi"},
+                             content_type="application/json")
+    assert bad_number.status_code == 400 and bad_number.json()["error"]["code"] == "invalid_phone"
+    missing = client.post("/api/v1/messages/", {"text": "Oi"}, content_type="application/json").json()["error"]
+    assert missing["code"] == "invalid" and set(missing["fields"]) == {"chip", "to"}
+    not_base64 = client.post("/api/v1/messages/", {"chip": chip.pk, "to": "11988887777", "type": "image",
+                                                   "media": {"data": "%%%"}}, content_type="application/json")
+    assert "media" in not_base64.json()["error"]["fields"]
+    not_connected = client.post("/api/v1/messages/", {"chip": offline.pk, "to": "11988887777", "text": "Oi"},
+                                content_type="application/json")
+    assert not_connected.status_code == 409 and not_connected.json()["error"]["code"] == "chip_not_connected"
+    qr = client.get(f"/api/v1/chips/{chip.pk}/qr")
+    assert qr.status_code == 409 and qr.json()["error"]["code"] == "chip_not_ready"
+
+
+@pytest.mark.django_db
+def test_the_same_idempotency_key_queues_one_message(make_owner, api, empty_broker,
+                                                     django_capture_on_commit_callbacks):
+    import base64
+
+    _, tenant = make_owner()
+    set_plan(tenant, "BUSINESS")
+    chip = placed_chip(tenant)
+    client = api(tenant)
+    body = {"chip": chip.pk, "to": "+55 (11) 98888-7777", "type": "image", "text": "Foto",
+            "media": {"data": base64.b64encode(png_bytes()).decode(), "filename": "foto.png"}}
+    with django_capture_on_commit_callbacks(execute=True):
+        first = client.post("/api/v1/messages/", body, content_type="application/json",
+                            HTTP_IDEMPOTENCY_KEY="pedido-42")
+        again = client.post("/api/v1/messages/", body, content_type="application/json",
+                            HTTP_IDEMPOTENCY_KEY="pedido-42")
+    assert (first.status_code, again.status_code) == (201, 200)
+    assert first.json()["id"] == again.json()["id"]
+    assert first.json()["type"] == "image" and first.json()["peer"] == "+5511988887777"
+    assert first.json()["status"] == "QUEUED" and first.json()["media_mimetype"] == "image/png"
+    with scopes_disabled():
+        assert Message.objects.filter(tenant=tenant).count() == 1
+    assert limits.remaining_quota(tenant)["day_used"] == 1
+    assert queued_tasks() == 1
+
+
+@TRANSACTIONAL
+def test_a_lower_plan_stops_the_chips_above_its_limit_and_a_higher_one_lets_them_back(make_owner, empty_broker):
+    _, tenant = make_owner()
+    set_plan(tenant, "BUSINESS")
+    oldest = placed_chip(tenant, alias="A", status=Chip.Status.SCAN_QR_CODE)
+    working = placed_chip(tenant, alias="B")
+    third = placed_chip(tenant, alias="C")
+
+    downgrade_to_free(tenant)
+
+    assert chip_row(working.pk).status == Chip.Status.WORKING and chip_row(working.pk).suspended_at is None
+    for chip in (oldest, third):
+        stopped = chip_row(chip.pk)
+        assert stopped.status == Chip.Status.STOPPED and stopped.suspended_at and stopped.deleted_at is None
+        assert "1 chip" in stopped.last_error
+    assert queued_tasks() == 2  # the two sessions are stopped by the worker
+    with pytest.raises(services.ChipLimitReached):
+        services.connect(chip_row(third.pk))
+
+    set_plan(tenant, "ENTERPRISE")
+    from billing.models import Plan, Subscription
+
+    plan_changed.send(sender=Subscription, tenant=tenant, old_plan=Plan.objects.get(code="FREE"),
+                      new_plan=Plan.objects.get(code="ENTERPRISE"))
+    assert all(chip_row(c.pk).suspended_at is None for c in (oldest, working, third))
+    assert chip_row(third.pk).status == Chip.Status.STOPPED  # connect it again when wanted
