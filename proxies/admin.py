@@ -39,7 +39,7 @@ class WriteOnlyPasswordForm(forms.ModelForm):
         if cleaned.get("clear_password"):
             cleaned["password"] = ""
         elif not cleaned.get("password") and self.instance.pk:
-            cleaned["password"] = type(self.instance).objects.get(pk=self.instance.pk).password
+            cleaned["password"] = self.instance.password  # still the stored value: the form is not applied yet
         return cleaned
 
 

@@ -19,7 +19,6 @@ from django_scopes import scopes_disabled
 
 from . import health
 from .models import (
-    Outcome,
     Proxy,
     ProxyAlert,
     ProxyAssignment,
@@ -270,8 +269,8 @@ def record_check(provider: ProxyProvider, proxy: Proxy | None, result: health.Ch
     if flip == "down":
         open_alert(
             ProxyAlert.Kind.UNHEALTHY, provider, proxy,
-            f"{name} failed {target.consecutive_failures} checks in a row and is no longer used: "
-            f"{Outcome(result.outcome).label} — {result.detail}",
+            f"{name} failed {target.consecutive_failures} checks in a row and is no longer used "
+            f"({result.outcome}): {result.detail}",
         )
     elif flip == "up":
         resolved = _open_alerts(provider, proxy).update(resolved_at=timezone.now())
@@ -313,7 +312,8 @@ def run_health_checks() -> SweepReport:
     from django.core.cache import cache
 
     report = SweepReport()
-    if not cache.add(SWEEP_LOCK, "1", timeout=settings.PROXY_CHECK_TIMEOUT * 20 + 60):
+    # Beat may fire again while a slow sweep runs; the lock expires on its own if a worker dies.
+    if not cache.add(SWEEP_LOCK, "1", timeout=int(settings.PROXY_CHECK_TIMEOUT * 20 + 60)):
         logger.info("proxy health sweep already running; skipped")
         report.skipped = True
         return report
