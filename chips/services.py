@@ -34,6 +34,7 @@ import contextlib
 import logging
 import mimetypes
 import os
+import re
 import time
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -113,9 +114,15 @@ def _now() -> datetime:
     return timezone.now()
 
 
+_SERVER_URL = re.compile(r"https?://[^\s/]+")
+
+
 def _redacted(chip: Chip, exc: BaseException) -> str:
-    """A WAHA/runtime error as a tenant may read it: no proxy credentials, bounded."""
-    return proxy_services.redact(str(exc), chip.proxy_assignment)[:500]
+    """A WAHA/runtime error as a tenant may read it: no proxy credentials, no server address, bounded."""
+    if isinstance(exc, ContainerUnreachable):
+        return _("no connection to the server") if _never_reached(exc) else _("the server did not answer in time")
+    text = _SERVER_URL.sub("WAHA", str(exc))
+    return proxy_services.redact(text, chip.proxy_assignment)[:500]
 
 
 def _container_error(chip: Chip, exc: BaseException) -> ContainerUnavailable:

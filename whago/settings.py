@@ -363,6 +363,11 @@ CHIPS_POLL_SECONDS = env.float("CHIPS_POLL_SECONDS", default=2.0)
 # Crash tests only: seconds a send task sleeps right after WAHA accepted the message and
 # before recording it (the window in which a killed worker must not cause a second send).
 CHIPS_SEND_PAUSE_AFTER_HTTP = env.float("CHIPS_SEND_PAUSE_AFTER_HTTP", default=0.0)
-# Seconds before a task taken by a worker that died is given to another worker (Redis broker).
+# Redis broker: seconds before a task taken by a worker that died is given to another worker,
+# and seconds between the workers' looks for such tasks (kombu's default period: 100 s).
 if CELERY_BROKER_URL != "filesystem://":
-    CELERY_BROKER_TRANSPORT_OPTIONS["visibility_timeout"] = env.int("CELERY_VISIBILITY_TIMEOUT", default=3600)
+    CELERY_BROKER_TRANSPORT_OPTIONS.update(
+        visibility_timeout=env.int("CELERY_VISIBILITY_TIMEOUT", default=3600),
+        unacked_restore_interval=env.int("CELERY_RESTORE_INTERVAL", default=100),
+        unacked_restore_throttle=1,
+    )
