@@ -164,6 +164,8 @@ def simulator_image(docker_client):
 @pytest.fixture
 def waha_docker(settings, simulator_image):
     """Settings of the docker runtime with host networking and the simulator image."""
+    # Containers other test modules of this run left behind would look like orphans here.
+    remove_run_containers()
     settings.WAHA_RUNTIME = "docker"
     settings.WAHA_NETWORK_MODE = "host"
     settings.WAHA_IMAGE = simulator_image
