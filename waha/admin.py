@@ -1,32 +1,7 @@
 """Basic admin pages of the waha app (the operators' console proper comes later)."""
 from django.contrib import admin
-from django_scopes import scopes_disabled
 
 from .models import ContainerAlert, StatsSample, WahaContainer, WahaSession, WebhookEvent
-
-
-class UnscopedRendering:
-    """Render the page inside scopes_disabled too: a TemplateResponse renders after the view
-    returned (outside the admin site's unscoped wrapper) and inline formsets query then."""
-
-    def _rendered(self, view, *args, **kwargs):
-        with scopes_disabled():
-            response = view(*args, **kwargs)
-            if hasattr(response, "render") and not getattr(response, "is_rendered", True):
-                response.render()
-        return response
-
-    def changeform_view(self, *args, **kwargs):
-        return self._rendered(super().changeform_view, *args, **kwargs)
-
-    def changelist_view(self, *args, **kwargs):
-        return self._rendered(super().changelist_view, *args, **kwargs)
-
-    def delete_view(self, *args, **kwargs):
-        return self._rendered(super().delete_view, *args, **kwargs)
-
-    def history_view(self, *args, **kwargs):
-        return self._rendered(super().history_view, *args, **kwargs)
 
 
 class WahaSessionInline(admin.TabularInline):
@@ -39,7 +14,7 @@ class WahaSessionInline(admin.TabularInline):
 
 
 @admin.register(WahaContainer)
-class WahaContainerAdmin(UnscopedRendering, admin.ModelAdmin):
+class WahaContainerAdmin(admin.ModelAdmin):
     list_display = [
         "name", "tenant", "runtime", "engine", "port", "status", "healthy", "last_health_at",
         "last_cpu_percent", "last_memory_percent", "capacity",
@@ -61,7 +36,7 @@ class WahaContainerAdmin(UnscopedRendering, admin.ModelAdmin):
 
 
 @admin.register(WahaSession)
-class WahaSessionAdmin(UnscopedRendering, admin.ModelAdmin):
+class WahaSessionAdmin(admin.ModelAdmin):
     list_display = ["name", "tenant", "container", "status", "should_run", "me_id", "updated_at"]
     list_filter = ["status", "should_run"]
     list_select_related = ["tenant", "container"]
@@ -73,7 +48,7 @@ class WahaSessionAdmin(UnscopedRendering, admin.ModelAdmin):
 
 
 @admin.register(WebhookEvent)
-class WebhookEventAdmin(UnscopedRendering, admin.ModelAdmin):
+class WebhookEventAdmin(admin.ModelAdmin):
     list_display = ["event_id", "event", "session", "container", "received_at"]
     list_filter = ["event"]
     list_select_related = ["container"]
@@ -93,7 +68,7 @@ class ContainerAlertAdmin(admin.ModelAdmin):
 
 
 @admin.register(StatsSample)
-class StatsSampleAdmin(UnscopedRendering, admin.ModelAdmin):
+class StatsSampleAdmin(admin.ModelAdmin):
     list_display = ["container", "cpu_percent", "memory_bytes", "memory_percent", "taken_at"]
     list_select_related = ["container"]
     date_hierarchy = "taken_at"

@@ -18,6 +18,11 @@ class WhagoAdminSite(admin.AdminSite):
         def unscoped(request, *args, **kwargs):
             # Operators see every tenant: the admin is the one place scopes are off.
             with scopes_disabled():
-                return inner(request, *args, **kwargs)
+                response = inner(request, *args, **kwargs)
+                # TemplateResponses render lazily, after this block: render them here,
+                # where querysets in the template (inlines, related lists) may run.
+                if hasattr(response, "render") and not getattr(response, "is_rendered", True):
+                    response.render()
+                return response
 
         return unscoped

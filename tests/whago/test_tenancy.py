@@ -110,3 +110,12 @@ def test_operators_see_every_tenant_in_the_admin(client, make_owner, operator):
     assert page.status_code == 200
     body = page.content.decode()
     assert "Alfa" in body and "Beta" in body
+
+
+def test_admin_pages_render_scoped_inlines(client, make_owner, operator):
+    """Inlines query while the TemplateResponse renders: the site renders it unscoped."""
+    owner, tenant = make_owner(company="Alfa")
+    client.force_login(operator)
+    page = client.get(f"/admin/whago/tenant/{tenant.pk}/change/")
+    assert page.status_code == 200
+    assert owner.email in page.content.decode()
