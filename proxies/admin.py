@@ -9,7 +9,6 @@ from django.utils import timezone
 from django.utils.html import format_html
 from django.utils.translation import gettext_lazy as _
 from django.utils.translation import ngettext
-from django_scopes import scopes_disabled
 
 from . import services
 from .models import Proxy, ProxyAlert, ProxyAssignment, ProxyCheck, ProxyProvider
@@ -226,15 +225,6 @@ class ProxyAdmin(admin.ModelAdmin):
 
     def changelist_view(self, request, extra_context=None):
         return super().changelist_view(request, _no_provider_context(extra_context))
-
-    def change_view(self, request, object_id, form_url="", extra_context=None):
-        response = super().change_view(request, object_id, form_url, extra_context)
-        # The inline of assignments (tenant-scoped) is read while rendering: render while
-        # the admin's scopes_disabled() is still in force, not after the view returned.
-        if hasattr(response, "render"):
-            with scopes_disabled():
-                response.render()
-        return response
 
     def import_view(self, request: HttpRequest) -> HttpResponse:
         """Paste a static list; good lines are saved, bad ones reported with line number and reason."""
