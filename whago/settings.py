@@ -4,6 +4,7 @@ Unset variables give the embedded mode of `make run`: SQLite under var/, a Celer
 broker on the filesystem, the local WAHA runtime and the sandbox payment gateway.
 Each variable is documented in .env.example.
 """
+import os
 import secrets
 from datetime import timedelta
 from pathlib import Path
@@ -15,6 +16,9 @@ BASE_DIR = Path(__file__).resolve().parent.parent
 
 env = environ.Env()
 environ.Env.read_env(BASE_DIR / ".env", overwrite=False)
+# An empty variable counts as unset, so .env.example can be copied as it is.
+for _name in [name for name, value in os.environ.items() if value == ""]:
+    del os.environ[_name]
 
 DJANGO_ENV = env.str("DJANGO_ENV", default="development")
 PRODUCTION = DJANGO_ENV == "production"
@@ -371,3 +375,27 @@ if CELERY_BROKER_URL != "filesystem://":
         unacked_restore_interval=env.int("CELERY_RESTORE_INTERVAL", default=100),
         unacked_restore_throttle=1,
     )
+
+# --- Contacts and campaigns (chips app: contacts.py, campaigns.py, dispatch.py) ------------------
+# Time zone of campaign send windows, schedules and imported consent dates.
+CAMPAIGN_TIME_ZONE = env.str("CAMPAIGN_TIME_ZONE", default="America/Sao_Paulo")
+# Highest pace (messages per minute per chip) per plan code, "*" for other plans; 0 = no limit.
+CAMPAIGN_PACE_LIMITS = env.list("CAMPAIGN_PACE_LIMITS", default=["FREE=20", "BUSINESS=60", "ENTERPRISE=120", "*=20"])
+# Recipients a lane claims at once when the pace has no limit (paced lanes claim one per slot).
+CAMPAIGN_BATCH_SIZE = env.int("CAMPAIGN_BATCH_SIZE", default=20)
+# Seconds a lane task sends before handing over to a follow-up task (keeps tasks short).
+CAMPAIGN_LANE_SLICE_SECONDS = env.float("CAMPAIGN_LANE_SLICE_SECONDS", default=20.0)
+# Seconds a lane's lease lasts without renewal: after a worker dies, its recipients and its
+# lane are taken over by the kick once the lease expired.
+CAMPAIGN_LEASE_SECONDS = env.float("CAMPAIGN_LEASE_SECONDS", default=60.0)
+# Longest pace wait a lane sleeps through; longer waits continue in a delayed task.
+CAMPAIGN_INLINE_WAIT_SECONDS = env.float("CAMPAIGN_INLINE_WAIT_SECONDS", default=2.0)
+# Times a recipient goes back to the pool because its chip could not take the message.
+CAMPAIGN_MAX_RETRIES = env.int("CAMPAIGN_MAX_RETRIES", default=3)
+# Hours after a campaign message during which an answer counts as a reply to it.
+CAMPAIGN_REPLY_WINDOW_HOURS = env.int("CAMPAIGN_REPLY_WINDOW_HOURS", default=72)
+# Seconds between the portal's refreshes of a campaign's progress (htmx polling).
+CAMPAIGN_POLL_SECONDS = env.float("CAMPAIGN_POLL_SECONDS", default=2.0)
+# Contact imports: largest file (bytes) and most rows per file.
+CONTACTS_IMPORT_MAX_BYTES = env.int("CONTACTS_IMPORT_MAX_BYTES", default=10 * 1024 * 1024)
+CONTACTS_IMPORT_MAX_ROWS = env.int("CONTACTS_IMPORT_MAX_ROWS", default=50_000)
