@@ -47,7 +47,6 @@ from django.core.exceptions import ValidationError
 from django.core.files.base import ContentFile
 from django.db import IntegrityError, transaction
 from django.db.models import Count, Max, Q
-from django.db.models.functions import Coalesce
 from django.utils import timezone
 from django.utils.text import get_valid_filename
 from django.utils.translation import gettext as _
@@ -915,44 +914,47 @@ def apply_ack(tenant: Tenant, session_name: str, waha_message_id: str, ack: int,
     if not waha_message_id:
         return None
     with scopes_disabled():
-        chip = _alive_chip(tenant, session_name)
-        if chip is None:
-            return None
-        outgoing_messages = Message.objects.filter(chip=chip, direction=Message.Direction.OUT)
-        message = outgoing_messages.filter(waha_id=waha_message_id).first()
+        ours = Message.objects.filter(
+            tenant_id=tenant.pk, chip__session_name=session_name, chip__deleted_at__isnull=True,
+            direction=Message.Direction.OUT,
+        )
+        message = ours.filter(waha_id=waha_message_id).first()
         if message is None and payload.get("fromMe", True) is not False:
             # Its sender may not have recorded WAHA's id yet: wait for the chip's in-flight sends.
-            inflight = outgoing_messages.filter(status=Message.Status.QUEUED, waha_id="", attempted_at__isnull=False)
+            inflight = ours.filter(status=Message.Status.QUEUED, waha_id="", attempted_at__isnull=False)
             with contextlib.suppress(ValidationError):
                 inflight = inflight.filter(peer=phone_from_chat_id(str(payload.get("to") or "")))
-            list(inflight.select_for_update().values_list("pk", flat=True))
-            message = outgoing_messages.filter(waha_id=waha_message_id).first()
+            if list(inflight.select_for_update(of=("self",)).values_list("pk", flat=True)):
+                message = ours.filter(waha_id=waha_message_id).first()
         if message is None:
             return None
         now = _now()
+        old = message.status
         if ack < 0:
+            if old not in (Message.Status.QUEUED, Message.Status.SENT):
+                return None
             reason = _("WhatsApp could not deliver the message (%(ack)s).") % {
                 "ack": str(payload.get("ackName") or "ERROR")}
-            changed = Message.objects.filter(
-                pk=message.pk, status__in=[Message.Status.QUEUED, Message.Status.SENT]
-            ).update(status=Message.Status.FAILED, error=reason, failed_at=now)
+            updates: dict[str, Any] = {"status": Message.Status.FAILED, "error": reason, "failed_at": now}
+            lower = [Message.Status.QUEUED, Message.Status.SENT]
         else:
             new = ACK_STATUS.get(ack)
-            if new is None:
-                return None
+            if new is None or Message.PROGRESS.get(old, 99) >= Message.PROGRESS[new]:
+                return None  # a repeated or late ack: the message is already there or further
             lower = [status for status, rank in Message.PROGRESS.items() if rank < Message.PROGRESS[new]]
-            updates: dict[str, Any] = {"status": new}
+            updates = {"status": new}
             if new == Message.Status.SENT:
-                updates["sent_at"] = Coalesce("sent_at", now)
+                updates["sent_at"] = message.sent_at = message.sent_at or now
             if new in (Message.Status.DELIVERED, Message.Status.READ):
-                updates["delivered_at"] = Coalesce("delivered_at", now)
+                updates["delivered_at"] = message.delivered_at = message.delivered_at or now
             if new == Message.Status.READ:
                 updates["read_at"] = now
-            changed = Message.objects.filter(pk=message.pk, status__in=lower).update(**updates)
-        if not changed:
-            return None  # a repeated or late ack: the message is already there or further
-        old = message.status
-        message.refresh_from_db()
+        # Conditional: of two acks racing, only the one that moves the message forward writes.
+        if not Message.objects.filter(pk=message.pk, status__in=lower).update(**updates):
+            return None
+        for field, value in updates.items():
+            setattr(message, field, value)
+        message.tenant = tenant
         _message_changed(message, old)
         return message
 

@@ -108,19 +108,56 @@ def sim_of(chip: Chip) -> Sim:
     return Sim(chip_row(chip.pk).waha_session.container)
 
 
+class Gunicorn:
+    """The app under gunicorn on a loopback port, sharing the test database (benchmarks)."""
+
+    def __init__(self, log_path, env: dict, port: int, workers: int = 2, threads: int = 1):
+        self.url = f"http://127.0.0.1:{port}"
+        self.log_path = log_path
+        self.proc = subprocess.Popen(
+            [str(ROOT / ".venv/bin/gunicorn"), "whago.wsgi:application", "--bind", f"127.0.0.1:{port}",
+             "--workers", str(workers), "--threads", str(threads), "--worker-class",
+             "gthread" if threads > 1 else "sync", "--keep-alive", "30", "--log-level", "info"],
+            cwd=ROOT, env=worker_env(**env), stdout=log_path.open("w"), stderr=subprocess.STDOUT,
+        )
+        try:
+            wait_until(self._answers, 30, 0.2, "gunicorn to answer")
+        except BaseException:
+            self.stop()
+            raise
+
+    def _answers(self) -> bool:
+        if self.proc.poll() is not None:
+            raise AssertionError(f"gunicorn exited:\n{self.log_path.read_text()}")
+        try:
+            requests.get(self.url + "/", timeout=5)
+            return True
+        except requests.RequestException:
+            return False
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+
 class Worker:
     """A real `celery worker` process sharing the test database and broker."""
 
-    def __init__(self, log_path, env: dict):
+    def __init__(self, log_path, env: dict, pool: str = "threads", concurrency: int = 4, loglevel: str = "INFO"):
         self.log_path = log_path
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "celery", "-A", "whago", "worker", "--pool=threads", "--concurrency=4",
-             "--loglevel=INFO", "--without-gossip", "--without-mingle",
+            [sys.executable, "-m", "celery", "-A", "whago", "worker", f"--pool={pool}", f"--concurrency={concurrency}",
+             f"--loglevel={loglevel}", "--without-gossip", "--without-mingle",
              f"--hostname=chips-{os.getpid()}-{log_path.stem}@%h"],
             cwd=ROOT, env=worker_env(**env), stdout=log_path.open("w"), stderr=subprocess.STDOUT,
         )
         deadline = time.monotonic() + 30
-        while "ready." not in self.log():
+        while "ready." not in self.log() and " ready" not in self.log():
             if self.proc.poll() is not None:
                 pytest.fail(f"celery worker exited early:\n{self.log()}")
             if time.monotonic() > deadline:
