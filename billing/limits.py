@@ -160,8 +160,8 @@ def can_send(tenant: Tenant, n: int = 1) -> bool:
 
 def _lock_tenant_billing(tenant: Tenant) -> None:
     """The per-tenant lock every quota and ledger writer takes first: the subscription row."""
-    if Subscription.objects.select_for_update().filter(tenant_id=tenant.pk).first() is None:
-        Tenant.objects.select_for_update().filter(pk=tenant.pk).first()
+    if Subscription.objects.select_for_update(no_key=True).filter(tenant_id=tenant.pk).first() is None:
+        Tenant.objects.select_for_update(no_key=True).filter(pk=tenant.pk).first()
 
 
 def _counter(tenant: Tenant, period: str, starts_on) -> UsageCounter:
