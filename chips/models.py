@@ -232,3 +232,326 @@ class Message(models.Model):
     @property
     def is_final(self) -> bool:
         return self.status in (self.Status.READ, self.Status.FAILED, self.Status.RECEIVED)
+
+
+# --- contacts and campaigns -----------------------------------------------------------------
+# Services: chips/contacts.py (contacts, lists, import, opt-out), chips/campaigns.py (building,
+# templates, transitions, progress, reports), chips/dispatch.py (sending, exactly once).
+
+DEFAULT_OPT_OUT_WORDS = "SAIR, PARAR, CANCELAR, STOP"
+
+
+class CampaignSettings(models.Model):
+    """A tenant's opt-out settings: the words that unsubscribe a contact and the confirmation sent back."""
+
+    tenant = models.OneToOneField("whago.Tenant", on_delete=models.CASCADE, related_name="campaign_settings")
+    opt_out_words = models.CharField(
+        _("opt-out words"), max_length=500, default=DEFAULT_OPT_OUT_WORDS,
+        help_text=_("Separated by commas. A message that is exactly one of them (upper or lower case, with or "
+                    "without accents) unsubscribes the contact from every campaign."),
+    )
+    opt_out_reply = models.TextField(
+        _("confirmation sent after an opt-out"), blank=True, max_length=1000,
+        help_text=_("Sent once to the contact who opted out. Empty: a standard confirmation."),
+    )
+    updated_at = models.DateTimeField(_("updated at"), auto_now=True)
+
+    objects = ScopedManager(tenant="tenant")
+
+    class Meta:
+        verbose_name = _("opt-out settings")
+        verbose_name_plural = _("opt-out settings")
+
+    def __str__(self) -> str:
+        return self.opt_out_words
+
+
+class ContactList(models.Model):
+    """A named group of contacts that campaigns target."""
+
+    tenant = models.ForeignKey("whago.Tenant", on_delete=models.CASCADE, related_name="contact_lists")
+    name = models.CharField(_("name"), max_length=120)
+    description = models.CharField(_("description"), max_length=300, blank=True)
+    created_at = models.DateTimeField(_("created at"), auto_now_add=True)
+
+    objects = ScopedManager(tenant="tenant")
+
+    class Meta:
+        verbose_name = _("contact list")
+        verbose_name_plural = _("contact lists")
+        ordering = ["name", "pk"]
+        constraints = [models.UniqueConstraint(fields=["tenant", "name"], name="contact_list_unique_name")]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class Contact(models.Model):
+    """A person a tenant may message: E.164 phone, recorded consent, custom fields, opt-out."""
+
+    tenant = models.ForeignKey("whago.Tenant", on_delete=models.CASCADE, related_name="contacts")
+    name = models.CharField(_("name"), max_length=150, blank=True)
+    phone = models.CharField(_("phone number"), max_length=20)
+    # Consent is recorded when both are set; without it a contact is never sent a campaign.
+    consent_source = models.CharField(_("consent source"), max_length=200, blank=True)
+    consent_at = models.DateTimeField(_("consent date"), null=True, blank=True)
+    fields = models.JSONField(_("custom fields"), default=dict, blank=True)
+    lists = models.ManyToManyField(ContactList, related_name="contacts", blank=True, verbose_name=_("lists"))
+    unsubscribed_at = models.DateTimeField(_("opted out at"), null=True, blank=True)
+    unsubscribed_chip = models.ForeignKey(
+        Chip, on_delete=models.SET_NULL, null=True, blank=True, related_name="+", verbose_name=_("opted out through")
+    )
+    created_at = models.DateTimeField(_("created at"), auto_now_add=True)
+    updated_at = models.DateTimeField(_("updated at"), auto_now=True)
+
+    objects = ScopedManager(tenant="tenant")
+
+    class Meta:
+        verbose_name = _("contact")
+        verbose_name_plural = _("contacts")
+        ordering = ["name", "phone", "pk"]
+        constraints = [models.UniqueConstraint(fields=["tenant", "phone"], name="contact_unique_phone")]
+
+    def __str__(self) -> str:
+        return self.name or self.phone
+
+    @property
+    def has_consent(self) -> bool:
+        return bool(self.consent_at and self.consent_source.strip())
+
+    @property
+    def is_unsubscribed(self) -> bool:
+        return self.unsubscribed_at is not None
+
+    @property
+    def can_receive_campaigns(self) -> bool:
+        return self.has_consent and not self.is_unsubscribed
+
+    @property
+    def display_phone(self) -> str:
+        from .phones import display_phone
+
+        return display_phone(self.phone)
+
+
+def _campaign_media_path(instance: "Campaign", filename: str) -> str:
+    return f"campaigns/{instance.tenant_id}/{uuid.uuid4().hex}/{filename}"
+
+
+def _all_days() -> list[int]:
+    return [0, 1, 2, 3, 4, 5, 6]
+
+
+def _window_start():
+    from datetime import time
+
+    return time(8, 0)
+
+
+def _window_end():
+    from datetime import time
+
+    return time(20, 0)
+
+
+class Campaign(models.Model):
+    """A message sent to the consenting contacts of some lists, through some chips, at a pace."""
+
+    class Status(models.TextChoices):
+        DRAFT = "draft", _("Draft")
+        SCHEDULED = "scheduled", _("Scheduled")
+        RUNNING = "running", _("Running")
+        PAUSED = "paused", _("Paused")
+        COMPLETED = "completed", _("Completed")
+        CANCELED = "canceled", _("Canceled")
+
+    # Which status may follow which; every change goes through transition().
+    TRANSITIONS = {
+        Status.DRAFT: (Status.SCHEDULED, Status.RUNNING, Status.CANCELED),
+        Status.SCHEDULED: (Status.DRAFT, Status.RUNNING, Status.CANCELED),
+        Status.RUNNING: (Status.PAUSED, Status.COMPLETED, Status.CANCELED),
+        Status.PAUSED: (Status.RUNNING, Status.CANCELED),
+        Status.COMPLETED: (),
+        Status.CANCELED: (),
+    }
+    FINAL = (Status.COMPLETED, Status.CANCELED)
+
+    tenant = models.ForeignKey("whago.Tenant", on_delete=models.CASCADE, related_name="campaigns")
+    name = models.CharField(_("name"), max_length=120)
+    template = models.TextField(
+        _("message"), max_length=4096,
+        help_text=_("Variables between braces: {nome}, {primeiro_nome}, {telefone} and your contacts' custom fields."),
+    )
+    media = models.FileField(_("image or document"), upload_to=_campaign_media_path, max_length=300, blank=True)
+    media_kind = models.CharField(_("attachment type"), max_length=10, blank=True)
+    media_name = models.CharField(_("file name"), max_length=200, blank=True)
+    media_mimetype = models.CharField(_("file type"), max_length=100, blank=True)
+    lists = models.ManyToManyField(ContactList, related_name="campaigns", blank=True, verbose_name=_("lists"))
+    chips = models.ManyToManyField(
+        Chip, through="CampaignChip", related_name="campaigns", blank=True, verbose_name=_("chips")
+    )
+    start_at = models.DateTimeField(_("start at"), null=True, blank=True)
+    window_days = models.JSONField(_("days of the week"), default=_all_days)  # 0 = Monday … 6 = Sunday
+    window_start = models.TimeField(_("send from"), default=_window_start)
+    window_end = models.TimeField(_("send until"), default=_window_end)
+    pace_per_minute = models.PositiveIntegerField(_("messages per minute per chip"), default=20)
+    status = models.CharField(_("status"), max_length=10, choices=Status.choices, default=Status.DRAFT)
+    status_reason = models.CharField(_("reason"), max_length=500, blank=True)
+    created_by = models.ForeignKey(
+        "whago.User", on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
+    created_at = models.DateTimeField(_("created at"), auto_now_add=True)
+    updated_at = models.DateTimeField(_("updated at"), auto_now=True)
+    started_at = models.DateTimeField(_("started at"), null=True, blank=True)
+    finished_at = models.DateTimeField(_("finished at"), null=True, blank=True)
+
+    objects = ScopedManager(tenant="tenant")
+
+    class Meta:
+        verbose_name = _("campaign")
+        verbose_name_plural = _("campaigns")
+        ordering = ["-created_at", "-pk"]
+        indexes = [models.Index(fields=["status", "start_at"])]
+
+    def __str__(self) -> str:
+        return self.name
+
+    @property
+    def is_final(self) -> bool:
+        return self.status in self.FINAL
+
+    @property
+    def is_editable(self) -> bool:
+        return self.status == self.Status.DRAFT
+
+    def can_become(self, status: str) -> bool:
+        """Whether the campaign may move from its status to `status`."""
+        return status in self.TRANSITIONS.get(self.status, ())
+
+    def transition(self, status: str, reason: str = "", **fields) -> bool:
+        """Move to `status` if the stored status still allows it (safe against concurrent changes).
+
+        Returns False, changing nothing, when another process moved the campaign first or the
+        transition is not allowed.
+        """
+        from django.utils import timezone
+        from django_scopes import scopes_disabled
+
+        sources = [source for source, targets in self.TRANSITIONS.items() if status in targets]
+        now = timezone.now()
+        updates = {"status": status, "status_reason": reason[:500], "updated_at": now, **fields}
+        if status == self.Status.RUNNING and not self.started_at:
+            updates.setdefault("started_at", now)
+        if status in self.FINAL:
+            updates.setdefault("finished_at", now)
+        with scopes_disabled():
+            changed = type(self).objects.filter(pk=self.pk, status__in=sources).update(**updates)
+        if changed:
+            for key, value in updates.items():
+                setattr(self, key, value)
+        return bool(changed)
+
+    def send_interval(self) -> float:
+        """Seconds between two sends of one chip (0: as fast as possible)."""
+        return 60.0 / self.pace_per_minute if self.pace_per_minute else 0.0
+
+    def in_window(self, when=None) -> bool:
+        """Whether `when` (default: now) falls in the send window, in the campaign time zone."""
+        from django.utils import timezone
+
+        from .campaigns import campaign_zone
+
+        local = timezone.localtime(when or timezone.now(), campaign_zone())
+        if local.weekday() not in (self.window_days or []):
+            return False
+        moment = local.time().replace(second=0, microsecond=0)
+        return self.window_start <= moment <= self.window_end
+
+
+class CampaignChip(models.Model):
+    """A chip a campaign sends from, and the lease of the worker lane sending through it."""
+
+    campaign = models.ForeignKey(Campaign, on_delete=models.CASCADE, related_name="lanes")
+    chip = models.ForeignKey(Chip, on_delete=models.CASCADE, related_name="+")
+    # The lane holding this lease is the only one meant to run for this chip and campaign;
+    # a lease that expired (its worker died) is taken over by the next kick.
+    lease_token = models.UUIDField(null=True, blank=True)
+    lease_until = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        verbose_name = _("campaign chip")
+        verbose_name_plural = _("campaign chips")
+        constraints = [models.UniqueConstraint(fields=["campaign", "chip"], name="campaign_chip_unique")]
+
+    def __str__(self) -> str:
+        return f"{self.campaign_id}/{self.chip_id}"
+
+
+class ChipPace(models.Model):
+    """When a chip may start its next campaign send (shared by every campaign using it)."""
+
+    chip = models.OneToOneField(Chip, on_delete=models.CASCADE, primary_key=True, related_name="+")
+    next_send_at = models.DateTimeField()
+
+    class Meta:
+        verbose_name = _("chip pace")
+        verbose_name_plural = _("chip paces")
+
+    def __str__(self) -> str:
+        return f"{self.chip_id} @ {self.next_send_at}"
+
+
+class CampaignRecipient(models.Model):
+    """One contact of a campaign: pending → claimed → sent / failed / skipped, exactly once."""
+
+    class Status(models.TextChoices):
+        PENDING = "pending", _("Pending")
+        CLAIMED = "claimed", _("Sending")
+        SENT = "sent", _("Sent")
+        FAILED = "failed", _("Failed")
+        SKIPPED = "skipped", _("Skipped")
+
+    tenant = models.ForeignKey("whago.Tenant", on_delete=models.CASCADE, related_name="campaign_recipients")
+    campaign = models.ForeignKey(Campaign, on_delete=models.CASCADE, related_name="recipients")
+    contact = models.ForeignKey(Contact, on_delete=models.SET_NULL, null=True, blank=True, related_name="+")
+    phone = models.CharField(_("phone number"), max_length=20)
+    name = models.CharField(_("name"), max_length=150, blank=True)
+    status = models.CharField(_("status"), max_length=10, choices=Status.choices, default=Status.PENDING)
+    # Sends that provably never reached WhatsApp (chip down) and were given to another lane.
+    retries = models.PositiveSmallIntegerField(_("retries"), default=0)
+    claim_token = models.UUIDField(null=True, blank=True)
+    claimed_at = models.DateTimeField(null=True, blank=True)
+    chip = models.ForeignKey(Chip, on_delete=models.SET_NULL, null=True, blank=True, related_name="+")
+    message = models.OneToOneField(
+        Message, on_delete=models.SET_NULL, null=True, blank=True, related_name="campaign_recipient"
+    )
+    sent_at = models.DateTimeField(_("sent at"), null=True, blank=True)
+    error = models.TextField(_("reason"), blank=True)
+    replied_at = models.DateTimeField(_("replied at"), null=True, blank=True)
+    opted_out_at = models.DateTimeField(_("opted out at"), null=True, blank=True)
+    updated_at = models.DateTimeField(_("updated at"), auto_now=True)
+
+    objects = ScopedManager(tenant="tenant")
+
+    class Meta:
+        verbose_name = _("campaign recipient")
+        verbose_name_plural = _("campaign recipients")
+        ordering = ["pk"]
+        constraints = [models.UniqueConstraint(fields=["campaign", "phone"], name="campaign_recipient_unique_phone")]
+        indexes = [
+            models.Index(fields=["campaign", "status"]),
+            models.Index(fields=["tenant", "phone", "sent_at"]),
+            # The kick looks for claims whose lane died: few rows, found without a scan.
+            models.Index(
+                fields=["claimed_at"], condition=models.Q(status="claimed"), name="campaign_recipient_claimed"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.phone} ({self.status})"
+
+    @property
+    def display_phone(self) -> str:
+        from .phones import display_phone
+
+        return display_phone(self.phone)

@@ -6,7 +6,7 @@ from billing.signals import plan_changed, usage_requested
 from proxies.signals import assignment_changed
 from waha import signals as waha_signals
 
-from . import services
+from . import contacts, services, signals
 
 
 def _event_ms(event) -> int:
@@ -25,6 +25,12 @@ def on_session_status(sender, tenant, session, status, me=None, event=None, **kw
 @receiver(waha_signals.message_received, dispatch_uid="chips.message_received")
 def on_message(sender, tenant, session, message, **kwargs) -> None:
     services.record_inbound(tenant, session, message if isinstance(message, dict) else {})
+
+
+@receiver(signals.message_received, dispatch_uid="chips.campaign_inbound")
+def on_inbound_for_campaigns(sender, message, **kwargs) -> None:
+    """Opt-out words unsubscribe the contact; other messages count as replies to campaigns."""
+    contacts.handle_inbound(message)
 
 
 @receiver(waha_signals.message_ack, dispatch_uid="chips.message_ack")

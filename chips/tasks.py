@@ -58,3 +58,22 @@ def reapply_proxy(session_name: str) -> None:
 def requeue_stale_messages() -> int:
     """Beat: give a new task to queued messages whose task was lost."""
     return services.requeue_stale()
+
+
+# --- campaigns (chips/dispatch.py) ---------------------------------------------------------------
+
+
+@shared_task(acks_late=True)
+def run_campaign_lane(campaign_id: int, chip_id: int, token: str) -> None:
+    """Send a running campaign's recipients through one chip for one slice of time."""
+    from . import dispatch
+
+    dispatch.run_lane(campaign_id, chip_id, token)
+
+
+@shared_task(expires=30)
+def kick_campaigns() -> dict:
+    """Beat: start scheduled campaigns, take over the work of dead workers, complete finished campaigns."""
+    from . import dispatch
+
+    return dispatch.kick()

@@ -1,6 +1,6 @@
 from django.urls import path
 
-from . import views
+from . import campaign_views, views
 
 urlpatterns = [
     path("chips/", views.chip_list, name="chip_list"),
@@ -20,8 +20,32 @@ urlpatterns = [
     path("mensagens/enviar/", views.message_send, name="message_send"),
     path("mensagens/<int:pk>/", views.message_detail, name="message_detail"),
     path("mensagens/<int:pk>/arquivo/", views.message_media, name="message_media"),
-    path("campanhas/", views.upcoming, {"section": "campaigns"}, name="campaign_list"),
     path("api-keys/webhook/", views.webhook_settings, name="webhook_settings"),
     path("api-keys/webhook/teste/", views.webhook_test, name="webhook_test"),
     path("api-keys/webhook/novo-segredo/", views.webhook_rotate, name="webhook_rotate"),
+    # Contacts and campaigns (campaign_views.py)
+    path("campanhas/", campaign_views.campaign_list, name="campaign_list"),
+    path("campanhas/nova/", campaign_views.campaign_create, name="campaign_create"),
+    path("campanhas/previa/", campaign_views.campaign_preview, name="campaign_preview"),
+    path("campanhas/relatorio-chips/", campaign_views.chip_report, name="campaign_chip_report"),
+    path("campanhas/<int:pk>/", campaign_views.campaign_detail, name="campaign_detail"),
+    path("campanhas/<int:pk>/editar/", campaign_views.campaign_edit, name="campaign_edit"),
+    path("campanhas/<int:pk>/progresso/", campaign_views.campaign_progress, name="campaign_progress"),
+    path("campanhas/<int:pk>/destinatarios.csv", campaign_views.campaign_export, name="campaign_export"),
+    path("campanhas/<int:pk>/relatorio/", campaign_views.campaign_report, name="campaign_report"),
+    path("campanhas/<int:pk>/iniciar/", campaign_views.campaign_start, name="campaign_start"),
+    path("campanhas/<int:pk>/pausar/", campaign_views.campaign_pause, name="campaign_pause"),
+    path("campanhas/<int:pk>/retomar/", campaign_views.campaign_resume, name="campaign_resume"),
+    path("campanhas/<int:pk>/cancelar/", campaign_views.campaign_cancel, name="campaign_cancel"),
+    path("campanhas/<int:pk>/rascunho/", campaign_views.campaign_unschedule, name="campaign_unschedule"),
+    path("campanhas/<int:pk>/excluir/", campaign_views.campaign_delete, name="campaign_delete"),
+    path("contatos/", campaign_views.contact_list, name="contact_list"),
+    path("contatos/novo/", campaign_views.contact_create, name="contact_create"),
+    path("contatos/importar/", campaign_views.contact_import, name="contact_import"),
+    path("contatos/descadastro/", campaign_views.opt_out_settings, name="opt_out_settings"),
+    path("contatos/listas/", campaign_views.list_index, name="contact_lists"),
+    path("contatos/listas/<int:pk>/", campaign_views.list_detail, name="contact_list_detail"),
+    path("contatos/listas/<int:pk>/excluir/", campaign_views.list_delete, name="contact_list_delete"),
+    path("contatos/<int:pk>/", campaign_views.contact_edit, name="contact_edit"),
+    path("contatos/<int:pk>/excluir/", campaign_views.contact_delete, name="contact_delete"),
 ]

@@ -1,0 +1,523 @@
+"""Contacts, lists, imports and opt-outs: the operations the portal and the receivers call.
+
+Contacts
+    save_contact(tenant, *, name, phone, consent_source, consent_at, fields, lists, contact=None) -> Contact
+    delete_contact(contact)
+    field_key(name) -> str                       the key a column or variable name is stored under
+Lists
+    create_list(tenant, name, description="") -> ContactList
+Import (CSV or XLSX; one bad row never stops the others)
+    import_contacts(tenant, upload, contact_list) -> ImportReport
+        Columns: name, phone, consent source, consent date (Portuguese or English names, see
+        COLUMNS), every other column becomes a custom field. A row is refused, with its line
+        number and reason, for an invalid phone, missing or invalid consent, or a number
+        repeated in the file. A number already among the tenant's contacts is reported as a
+        duplicate and only added to the list (its data is not changed).
+Opt-out
+    opt_out_words(tenant) -> set[str] / is_opt_out(text, words) -> bool
+    handle_inbound(message) -> None
+        Called for every new inbound message (chips.receivers): an opt-out word unsubscribes
+        the contact (created when unknown, so that it stays unsubscribed) and sends ONE
+        confirmation; any other message marks the last campaign sent to that number as replied.
+"""
+from __future__ import annotations
+
+import csv
+import io
+import logging
+import re
+import unicodedata
+from dataclasses import dataclass, field
+from datetime import date, datetime, time, timedelta
+from typing import Any
+
+from django.conf import settings
+from django.core.exceptions import ValidationError
+from django.db import IntegrityError, transaction
+from django.utils import timezone, translation
+from django.utils.translation import gettext as _
+from django_scopes import scopes_disabled
+
+from whago.models import Tenant
+
+from .models import CampaignRecipient, CampaignSettings, Contact, ContactList, Message
+from .phones import normalize_phone
+
+log = logging.getLogger(__name__)
+
+
+class ContactError(Exception):
+    """A contact operation was refused; .message says why, in the user's language."""
+
+    def __init__(self, message: str):
+        super().__init__(message)
+        self.message = message
+
+
+# --- names ------------------------------------------------------------------------------------
+
+
+def fold(text: str) -> str:
+    """Lower case without accents: how names and words are compared."""
+    decomposed = unicodedata.normalize("NFKD", str(text or ""))
+    return "".join(ch for ch in decomposed if not unicodedata.combining(ch)).casefold().strip()
+
+
+def field_key(name: str) -> str:
+    """The key of a custom field or template variable: "Data de Nascimento" → "data_de_nascimento"."""
+    return re.sub(r"[^a-z0-9]+", "_", fold(name)).strip("_")[:60]
+
+
+# Column names accepted for the fixed fields (compared through field_key).
+COLUMNS = {
+    "name": {"nome", "name", "nome_completo", "full_name", "cliente"},
+    "phone": {"telefone", "phone", "celular", "whatsapp", "numero", "fone", "phone_number", "telefone_celular",
+              "mobile"},
+    "consent_source": {"origem_do_consentimento", "fonte_do_consentimento", "origem_consentimento",
+                       "consentimento_origem", "consent_source", "consentimento", "consent", "origem"},
+    "consent_at": {"data_do_consentimento", "data_consentimento", "consentimento_em", "consent_date", "consent_at",
+                   "consented_at", "data_de_consentimento"},
+}
+MAX_FIELDS = 30
+MAX_FIELD_LENGTH = 500
+
+
+def clean_fields(raw: dict | None) -> dict[str, str]:
+    """Custom fields as stored: normalised keys, text values, bounded."""
+    cleaned: dict[str, str] = {}
+    for name, value in (raw or {}).items():
+        key = field_key(name)
+        if not key or key in COLUMNS["name"] | COLUMNS["phone"]:
+            continue
+        cleaned[key] = "" if value is None else str(value).strip()[:MAX_FIELD_LENGTH]
+        if len(cleaned) >= MAX_FIELDS:
+            break
+    return cleaned
+
+
+# --- contacts and lists -------------------------------------------------------------------------
+
+
+def _consent(consent_source: str, consent_at) -> tuple[str, datetime | None]:
+    source = (consent_source or "").strip()[:200]
+    if isinstance(consent_at, date) and not isinstance(consent_at, datetime):
+        consent_at = datetime.combine(consent_at, time.min)
+    if consent_at is not None and timezone.is_naive(consent_at):
+        consent_at = timezone.make_aware(consent_at, campaign_zone())
+    if bool(source) != bool(consent_at):
+        raise ContactError(_("Record both where the consent came from and when it was given, or neither."))
+    if consent_at and consent_at > timezone.now() + timedelta(minutes=5):
+        raise ContactError(_("The consent date cannot be in the future."))
+    return source, consent_at
+
+
+def save_contact(
+    tenant: Tenant,
+    *,
+    phone: str,
+    name: str = "",
+    consent_source: str = "",
+    consent_at=None,
+    fields: dict | None = None,
+    lists=None,
+    contact: Contact | None = None,
+) -> Contact:
+    """Create or update a contact; the phone is normalised to E.164 and unique per tenant."""
+    try:
+        e164 = normalize_phone(phone)
+    except ValidationError as exc:
+        raise ContactError(exc.messages[0])
+    source, consent_at = _consent(consent_source, consent_at)
+    with scopes_disabled():
+        clash = Contact.objects.filter(tenant_id=tenant.pk, phone=e164)
+        if contact is not None:
+            clash = clash.exclude(pk=contact.pk)
+        if clash.exists():
+            raise ContactError(_("Another contact already has the number %(phone)s.") % {"phone": e164})
+        target = contact or Contact(tenant_id=tenant.pk)
+        target.name = (name or "").strip()[:150]
+        target.phone = e164
+        target.consent_source = source
+        target.consent_at = consent_at
+        target.fields = clean_fields(fields)
+        try:
+            with transaction.atomic():
+                target.save()
+                if lists is not None:
+                    target.lists.set([lst for lst in lists if lst.tenant_id == tenant.pk])
+        except IntegrityError:
+            raise ContactError(_("Another contact already has the number %(phone)s.") % {"phone": e164})
+    return target
+
+
+def delete_contact(contact: Contact) -> None:
+    """Delete a contact; campaigns keep their own copy of its number and name."""
+    with scopes_disabled():
+        Contact.objects.filter(pk=contact.pk).delete()
+
+
+def create_list(tenant: Tenant, name: str, description: str = "") -> ContactList:
+    """A new contact list with a unique name."""
+    name = (name or "").strip()[:120]
+    if not name:
+        raise ContactError(_("Give the list a name."))
+    with scopes_disabled():
+        if ContactList.objects.filter(tenant_id=tenant.pk, name__iexact=name).exists():
+            raise ContactError(_("A list named “%(name)s” already exists.") % {"name": name})
+        try:
+            return ContactList.objects.create(tenant_id=tenant.pk, name=name, description=(description or "")[:300])
+        except IntegrityError:
+            raise ContactError(_("A list named “%(name)s” already exists.") % {"name": name})
+
+
+def custom_field_keys(tenant: Tenant, lists=None) -> set[str]:
+    """The custom field keys the tenant's contacts (of these lists, when given) have."""
+    with scopes_disabled():
+        contacts = Contact.objects.filter(tenant_id=tenant.pk)
+        if lists is not None:
+            contacts = contacts.filter(lists__in=list(lists)).distinct()
+        keys: set[str] = set()
+        for values in contacts.exclude(fields={}).values_list("fields", flat=True).iterator(chunk_size=2000):
+            if isinstance(values, dict):
+                keys.update(values)
+    return keys
+
+
+# --- import -------------------------------------------------------------------------------------
+
+
+@dataclass
+class RowProblem:
+    line: int
+    phone: str
+    reason: str
+    code: str  # invalid_phone, duplicate, invalid_date, missing_consent, existing
+
+
+@dataclass
+class ImportReport:
+    """What an import did: contacts created, existing ones added to the list, rows refused."""
+
+    created: int = 0
+    added_existing: int = 0
+    problems: list[RowProblem] = field(default_factory=list)
+    error: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return not self.error
+
+
+DATE_FORMATS = ("%d/%m/%Y %H:%M:%S", "%d/%m/%Y %H:%M", "%d/%m/%Y", "%d/%m/%y", "%Y-%m-%d %H:%M:%S",
+                "%Y-%m-%dT%H:%M:%S", "%Y-%m-%d %H:%M", "%Y-%m-%d", "%d-%m-%Y", "%d.%m.%Y")
+
+
+def parse_consent_date(value: Any) -> datetime | None:
+    """A consent date from a cell: a date/datetime, or text in Brazilian or ISO format."""
+    if value is None or value == "":
+        return None
+    if isinstance(value, datetime):
+        moment = value
+    elif isinstance(value, date):
+        moment = datetime.combine(value, time.min)
+    else:
+        text = str(value).strip()
+        if not text:
+            return None
+        try:
+            moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
+        except ValueError:
+            for fmt in DATE_FORMATS:
+                try:
+                    moment = datetime.strptime(text, fmt)  # noqa: DTZ007 - made aware below
+                    break
+                except ValueError:
+                    continue
+            else:
+                raise ValueError(text)
+    if timezone.is_naive(moment):
+        moment = timezone.make_aware(moment, campaign_zone())
+    return moment
+
+
+def _rows_from_csv(content: bytes) -> list[list[Any]]:
+    for encoding in ("utf-8-sig", "cp1252"):
+        try:
+            text = content.decode(encoding)
+            break
+        except UnicodeDecodeError:
+            continue
+    sample = text[:4096]
+    try:
+        dialect = csv.Sniffer().sniff(sample, delimiters=",;\t")
+    except csv.Error:
+        # One column, or too irregular to sniff: Brazilian spreadsheets export with ";".
+        delimiter = ";" if sample.count(";") > sample.count(",") else ","
+        return list(csv.reader(io.StringIO(text), delimiter=delimiter))
+    return list(csv.reader(io.StringIO(text), dialect))
+
+
+def _rows_from_xlsx(content: bytes) -> list[list[Any]]:
+    from openpyxl import load_workbook
+
+    workbook = load_workbook(io.BytesIO(content), read_only=True, data_only=True)
+    try:
+        sheet = workbook.worksheets[0]
+        return [list(row) for row in sheet.iter_rows(values_only=True)]
+    finally:
+        workbook.close()
+
+
+def read_table(name: str, content: bytes) -> list[list[Any]]:
+    """The rows of an uploaded .csv or .xlsx file (header first); ContactError when unreadable."""
+    lowered = (name or "").lower()
+    try:
+        if lowered.endswith(".xlsx") or content[:4] == b"PK\x03\x04":
+            return _rows_from_xlsx(content)
+        if lowered.endswith((".csv", ".txt")) or not lowered:
+            return _rows_from_csv(content)
+    except Exception as exc:  # noqa: BLE001 - any parser failure is the file's problem, explained
+        log.info("unreadable contact file %s: %s", name, exc)
+        raise ContactError(_("The file could not be read as CSV or Excel (.xlsx): %(error)s") % {"error": exc})
+    raise ContactError(_("Send a .csv or .xlsx file."))
+
+
+def _columns(header: list[Any]) -> tuple[dict[str, int], dict[int, str]]:
+    fixed: dict[str, int] = {}
+    custom: dict[int, str] = {}
+    for index, title in enumerate(header):
+        key = field_key(str(title or ""))
+        if not key:
+            continue
+        for name, aliases in COLUMNS.items():
+            if key in aliases and name not in fixed:
+                fixed[name] = index
+                break
+        else:
+            if len(custom) < MAX_FIELDS:
+                custom[index] = key
+    return fixed, custom
+
+
+def _cell(row: list[Any], index: int | None) -> Any:
+    if index is None or index >= len(row):
+        return None
+    value = row[index]
+    return value.strip() if isinstance(value, str) else value
+
+
+def _text(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)  # phone numbers typed into Excel become numbers
+    return str(value).strip()
+
+
+def import_contacts(tenant: Tenant, upload, contact_list: ContactList) -> ImportReport:
+    """Import contacts from a CSV/XLSX upload into a list; bad rows are reported, good rows kept."""
+    report = ImportReport()
+    content = upload.read() if hasattr(upload, "read") else bytes(upload)
+    if len(content) > settings.CONTACTS_IMPORT_MAX_BYTES:
+        report.error = _("The file is too large: the limit is %(limit)s MB.") % {
+            "limit": round(settings.CONTACTS_IMPORT_MAX_BYTES / 1048576, 1)}
+        return report
+    try:
+        rows = read_table(getattr(upload, "name", ""), content)
+    except ContactError as exc:
+        report.error = exc.message
+        return report
+    # Line numbers stay the file's own: blank rows are skipped, not removed.
+    numbered = [(line, row) for line, row in enumerate(rows, start=1) if any(_text(cell) for cell in row)]
+    if not numbered:
+        report.error = _("The file is empty.")
+        return report
+    fixed, custom = _columns(numbered[0][1])
+    if "phone" not in fixed:
+        report.error = _("No phone column found. Name the columns: nome, telefone, origem_do_consentimento, "
+                         "data_do_consentimento (and any custom fields).")
+        return report
+    if len(numbered) - 1 > settings.CONTACTS_IMPORT_MAX_ROWS:
+        report.error = _("Too many rows: at most %(max)s contacts per file.") % {
+            "max": settings.CONTACTS_IMPORT_MAX_ROWS}
+        return report
+
+    seen: dict[str, int] = {}
+    valid: list[tuple[int, Contact]] = []
+    for line, row in numbered[1:]:
+        raw_phone = _text(_cell(row, fixed["phone"]))
+        try:
+            phone = normalize_phone(raw_phone)
+        except ValidationError as exc:
+            report.problems.append(RowProblem(line, raw_phone, _("invalid phone: %(error)s") % {
+                "error": exc.messages[0]}, "invalid_phone"))
+            continue
+        if phone in seen:
+            report.problems.append(RowProblem(line, raw_phone, _("duplicate: the same number is on line %(line)s")
+                                              % {"line": seen[phone]}, "duplicate"))
+            continue
+        source = _text(_cell(row, fixed.get("consent_source")))[:200]
+        raw_date = _cell(row, fixed.get("consent_at"))
+        try:
+            consent_at = parse_consent_date(raw_date)
+        except (ValueError, OverflowError):
+            report.problems.append(RowProblem(line, raw_phone, _("invalid consent date: “%(value)s” (use "
+                                                                 "DD/MM/YYYY)") % {"value": raw_date},
+                                              "invalid_date"))
+            continue
+        if not source or consent_at is None:
+            report.problems.append(RowProblem(line, raw_phone, _("missing consent: the consent source and date "
+                                                                 "are required"), "missing_consent"))
+            continue
+        if consent_at > timezone.now() + timedelta(minutes=5):
+            report.problems.append(RowProblem(line, raw_phone, _("invalid consent date: it is in the future"),
+                                              "invalid_date"))
+            continue
+        seen[phone] = line
+        values = {key: _text(_cell(row, index)) for index, key in custom.items()}
+        contact = Contact(
+            tenant_id=tenant.pk,
+            name=_text(_cell(row, fixed.get("name")))[:150],
+            phone=phone,
+            consent_source=source,
+            consent_at=consent_at,
+            fields=clean_fields({k: v for k, v in values.items() if v != ""}),
+        )
+        valid.append((line, contact))
+
+    with scopes_disabled(), transaction.atomic():
+        existing = dict(
+            Contact.objects.filter(tenant_id=tenant.pk, phone__in=[c.phone for _line, c in valid])
+            .values_list("phone", "pk")
+        )
+        new = [c for _line, c in valid if c.phone not in existing]
+        for line, contact in valid:
+            if contact.phone in existing:
+                report.problems.append(RowProblem(line, contact.phone, _(
+                    "duplicate: already in your contacts (added to the list, its data was not changed)"), "existing"))
+        Contact.objects.bulk_create(new, batch_size=1000, ignore_conflicts=True)
+        created = dict(
+            Contact.objects.filter(tenant_id=tenant.pk, phone__in=[c.phone for c in new]).values_list("phone", "pk")
+        )
+        ids = set(existing.values()) | set(created.values())
+        through = Contact.lists.through
+        already = set(through.objects.filter(contactlist_id=contact_list.pk, contact_id__in=ids)
+                      .values_list("contact_id", flat=True))
+        through.objects.bulk_create(
+            [through(contact_id=pk, contactlist_id=contact_list.pk) for pk in ids - already], batch_size=1000
+        )
+        report.created = len(created)
+        report.added_existing = len(existing)
+    report.problems.sort(key=lambda p: p.line)
+    return report
+
+
+# --- opt-out ------------------------------------------------------------------------------------
+
+
+def campaign_settings(tenant: Tenant) -> CampaignSettings:
+    """The tenant's opt-out settings (created with the defaults on first use)."""
+    with scopes_disabled():
+        found, _created = CampaignSettings.objects.get_or_create(tenant_id=tenant.pk)
+    return found
+
+
+def save_opt_out_settings(tenant: Tenant, words: str, reply: str) -> CampaignSettings:
+    """Store the opt-out words (at least one) and the confirmation text."""
+    cleaned = [w.strip() for w in (words or "").split(",") if w.strip()]
+    if not cleaned:
+        raise ContactError(_("Give at least one opt-out word."))
+    found = campaign_settings(tenant)
+    found.opt_out_words = ", ".join(dict.fromkeys(w.upper() for w in cleaned))[:500]
+    found.opt_out_reply = (reply or "").strip()[:1000]
+    with scopes_disabled():
+        found.save()
+    return found
+
+
+def _word(text: str) -> str:
+    """A message reduced for the opt-out comparison: folded, inner spaces collapsed, end punctuation dropped."""
+    return re.sub(r"\s+", " ", fold(text)).strip(" .!?¡¿,;:\"'()*_~")
+
+
+def opt_out_words(tenant: Tenant) -> set[str]:
+    return {_word(w) for w in campaign_settings(tenant).opt_out_words.split(",") if _word(w)}
+
+
+def is_opt_out(text: str, words: set[str]) -> bool:
+    """Whether a whole message is one of the opt-out words (case, accents and end punctuation ignored)."""
+    return bool(text) and _word(text) in words
+
+
+def opt_out_reply(tenant: Tenant) -> str:
+    custom = campaign_settings(tenant).opt_out_reply.strip()
+    if custom:
+        return custom
+    with translation.override(settings.LANGUAGE_CODE):
+        return _("You will not receive our campaigns anymore. If you change your mind, just let us know.")
+
+
+def _last_recipient(tenant_id: int, phone: str):
+    since = timezone.now() - timedelta(hours=settings.CAMPAIGN_REPLY_WINDOW_HOURS)
+    return (
+        CampaignRecipient.objects.filter(tenant_id=tenant_id, phone=phone, status=CampaignRecipient.Status.SENT,
+                                         sent_at__gte=since)
+        .order_by("-sent_at", "-pk")
+        .first()
+    )
+
+
+def unsubscribe(tenant: Tenant, phone: str, chip=None) -> tuple[Contact, bool]:
+    """Mark the number unsubscribed (creating the contact when unknown); returns (contact, changed now)."""
+    now = timezone.now()
+    with scopes_disabled():
+        contact = Contact.objects.filter(tenant_id=tenant.pk, phone=phone).first()
+        if contact is None:
+            try:
+                with transaction.atomic():
+                    contact = Contact.objects.create(tenant_id=tenant.pk, phone=phone, unsubscribed_at=now,
+                                                     unsubscribed_chip=chip)
+                return contact, True
+            except IntegrityError:
+                contact = Contact.objects.get(tenant_id=tenant.pk, phone=phone)
+        # Only the first opt-out changes the row: a repeated word (or a race) sends nothing more.
+        changed = Contact.objects.filter(pk=contact.pk, unsubscribed_at__isnull=True).update(
+            unsubscribed_at=now, unsubscribed_chip=chip, updated_at=now
+        )
+        contact.refresh_from_db()
+    return contact, bool(changed)
+
+
+def handle_inbound(message: Message) -> None:
+    """React to a new inbound message: opt-out (with one confirmation) or a reply to a campaign."""
+    from . import services
+
+    if message.direction != Message.Direction.IN:
+        return
+    tenant = message.tenant
+    with scopes_disabled():
+        recipient = _last_recipient(tenant.pk, message.peer)
+        if not is_opt_out(message.body, opt_out_words(tenant)):
+            if recipient is not None and recipient.replied_at is None:
+                CampaignRecipient.objects.filter(pk=recipient.pk, replied_at__isnull=True).update(
+                    replied_at=message.created_at)
+            return
+        contact, changed = unsubscribe(tenant, message.peer, message.chip)
+        if not changed:
+            return
+        if recipient is not None:
+            CampaignRecipient.objects.filter(pk=recipient.pk).update(opted_out_at=contact.unsubscribed_at)
+    try:
+        services.send_message(
+            tenant, message.chip, message.peer, text=opt_out_reply(tenant),
+            idempotency_key=f"opt-out-{contact.pk}-{int(contact.unsubscribed_at.timestamp())}", source="opt-out",
+        )
+    except services.SendRefused as exc:
+        log.warning("opt-out confirmation to contact %s not sent: %s", contact.pk, exc.message)
+
+
+def campaign_zone():
+    """The time zone of send windows and imported dates (America/Sao_Paulo)."""
+    from .campaigns import campaign_zone as zone
+
+    return zone()

@@ -1,0 +1,447 @@
+"""Campaign dispatch: every recipient sent exactly once, by lanes running in the Celery worker.
+
+Lanes
+    A running campaign has one lane per chip (CampaignChip). A lane is a short Celery task
+    (run_lane) holding the lane's lease. It loops: campaign still RUNNING and in its send
+    window? chip WORKING? chip's pace slot due? Then it claims the next recipients and sends
+    them, and after CAMPAIGN_LANE_SLICE_SECONDS hands over to a follow-up task. Nothing is
+    assigned to a chip in advance, so when a chip stops working its lane ends and the other
+    lanes take the remaining recipients. Pause and cancel are read between two sends (at
+    most about a second apart), so they take effect within seconds.
+
+Recipients: pending → claimed → sent | failed | skipped
+    1. claim: SELECT … FOR UPDATE SKIP LOCKED of pending rows, set claimed with the lane's
+       token, committed before anything is sent: two lanes never hold the same recipient.
+    2. consent and opt-out are read again: no consent or unsubscribed → skipped.
+    3. quota: billing.limits.reserve_messages for the batch; none left → the campaign is
+       paused with the reason and the claims go back to pending.
+    4. the Message is created with the idempotency key campaign-<id>-recipient-<id>
+       (unique per tenant: one live message per recipient) and linked to the recipient,
+       in one transaction, only while the lane still holds the claim.
+    5. chips.services.deliver sends it: the attempt is committed before the HTTP call, so a
+       repeated delivery can tell it may already have been sent (see chips.services).
+    6. the recipient takes the message's outcome, only if it still holds the lane's token.
+
+Crashes
+    A lane killed anywhere leaves claimed rows whose lane lease expires. kick() — beat, every
+    few seconds, safe to run concurrently — recovers them by looking at the message: none, or
+    never attempted → deleted (quota given back) and the recipient pending again; sent → sent;
+    attempted but never answered → deliver() marks it failed as "may have been sent" rather
+    than sending it twice. Then it relaunches lanes whose lease expired. A task delivered
+    twice finds the lease taken or the recipients no longer pending, and does nothing.
+
+Pace
+    ChipPace.next_send_at per chip, row-locked: a send starts only when the chip's slot is
+    due and pushes it one interval (60 / messages per minute) further, whatever the number
+    of lanes, campaigns and workers using that chip.
+"""
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from datetime import timedelta
+from functools import partial
+
+from django.conf import settings
+from django.db import IntegrityError, transaction
+from django.db.models import Q
+from django.utils import timezone
+from django.utils.translation import gettext as _
+from django_scopes import scopes_disabled
+
+from billing import limits
+
+from . import campaigns, services
+from .models import Campaign, CampaignChip, CampaignRecipient, Chip, ChipPace, Message
+
+log = logging.getLogger(__name__)
+
+R = CampaignRecipient.Status
+RUNNING = Campaign.Status.RUNNING
+SENT_STATUSES = (Message.Status.SENT, Message.Status.DELIVERED, Message.Status.READ)
+
+# What send_batch did.
+EMPTY, DONE, STOP = "empty", "done", "stop"
+
+
+def _now():
+    return timezone.now()
+
+
+def recipient_key(campaign_id: int, recipient_id: int) -> str:
+    """The idempotency key of a recipient's message: at most one live message per recipient."""
+    return f"campaign-{campaign_id}-recipient-{recipient_id}"
+
+
+# --- lanes ---------------------------------------------------------------------------------
+
+
+def acquire(campaign_id: int, chip_id: int, token: uuid.UUID, hold: float | None = None) -> bool:
+    """Take a lane's lease when it is free or expired, or renew it with its own token."""
+    now = _now()
+    until = now + timedelta(seconds=settings.CAMPAIGN_LEASE_SECONDS if hold is None else hold)
+    with scopes_disabled():
+        return bool(
+            CampaignChip.objects.filter(campaign_id=campaign_id, chip_id=chip_id)
+            .filter(Q(lease_until__isnull=True) | Q(lease_until__lt=now) | Q(lease_token=token))
+            .update(lease_token=token, lease_until=until)
+        )
+
+
+def release(campaign_id: int, chip_id: int, token: uuid.UUID) -> None:
+    with scopes_disabled():
+        CampaignChip.objects.filter(campaign_id=campaign_id, chip_id=chip_id, lease_token=token).update(
+            lease_token=None, lease_until=None)
+
+
+def launch_lanes(campaign: Campaign) -> int:
+    """Start a lane (after commit) for each WORKING chip of a running campaign whose lane is free."""
+    from . import tasks
+
+    if campaign.status != RUNNING or not campaign.in_window():
+        return 0
+    launched = 0
+    with scopes_disabled():
+        chip_ids = list(
+            CampaignChip.objects.filter(campaign_id=campaign.pk, chip__status=Chip.Status.WORKING,
+                                        chip__deleted_at__isnull=True).values_list("chip_id", flat=True)
+        )
+    for chip_id in chip_ids:
+        token = uuid.uuid4()
+        if acquire(campaign.pk, chip_id, token):
+            transaction.on_commit(partial(tasks.run_campaign_lane.delay, campaign.pk, chip_id, str(token)))
+            launched += 1
+    return launched
+
+
+def take_slot(chip_id: int, interval: float) -> float:
+    """0.0 when the chip may start a send now (its next slot moves one interval on), else seconds to wait."""
+    now = _now()
+    with scopes_disabled(), transaction.atomic():
+        pace = ChipPace.objects.select_for_update().filter(chip_id=chip_id).first()
+        if pace is None:
+            try:
+                with transaction.atomic():
+                    ChipPace.objects.create(chip_id=chip_id, next_send_at=now + timedelta(seconds=interval))
+                return 0.0
+            except IntegrityError:
+                pace = ChipPace.objects.select_for_update().get(chip_id=chip_id)
+        if pace.next_send_at > now:
+            return (pace.next_send_at - now).total_seconds()
+        pace.next_send_at = now + timedelta(seconds=interval)
+        pace.save(update_fields=["next_send_at"])
+        return 0.0
+
+
+def _continue_later(campaign_id: int, chip_id: int, token: uuid.UUID, countdown: float = 0.0) -> None:
+    from . import tasks
+
+    acquire(campaign_id, chip_id, token, hold=countdown + settings.CAMPAIGN_LEASE_SECONDS)
+    tasks.run_campaign_lane.apply_async((campaign_id, chip_id, str(token)), countdown=countdown)
+
+
+def run_lane(campaign_id: int, chip_id: int, token: str | uuid.UUID) -> None:
+    """Send a campaign's recipients through one chip for one slice of time (the lane task's body)."""
+    token = uuid.UUID(str(token))
+    deadline = time.monotonic() + settings.CAMPAIGN_LANE_SLICE_SECONDS
+    with scopes_disabled():
+        if not acquire(campaign_id, chip_id, token):
+            return  # another lane holds it (a task delivered twice, or a newer lane)
+        while True:
+            campaign = Campaign.objects.select_related("tenant").filter(pk=campaign_id).first()
+            chip = Chip.objects.filter(pk=chip_id).first()
+            if (campaign is None or campaign.status != RUNNING or not campaign.in_window()
+                    or chip is None or chip.status != Chip.Status.WORKING):
+                # Paused, canceled, out of the window, or the chip stopped: the kick relaunches it.
+                release(campaign_id, chip_id, token)
+                return
+            interval = campaign.send_interval()
+            if interval:
+                wait = take_slot(chip_id, interval)
+                if wait > 0:
+                    if wait > settings.CAMPAIGN_INLINE_WAIT_SECONDS or time.monotonic() + wait > deadline:
+                        _continue_later(campaign_id, chip_id, token, wait)
+                        return
+                    time.sleep(wait)
+                    acquire(campaign_id, chip_id, token)
+                    continue
+            outcome = send_batch(campaign, chip, token, 1 if interval else settings.CAMPAIGN_BATCH_SIZE)
+            if outcome == STOP:
+                release(campaign_id, chip_id, token)
+                return
+            if outcome == EMPTY:
+                release(campaign_id, chip_id, token)
+                finish_if_done(campaign)
+                return
+            if time.monotonic() >= deadline:
+                _continue_later(campaign_id, chip_id, token)
+                return
+            acquire(campaign_id, chip_id, token)
+
+
+# --- one batch ---------------------------------------------------------------------------------
+
+
+def _claim(campaign: Campaign, chip: Chip, token: uuid.UUID, size: int) -> list[int]:
+    with transaction.atomic():
+        ids = list(
+            CampaignRecipient.objects.select_for_update(skip_locked=True)
+            .filter(campaign_id=campaign.pk, status=R.PENDING)
+            .order_by("pk")
+            .values_list("pk", flat=True)[:size]
+        )
+        if ids:
+            CampaignRecipient.objects.filter(pk__in=ids).update(
+                status=R.CLAIMED, claim_token=token, claimed_at=_now(), chip=chip)
+    return ids
+
+
+def _settle(recipient_id: int, token: uuid.UUID, status: str, **fields) -> bool:
+    """Record a claimed recipient's outcome, if the claim is still this lane's."""
+    return bool(
+        CampaignRecipient.objects.filter(pk=recipient_id, claim_token=token, status=R.CLAIMED).update(
+            status=status, claim_token=None, **fields)
+    )
+
+
+def _unclaim(recipient_ids: list[int], token: uuid.UUID) -> None:
+    CampaignRecipient.objects.filter(pk__in=recipient_ids, claim_token=token, status=R.CLAIMED).update(
+        status=R.PENDING, claim_token=None, claimed_at=None, chip=None)
+
+
+def _create_messages(campaign: Campaign, chip: Chip, items: list, token: uuid.UUID, reservation) -> list[tuple]:
+    """Create the messages of the claimed recipients still held by this lane; returns (recipient, message)."""
+    media = campaign.media.name if campaign.media else ""
+    kind = campaign.media_kind if media else Message.Kind.TEXT
+    with transaction.atomic():
+        mine = set(
+            CampaignRecipient.objects.select_for_update()
+            .filter(pk__in=[r.pk for r, _text in items], claim_token=token, status=R.CLAIMED)
+            .values_list("pk", flat=True)
+        )
+        items = [(r, text) for r, text in items if r.pk in mine]
+        messages = [
+            Message(
+                tenant_id=campaign.tenant_id, chip=chip, direction=Message.Direction.OUT, peer=r.phone,
+                peer_name=r.name[:128], kind=kind, body=text, media=media, media_name=campaign.media_name,
+                media_mimetype=campaign.media_mimetype, status=Message.Status.QUEUED, reservation=reservation,
+                source=f"campaign:{campaign.pk}", idempotency_key=recipient_key(campaign.pk, r.pk),
+            )
+            for r, text in items
+        ]
+        Message.objects.bulk_create(messages)
+        for (recipient, _text), message in zip(items, messages, strict=True):
+            recipient.message_id = message.pk
+        CampaignRecipient.objects.bulk_update([r for r, _text in items], ["message"])
+    unused = reservation.quantity - len(items)
+    if unused > 0:
+        limits.release_reservation(reservation, unused)
+    return [(r, m) for (r, _text), m in zip(items, messages, strict=True)]
+
+
+def send_batch(campaign: Campaign, chip: Chip, token: uuid.UUID, size: int) -> str:
+    """Claim up to `size` recipients and send them through the chip; EMPTY when none is left."""
+    ids = _claim(campaign, chip, token, size)
+    if not ids:
+        return EMPTY
+    recipients = list(
+        CampaignRecipient.objects.filter(pk__in=ids, claim_token=token, status=R.CLAIMED)
+        .select_related("contact").order_by("pk")
+    )
+    items = []
+    for recipient in recipients:
+        reason = campaigns.skip_reason(recipient.contact)
+        if reason:
+            _settle(recipient.pk, token, R.SKIPPED, error=reason)
+            continue
+        contact = recipient.contact
+        text = campaigns.render(campaign.template, contact.name, contact.phone, contact.fields)
+        if not text and not campaign.media:
+            _settle(recipient.pk, token, R.FAILED, error=_("the message is empty for this contact"))
+        elif len(text) > campaigns.MAX_TEXT_LENGTH:
+            _settle(recipient.pk, token, R.FAILED, error=_("the message is too long for this contact"))
+        else:
+            items.append((recipient, text))
+    if not items:
+        return DONE
+    try:
+        reservation = limits.reserve_messages(campaign.tenant, len(items))
+    except limits.QuotaExceeded as exc:
+        _unclaim([r.pk for r, _text in items], token)
+        campaign.transition(Campaign.Status.PAUSED, exc.message)
+        log.info("campaign %s paused: out of quota", campaign.pk)
+        return STOP
+    checked = time.monotonic()
+    pairs = _create_messages(campaign, chip, items, token, reservation)
+    for position, (recipient, message) in enumerate(pairs):
+        if position and time.monotonic() - checked > 0.5:
+            # Between two sends of a large batch: a pause or cancel takes effect now.
+            checked = time.monotonic()
+            status = Campaign.objects.filter(pk=campaign.pk).values_list("status", flat=True).first()
+            if status != RUNNING:
+                for rest, rest_message in pairs[position:]:
+                    _requeue(rest.pk, rest_message.pk, token, count_retry=False)
+                return STOP
+        wait = services.deliver(message.pk)
+        _after_send(recipient.pk, message.pk, token, wait)
+    return DONE
+
+
+def _after_send(recipient_id: int, message_id: int, token: uuid.UUID, wait: float | None) -> None:
+    message = Message.objects.filter(pk=message_id).values("status", "attempted_at", "sent_at", "error").first()
+    if message is None:
+        return
+    if message["status"] in SENT_STATUSES:
+        _settle(recipient_id, token, R.SENT, sent_at=message["sent_at"], error="")
+    elif message["status"] == Message.Status.FAILED:
+        _settle(recipient_id, token, R.FAILED, error=message["error"])
+    elif message["status"] == Message.Status.QUEUED and message["attempted_at"] is None:
+        # deliver() will retry later: it never reached WhatsApp, so another chip may take it.
+        _requeue(recipient_id, message_id, token, count_retry=True, reason=message["error"])
+
+
+def _drop_unsent(message: Message) -> None:
+    """Delete a message that provably never reached WhatsApp, giving its quota back."""
+    reservation = message.reservation
+    message.delete()
+    if reservation is not None:
+        limits.release_reservation(reservation, 1)
+
+
+def _requeue(recipient_id: int, message_id: int, token: uuid.UUID, count_retry: bool, reason: str = "") -> None:
+    """Give a claimed recipient whose message was never attempted back to the pending pool."""
+    with transaction.atomic():
+        message = (
+            Message.objects.select_for_update(skip_locked=True, of=("self",)).select_related("reservation")
+            .filter(pk=message_id, status=Message.Status.QUEUED, attempted_at__isnull=True).first()
+        )
+        recipient = CampaignRecipient.objects.select_for_update().filter(
+            pk=recipient_id, claim_token=token, status=R.CLAIMED).first()
+        if message is None or recipient is None:
+            return  # being sent right now, or no longer this lane's: the owner settles it
+        _drop_unsent(message)
+        retries = recipient.retries + (1 if count_retry else 0)
+        if retries >= settings.CAMPAIGN_MAX_RETRIES:
+            _settle(recipient_id, token, R.FAILED, retries=retries, message=None,
+                    error=_("Not sent after %(n)s attempts: %(reason)s") % {"n": retries, "reason": reason})
+        else:
+            CampaignRecipient.objects.filter(pk=recipient_id).update(
+                status=R.PENDING, claim_token=None, claimed_at=None, chip=None, message=None, retries=retries,
+                error=reason[:2000])
+
+
+def finish_if_done(campaign: Campaign) -> bool:
+    """Complete a running campaign once no recipient is pending or being sent."""
+    with scopes_disabled():
+        if CampaignRecipient.objects.filter(campaign_id=campaign.pk, status__in=[R.PENDING, R.CLAIMED]).exists():
+            return False
+        return campaign.transition(Campaign.Status.COMPLETED)
+
+
+# --- recovery and the kick ------------------------------------------------------------------------
+
+
+def _back_to_pool(recipient: CampaignRecipient, campaign_status: str) -> None:
+    if campaign_status == Campaign.Status.CANCELED:
+        fields = {"status": R.SKIPPED, "error": _("campaign canceled")}
+    else:
+        fields = {"status": R.PENDING}
+    CampaignRecipient.objects.filter(pk=recipient.pk).update(claim_token=None, claimed_at=None, chip=None,
+                                                             message=None, **fields)
+
+
+def recover(recipient_id: int, token: uuid.UUID) -> bool:
+    """Settle a claim whose lane died, from what its message shows; True when it changed."""
+    in_doubt = None
+    with scopes_disabled():
+        with transaction.atomic():
+            recipient = (
+                CampaignRecipient.objects.select_for_update(skip_locked=True)
+                .select_related("campaign")
+                .filter(pk=recipient_id, status=R.CLAIMED, claim_token=token)
+                .first()
+            )
+            if recipient is None:
+                return False
+            if recipient.message_id is None:
+                _back_to_pool(recipient, recipient.campaign.status)
+                return True
+            message = (
+                Message.objects.select_for_update(skip_locked=True, of=("self",)).select_related("reservation")
+                .filter(pk=recipient.message_id).first()
+            )
+            if message is None:
+                return False  # a sender holds it right now
+            if message.status == Message.Status.QUEUED and message.attempted_at is None:
+                _drop_unsent(message)
+                _back_to_pool(recipient, recipient.campaign.status)
+                return True
+            if message.status == Message.Status.QUEUED:
+                in_doubt = message.pk
+            else:
+                _settle_from(recipient, message, token)
+                return True
+        # Attempted, and its sender is gone: deliver() decides (never a second send).
+        services.deliver(in_doubt)
+        with transaction.atomic():
+            message = Message.objects.get(pk=in_doubt)
+            if message.status == Message.Status.QUEUED:
+                return False
+            _settle_from(recipient, message, token)
+    return True
+
+
+def _settle_from(recipient: CampaignRecipient, message: Message, token: uuid.UUID) -> None:
+    if message.status in SENT_STATUSES:
+        _settle(recipient.pk, token, R.SENT, sent_at=message.sent_at, error="")
+    else:
+        _settle(recipient.pk, token, R.FAILED, error=message.error)
+
+
+def stale_claims() -> list[tuple[int, uuid.UUID]]:
+    """Claimed recipients whose lane no longer holds a live lease with the claim's token."""
+    now = _now()
+    grace = now - timedelta(seconds=settings.CAMPAIGN_LEASE_SECONDS)
+    with scopes_disabled():
+        # Claims first, then the leases: a lease read afterwards is at least as new as the claim.
+        claims = list(
+            CampaignRecipient.objects.filter(status=R.CLAIMED, claimed_at__lt=grace)
+            .values_list("pk", "campaign_id", "chip_id", "claim_token")[:5000]
+        )
+        if not claims:
+            return []
+        live = set(
+            CampaignChip.objects.filter(campaign_id__in={c[1] for c in claims}, lease_until__gt=now)
+            .values_list("campaign_id", "chip_id", "lease_token")
+        )
+    return [(pk, token) for pk, campaign_id, chip_id, token in claims if (campaign_id, chip_id, token) not in live]
+
+
+def kick() -> dict:
+    """Beat: start due scheduled campaigns, recover dead lanes' claims, relaunch lanes, complete campaigns.
+
+    Safe to run concurrently with itself and with the lanes (row locks, guarded updates, leases).
+    """
+    now = _now()
+    result = {"started": 0, "recovered": 0, "lanes": 0, "completed": 0}
+    with scopes_disabled():
+        for campaign in Campaign.objects.filter(status=Campaign.Status.SCHEDULED, start_at__lte=now):
+            try:
+                if campaigns.start(campaign, scheduled=True).status == RUNNING:
+                    result["started"] += 1
+            except campaigns.CampaignError as exc:
+                if campaign.status_reason != exc.message[:500]:
+                    Campaign.objects.filter(pk=campaign.pk).update(status_reason=exc.message[:500])
+        for recipient_id, token in stale_claims():
+            try:
+                result["recovered"] += recover(recipient_id, token)
+            except Exception:  # noqa: BLE001 - one bad row must not stop the sweep; logged
+                log.exception("campaign recipient %s not recovered", recipient_id)
+        for campaign in Campaign.objects.filter(status=RUNNING).select_related("tenant"):
+            if finish_if_done(campaign):
+                result["completed"] += 1
+            else:
+                with transaction.atomic():
+                    result["lanes"] += launch_lanes(campaign)
+    return result
