@@ -5,3 +5,6 @@ from django.utils.translation import gettext_lazy as _
 class WahaConfig(AppConfig):
     name = "waha"
     verbose_name = _("WAHA containers")
+
+    def ready(self) -> None:
+        from . import receivers  # noqa: F401 - tenant suspension and reactivation

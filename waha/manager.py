@@ -20,9 +20,11 @@ from datetime import timedelta
 from typing import Any
 
 from django.conf import settings
+from django.contrib.auth import get_user_model
 from django.core.mail import send_mail
 from django.db import IntegrityError, transaction
-from django.db.models import Count, F
+from django.db.models import Count, F, Q
+from django.urls import reverse
 from django.utils import timezone
 from django_scopes import scopes_disabled
 
@@ -61,6 +63,10 @@ class PortRangeExhausted(WahaManagerError):
 
 class ContainerNotReady(WahaManagerError):
     """The container did not answer its API in time."""
+
+
+class TenantSuspended(WahaManagerError):
+    """The tenant is suspended (whago.services.suspend_tenant): nothing is started for it."""
 
 
 # --- naming, labels, environment ---------------------------------------------------
@@ -188,7 +194,8 @@ def _create_container(tenant: Tenant) -> WahaContainer:
     container = _reserve(tenant, engine)
     container.runtime_id = runtime_of(container).create(spec_for(container))
     container.status = ContainerStatus.RUNNING
-    container.save(update_fields=["runtime_id", "status", "updated_at"])
+    container.started_at = timezone.now()
+    container.save(update_fields=["runtime_id", "status", "started_at", "updated_at"])
     log.info("created WAHA container %s on port %s for tenant %s", container.name, container.port, tenant.pk)
     return container
 
@@ -207,7 +214,10 @@ def _container_with_room(tenant: Tenant) -> WahaContainer | None:
 def _lock_tenant(tenant: Tenant | int) -> Tenant:
     if settings.WAHA_PLACEMENT != "per_tenant":
         raise WahaManagerError(f"WAHA_PLACEMENT {settings.WAHA_PLACEMENT!r} is not supported: use per_tenant.")
-    return Tenant.objects.select_for_update().get(pk=getattr(tenant, "pk", tenant))
+    locked = Tenant.objects.select_for_update().get(pk=getattr(tenant, "pk", tenant))
+    if not locked.is_active:
+        raise TenantSuspended(f"Tenant {locked.pk} is suspended: its containers and sessions stay stopped.")
+    return locked
 
 
 def ensure_container(tenant: Tenant | int, wait: bool = True) -> WahaContainer:
@@ -236,10 +246,11 @@ def _ensure_started(container: WahaContainer) -> None:
         container.runtime_id = runtime.create(spec_for(container))
     elif status != "running":
         runtime.start(container.runtime_id)
-    container.status, container.down_since = ContainerStatus.RUNNING, None
+    container.status, container.down_since, container.started_at = ContainerStatus.RUNNING, None, timezone.now()
     with scopes_disabled():
         WahaContainer.objects.filter(pk=container.pk).update(
-            runtime_id=container.runtime_id, status=ContainerStatus.RUNNING, down_since=None
+            runtime_id=container.runtime_id, status=ContainerStatus.RUNNING, down_since=None,
+            started_at=container.started_at,
         )
 
 
@@ -264,9 +275,12 @@ def wait_ready(container: WahaContainer, timeout: float | None = None) -> None:
 
 def start_container(container: WahaContainer, wait: bool = True) -> None:
     runtime_of(container).start(container.runtime_id)
+    now = timezone.now()
     with scopes_disabled():
-        WahaContainer.objects.filter(pk=container.pk).update(status=ContainerStatus.RUNNING, down_since=None)
-    container.status, container.down_since = ContainerStatus.RUNNING, None
+        WahaContainer.objects.filter(pk=container.pk).update(
+            status=ContainerStatus.RUNNING, down_since=None, started_at=now
+        )
+    container.status, container.down_since, container.started_at = ContainerStatus.RUNNING, None, now
     if wait:
         wait_ready(container)
 
@@ -285,9 +299,10 @@ def stop_container(container: WahaContainer) -> None:
 def restart_container(container: WahaContainer, wait: bool = True) -> None:
     """Restart the container; its running sessions come back from its data."""
     runtime_of(container).restart(container.runtime_id)
+    now = timezone.now()
     with scopes_disabled():
-        WahaContainer.objects.filter(pk=container.pk).update(status=ContainerStatus.RUNNING)
-    container.status = ContainerStatus.RUNNING
+        WahaContainer.objects.filter(pk=container.pk).update(status=ContainerStatus.RUNNING, started_at=now)
+    container.status, container.started_at = ContainerStatus.RUNNING, now
     if wait:
         wait_ready(container)
         resume_sessions(container)
@@ -612,7 +627,8 @@ def _record_health(container: WahaContainer, result: HealthResult) -> None:
         fields.append("runtime_id")
         if result.action:
             container.restart_count += 1
-            fields.append("restart_count")
+            container.started_at = timezone.now()
+            fields += ["restart_count", "started_at"]
             log.warning("health sweep %s %s", result.action, container.name)
         container.save(update_fields=fields)
         for remote_name, info in result.sessions.items():
@@ -642,6 +658,11 @@ def stats_sweep() -> dict[str, int]:
     with scopes_disabled():
         containers = list(WahaContainer.objects.filter(status=ContainerStatus.RUNNING).exclude(runtime_id=""))
         now = timezone.now()
+        placed = dict(
+            WahaSession.objects.filter(container__in=containers)
+            .values_list("container_id")
+            .annotate(n=Count("pk"))
+        )
         samples, failed = [], 0
         cpus = settings.WAHA_CPU_LIMIT or os.cpu_count() or 1
         for container, stats in _concurrently(container_stats, containers):
@@ -658,6 +679,7 @@ def stats_sweep() -> dict[str, int]:
                     cpu_percent=cpu,
                     memory_bytes=stats.memory_bytes,
                     memory_percent=memory_percent,
+                    sessions=placed.get(container.pk, 0),
                     taken_at=now,
                 )
             )
@@ -688,11 +710,34 @@ def _open_alert(subject: str, rule: str, message: str, container: WahaContainer 
             )
     except IntegrityError:
         return None  # opened by a concurrent sweep
-    if settings.OPERATOR_EMAILS:
-        send_mail(
-            f"[WHAGO] {alert}", message, settings.DEFAULT_FROM_EMAIL, settings.OPERATOR_EMAILS, fail_silently=True
-        )
+    _email_operators(alert)
     return alert
+
+
+def alert_recipients() -> list[str]:
+    """Who is e-mailed new alerts: OPERATOR_EMAILS, else every active staff user allowed to see them."""
+    if settings.OPERATOR_EMAILS:
+        return list(settings.OPERATOR_EMAILS)
+    perm = {"codename": "view_containeralert", "content_type__app_label": "waha"}
+    allowed = (
+        Q(is_superuser=True)
+        | Q(**{f"user_permissions__{key}": value for key, value in perm.items()})
+        | Q(**{f"groups__permissions__{key}": value for key, value in perm.items()})
+    )
+    users = get_user_model().objects.filter(is_active=True, is_staff=True).filter(allowed).exclude(email="")
+    return sorted(set(users.values_list("email", flat=True)))
+
+
+def _email_operators(alert: ContainerAlert) -> None:
+    """One e-mail per new alert (a mail server failure must not stop the sweep)."""
+    recipients = alert_recipients()
+    if not recipients:
+        return
+    link = settings.SITE_URL + reverse("admin:waha_containeralert_change", args=[alert.pk])
+    try:
+        send_mail(f"[WHAGO] {alert}", f"{alert.message}\n\n{link}\n", settings.DEFAULT_FROM_EMAIL, recipients)
+    except Exception as exc:  # noqa: BLE001 - SMTP errors of every kind
+        log.warning("could not e-mail alert %s to operators: %s", alert.pk, exc)
 
 
 def _resolve_alerts(subject: str, rules: Iterable[str]) -> int:
@@ -709,8 +754,9 @@ def alert_sweep(orphans: list[tuple[str, ContainerInfo]] | None = None) -> dict[
     opened = 0
     stale_stats = timedelta(minutes=5)
     with scopes_disabled():
-        for c in WahaContainer.objects.all():
-            down_for = now - c.down_since if c.down_since else None
+        for c in WahaContainer.objects.select_related("tenant"):
+            # A suspended tenant's containers are stopped on purpose: no "stopped" alert.
+            down_for = now - c.down_since if c.down_since and c.tenant.is_active else None
             checks = [
                 (
                     AlertRule.STOPPED,

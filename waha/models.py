@@ -49,6 +49,8 @@ class WahaContainer(models.Model):
     # Since when the container has been down (stopped or unreachable); None while up.
     down_since = models.DateTimeField(_("down since"), null=True, blank=True)
     restart_count = models.PositiveIntegerField(_("restarts by the health sweep"), default=0)
+    # When the container was last (re)started by WHAGO: its uptime while running.
+    started_at = models.DateTimeField(_("started at"), null=True, blank=True)
     last_cpu_percent = models.FloatField(_("CPU %"), null=True, blank=True)
     last_memory_bytes = models.BigIntegerField(_("memory (bytes)"), null=True, blank=True)
     last_memory_percent = models.FloatField(_("memory %"), null=True, blank=True)
@@ -62,6 +64,7 @@ class WahaContainer(models.Model):
         verbose_name = _("WAHA container")
         verbose_name_plural = _("WAHA containers")
         ordering = ["tenant_id", "created_at"]
+        indexes = [models.Index(fields=["tenant", "created_at"], name="waha_container_order")]
 
     def __str__(self) -> str:
         return self.name
@@ -162,6 +165,8 @@ class StatsSample(models.Model):
     cpu_percent = models.FloatField(_("CPU %"))
     memory_bytes = models.BigIntegerField(_("memory (bytes)"))
     memory_percent = models.FloatField(_("memory %"))
+    # Sessions placed in the container when the sample was taken (the dashboard's chart).
+    sessions = models.PositiveIntegerField(_("sessions"), default=0)
     taken_at = models.DateTimeField(_("taken at"), default=timezone.now, db_index=True)
 
     objects = ScopedManager(tenant="container__tenant")
@@ -205,12 +210,17 @@ class ContainerAlert(models.Model):
     value = models.FloatField(_("measured value"), null=True, blank=True)
     opened_at = models.DateTimeField(_("opened at"), auto_now_add=True)
     acknowledged_at = models.DateTimeField(_("acknowledged at"), null=True, blank=True)
+    acknowledged_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="+",
+        verbose_name=_("acknowledged by"),
+    )
     resolved_at = models.DateTimeField(_("resolved at"), null=True, blank=True)
 
     class Meta:
         verbose_name = _("container alert")
         verbose_name_plural = _("container alerts")
         ordering = ["-opened_at"]
+        indexes = [models.Index(fields=["-opened_at"], name="waha_alert_recent")]
         constraints = [
             models.UniqueConstraint(
                 fields=["subject", "rule"],

@@ -12,7 +12,9 @@ from celery import shared_task
 from django.core.cache import cache
 from django_scopes import scopes_disabled
 
-from . import manager
+from whago import audit
+
+from . import manager, ops
 from .client import ContainerUnreachable, WahaServerError
 from .models import WahaContainer, WahaSession
 
@@ -127,3 +129,28 @@ def alert_sweep() -> dict:
 def cleanup_orphans() -> dict:
     with _alone("orphans", 3000) as alone:
         return manager.cleanup_orphans() if alone else {"skipped": ["another cleanup is running"]}
+
+
+# --- operators' console (waha.ops): actions recorded in the audit log ---------------------
+
+
+@shared_task
+def run_container_action(entry_id: int) -> None:
+    """Do the container action of an audit entry (start, stop, restart, delete, list sessions...)."""
+    ops.run_action(entry_id)
+
+
+@shared_task
+def run_orphan_cleanup(entry_id: int) -> None:
+    """An orphan cleanup asked by an operator, recorded in its audit entry."""
+    with _alone("orphans", 3000) as alone:
+        if alone:
+            ops.run_orphan_cleanup(entry_id)
+        else:
+            audit.fail(entry_id, "Another orphan cleanup is running; try again in a moment.")
+
+
+@shared_task(expires=60)
+def read_container_logs(container_id: int, tail: int, token: str) -> None:
+    """Leave a container's log tail in the cache for the admin page that asked (by token)."""
+    ops.read_logs(container_id, tail, token)

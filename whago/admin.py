@@ -1,9 +1,30 @@
-"""Admin for accounts and tenants."""
-from django.contrib import admin
-from django.contrib.auth.admin import UserAdmin as BaseUserAdmin
-from django.utils.translation import gettext_lazy as _
+"""Admin for accounts and tenants, and the operators' audit log.
 
-from .models import Invitation, Membership, Tenant, User, WorkerHeartbeat
+The tenant list shows what other apps know about each tenant (plan, chips, usage, payments).
+whago does not import those apps: their models are looked up by name when the list is
+built (django.apps.apps.get_model), each column a correlated subquery, so the list costs
+the same few queries however many tenants, chips and payments there are.
+"""
+from django import forms
+from django.apps import apps
+from django.contrib import admin, messages
+from django.contrib.auth.admin import UserAdmin as BaseUserAdmin
+from django.core.exceptions import PermissionDenied
+from django.db.models import Count, DecimalField, IntegerField, OuterRef, Subquery, Sum, Value
+from django.db.models.functions import Coalesce
+from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
+from django.shortcuts import get_object_or_404
+from django.template.response import TemplateResponse
+from django.urls import NoReverseMatch, path, reverse
+from django.utils import timezone
+from django.utils.formats import number_format
+from django.utils.html import format_html
+from django.utils.translation import gettext_lazy as _
+from django.utils.translation import ngettext
+
+from . import services
+from .admin_tools import BigTableAdmin
+from .models import AuditLog, Invitation, Membership, Tenant, User, WorkerHeartbeat
 
 
 class MembershipInline(admin.TabularInline):
@@ -12,13 +33,174 @@ class MembershipInline(admin.TabularInline):
     autocomplete_fields = ["user"]
 
 
+def _per_tenant(model_label: str, value, **filters) -> Subquery:
+    """One value per tenant row from another app's table (a correlated subquery, no join)."""
+    model = apps.get_model(model_label)
+    rows = model._base_manager.filter(tenant=OuterRef("pk"), **filters).order_by().values("tenant")
+    return Subquery(rows.annotate(v=value).values("v"))
+
+
+class SuspendForm(forms.Form):
+    reason = forms.CharField(
+        label=_("Reason (kept in the audit log)"), max_length=300, required=False,
+        widget=forms.TextInput(attrs={"size": 60}),
+    )
+
+
 @admin.register(Tenant)
 class TenantAdmin(admin.ModelAdmin):
-    list_display = ["name", "slug", "is_active", "created_at"]
+    list_display = ["name", "slug", "state", "plan", "chips", "usage", "payments", "created_at"]
     list_filter = ["is_active"]
     search_fields = ["name", "slug"]
     prepopulated_fields = {"slug": ["name"]}
+    readonly_fields = ["is_active", "suspended_at", "suspension_reason", "created_at"]
+    fields = ["name", "slug", "is_active", "suspended_at", "suspension_reason", "created_at"]
     inlines = [MembershipInline]
+    actions = ["suspend_selected", "reactivate_selected"]
+    show_full_result_count = False
+    change_form_template = "admin/whago/tenant/change_form.html"
+
+    def get_queryset(self, request):
+        month = timezone.localdate().replace(day=1)
+        money = DecimalField(max_digits=14, decimal_places=2)
+        return super().get_queryset(request).annotate(
+            _plan=Subquery(
+                apps.get_model("billing.Subscription")._base_manager.filter(tenant=OuterRef("pk")).values("plan__name")
+            ),
+            _quota=Subquery(
+                apps.get_model("billing.Subscription")._base_manager.filter(tenant=OuterRef("pk"))
+                .values("plan__messages_per_month")
+            ),
+            _chips=Coalesce(_per_tenant("chips.Chip", Count("pk"), deleted_at__isnull=True), Value(0),
+                            output_field=IntegerField()),
+            _used=Coalesce(_per_tenant("billing.UsageCounter", Sum("used"), period="month", starts_on=month),
+                           Value(0), output_field=IntegerField()),
+            _paid=Coalesce(_per_tenant("billing.Payment", Sum("amount"), status="paid"), Value(0),
+                           output_field=money),
+            _payments=Coalesce(_per_tenant("billing.Payment", Count("pk"), status="paid"), Value(0),
+                               output_field=IntegerField()),
+        )
+
+    @admin.display(description=_("state"), ordering="is_active")
+    def state(self, obj: Tenant) -> str:
+        if obj.is_active:
+            return format_html('<span style="color:#2e7d32">● {}</span>', _("active"))
+        return format_html('<span style="color:#c62828" title="{}">● {}</span>', obj.suspension_reason,
+                           _("suspended"))
+
+    @admin.display(description=_("plan"), ordering="_plan")
+    def plan(self, obj: Tenant) -> str:
+        return obj._plan or "—"
+
+    @admin.display(description=_("chips"), ordering="_chips")
+    def chips(self, obj: Tenant) -> str:
+        url = self._changelist_url("chips", "chip")
+        return format_html('<a href="{}?tenant__id__exact={}">{}</a>', url, obj.pk, obj._chips) if url else obj._chips
+
+    @admin.display(description=_("messages this month"), ordering="_used")
+    def usage(self, obj: Tenant) -> str:
+        if obj._quota is None:
+            return number_format(obj._used)
+        return f"{number_format(obj._used)} / {number_format(obj._quota)}"
+
+    @admin.display(description=_("payments received"), ordering="_paid")
+    def payments(self, obj: Tenant) -> str:
+        label = ngettext("%(n)d paid, R$ %(total)s", "%(n)d paid, R$ %(total)s", obj._payments) % {
+            "n": obj._payments, "total": number_format(obj._paid, 2, force_grouping=True)
+        }
+        url = self._changelist_url("billing", "payment")
+        return format_html('<a href="{}?tenant__id__exact={}">{}</a>', url, obj.pk, label) if url else label
+
+    @staticmethod
+    def _changelist_url(app_label: str, model_name: str) -> str:
+        try:
+            return reverse(f"admin:{app_label}_{model_name}_changelist")
+        except NoReverseMatch:
+            return ""
+
+    # --- suspension ---
+
+    def get_urls(self):
+        wrap = self.admin_site.admin_view
+        return [
+            path("<int:pk>/suspend/", wrap(self.suspend_view), name="whago_tenant_suspend"),
+            path("<int:pk>/reactivate/", wrap(self.reactivate_view), name="whago_tenant_reactivate"),
+            *super().get_urls(),
+        ]
+
+    def _suspend(self, request: HttpRequest, tenants: list[Tenant], reason: str) -> None:
+        done = [t for t in tenants if services.suspend_tenant(t, by=request.user, reason=reason)]
+        if done:
+            self.message_user(request, ngettext(
+                "%(names)s suspended: its members see the suspension page, its API keys are refused and its "
+                "sessions are being stopped by the worker (see the audit log).",
+                "%(names)s suspended: their members see the suspension page, their API keys are refused and their "
+                "sessions are being stopped by the worker (see the audit log).", len(done),
+            ) % {"names": ", ".join(t.name for t in done)}, messages.SUCCESS)
+        skipped = len(tenants) - len(done)
+        if skipped:
+            self.message_user(request, ngettext("%(n)d tenant was already suspended.",
+                                                "%(n)d tenants were already suspended.", skipped) % {"n": skipped},
+                              messages.WARNING)
+
+    def _reactivate(self, request: HttpRequest, tenants: list[Tenant]) -> None:
+        done = [t for t in tenants if services.reactivate_tenant(t, by=request.user)]
+        if done:
+            self.message_user(request, ngettext(
+                "%(names)s reactivated: its sessions are being started again by the worker.",
+                "%(names)s reactivated: their sessions are being started again by the worker.", len(done),
+            ) % {"names": ", ".join(t.name for t in done)}, messages.SUCCESS)
+
+    def _suspend_page(self, request: HttpRequest, tenants: list[Tenant], form: SuspendForm, hidden: list,
+                      cancel_url: str) -> TemplateResponse:
+        context = {
+            **self.admin_site.each_context(request), "opts": self.model._meta,
+            "title": _("Suspend tenants"), "question": _("Suspend these tenants?"),
+            "consequences": [
+                _("Their members can no longer use the portal: they see a page saying the account is suspended."),
+                _("Their API keys are refused (401)."),
+                _("Their WhatsApp sessions and containers are stopped by the worker."),
+                _("Nothing is deleted: chips, messages, contacts and payments are kept, and reactivating brings "
+                  "the sessions back."),
+            ],
+            "objects": [(t.name, reverse("admin:whago_tenant_change", args=[t.pk])) for t in tenants],
+            "hidden": hidden, "form": form, "confirm_label": _("Suspend"), "cancel_url": cancel_url,
+        }
+        return TemplateResponse(request, "admin/ops/confirm.html", context)
+
+    @admin.action(description=_("Suspend the selected tenants…"), permissions=["change"])
+    def suspend_selected(self, request: HttpRequest, queryset):
+        tenants = list(queryset)
+        form = SuspendForm(request.POST if "post" in request.POST else None)
+        if "post" in request.POST and form.is_valid():
+            self._suspend(request, tenants, form.cleaned_data["reason"])
+            return None
+        hidden = [("action", "suspend_selected"), ("post", "yes"),
+                  *[(admin.helpers.ACTION_CHECKBOX_NAME, t.pk) for t in tenants]]
+        return self._suspend_page(request, tenants, form, hidden, reverse("admin:whago_tenant_changelist"))
+
+    @admin.action(description=_("Reactivate the selected tenants"), permissions=["change"])
+    def reactivate_selected(self, request: HttpRequest, queryset) -> None:
+        self._reactivate(request, list(queryset))
+
+    def suspend_view(self, request: HttpRequest, pk: int) -> HttpResponse:
+        tenant = get_object_or_404(Tenant, pk=pk)
+        if not self.has_change_permission(request, tenant):
+            raise PermissionDenied
+        page = reverse("admin:whago_tenant_change", args=[pk])
+        form = SuspendForm(request.POST if request.method == "POST" else None)
+        if request.method == "POST" and form.is_valid():
+            self._suspend(request, [tenant], form.cleaned_data["reason"])
+            return HttpResponseRedirect(page)
+        return self._suspend_page(request, [tenant], form, [], page)
+
+    def reactivate_view(self, request: HttpRequest, pk: int) -> HttpResponse:
+        tenant = get_object_or_404(Tenant, pk=pk)
+        if not self.has_change_permission(request, tenant):
+            raise PermissionDenied
+        if request.method == "POST":
+            self._reactivate(request, [tenant])
+        return HttpResponseRedirect(reverse("admin:whago_tenant_change", args=[pk]))
 
 
 @admin.register(User)
@@ -53,3 +235,52 @@ class MembershipAdmin(admin.ModelAdmin):
     list_filter = ["role"]
     list_select_related = ["user", "tenant"]
     search_fields = ["user__email", "tenant__name"]
+
+
+@admin.register(AuditLog)
+class AuditLogAdmin(BigTableAdmin):
+    """Read-only: what operators did, and how it ended."""
+
+    list_display = ["created_at", "actor_email", "action", "target", "tenant", "status_badge", "outcome",
+                    "took"]
+    list_filter = ["status", "action"]
+    list_select_related = ["tenant"]
+    search_fields = ["actor_email", "target_repr", "=target_id", "tenant__name"]
+    fields = ["created_at", "finished_at", "actor", "actor_email", "action", "target_type", "target_id",
+              "target_repr", "tenant", "status", "result", "error", "detail"]
+    readonly_fields = fields
+
+    @admin.display(description=_("target"), ordering="target_repr")
+    def target(self, obj: AuditLog) -> str:
+        if not obj.target_type or not obj.target_id:
+            return obj.target_repr or "—"
+        app_label, _dot, model_name = obj.target_type.partition(".")
+        try:
+            url = reverse(f"admin:{app_label}_{model_name}_change", args=[obj.target_id])
+        except NoReverseMatch:
+            return obj.target_repr
+        return format_html('<a href="{}">{}</a>', url, obj.target_repr)
+
+    @admin.display(description=_("status"), ordering="status")
+    def status_badge(self, obj: AuditLog) -> str:
+        colour = {"running": "#f9a825", "succeeded": "#2e7d32", "failed": "#c62828"}[obj.status]
+        return format_html('<span style="color:{}">● {}</span>', colour, obj.get_status_display())
+
+    @admin.display(description=_("result"))
+    def outcome(self, obj: AuditLog) -> str:
+        text = obj.error or obj.result
+        return text if len(text) <= 160 else text[:159] + "…"
+
+    @admin.display(description=_("took"))
+    def took(self, obj: AuditLog) -> str:
+        duration = obj.duration
+        return "—" if duration is None else f"{duration.total_seconds():.1f} s"
+
+    def has_add_permission(self, request) -> bool:
+        return False
+
+    def has_change_permission(self, request, obj=None) -> bool:
+        return False
+
+    def has_delete_permission(self, request, obj=None) -> bool:
+        return False

@@ -64,6 +64,9 @@ class Tenant(models.Model):
     slug = models.SlugField(_("slug"), max_length=64, unique=True)
     is_active = models.BooleanField(_("active"), default=True)
     created_at = models.DateTimeField(_("created at"), auto_now_add=True)
+    # Set by whago.services.suspend_tenant (is_active is then False), cleared on reactivation.
+    suspended_at = models.DateTimeField(_("suspended at"), null=True, blank=True)
+    suspension_reason = models.CharField(_("reason for the suspension"), max_length=300, blank=True)
 
     class Meta:
         verbose_name = _("tenant")
@@ -189,3 +192,58 @@ class ApiKey(models.Model):
     @property
     def is_active(self) -> bool:
         return self.revoked_at is None
+
+
+class AuditLog(models.Model):
+    """Something an operator did in the console (or asked the worker to do), and how it ended.
+
+    Operators' data, seen only in the admin; the tenant link is for filtering and is kept
+    empty for platform-wide actions. Entries are never edited by hand nor deleted.
+    """
+
+    class Status(models.TextChoices):
+        RUNNING = "running", _("Running")
+        SUCCEEDED = "succeeded", _("Succeeded")
+        FAILED = "failed", _("Failed")
+
+    actor = models.ForeignKey(
+        User, on_delete=models.SET_NULL, null=True, blank=True, related_name="+", verbose_name=_("operator")
+    )
+    # Kept when the operator's account is deleted.
+    actor_email = models.EmailField(_("operator's e-mail"), blank=True)
+    action = models.CharField(_("action"), max_length=64)
+    target_type = models.CharField(_("target type"), max_length=100, blank=True)
+    target_id = models.CharField(_("target id"), max_length=64, blank=True)
+    target_repr = models.CharField(_("target"), max_length=200, blank=True)
+    tenant = models.ForeignKey(
+        Tenant, on_delete=models.SET_NULL, null=True, blank=True, related_name="+", verbose_name=_("tenant")
+    )
+    status = models.CharField(_("status"), max_length=16, choices=Status.choices, default=Status.RUNNING)
+    result = models.TextField(_("result"), blank=True)
+    detail = models.JSONField(_("detail"), default=dict, blank=True)
+    error = models.TextField(_("error"), blank=True)
+    created_at = models.DateTimeField(_("asked at"), default=timezone.now)
+    finished_at = models.DateTimeField(_("finished at"), null=True, blank=True)
+
+    objects = ScopedManager(tenant="tenant")
+
+    class Meta:
+        verbose_name = _("audit log entry")
+        verbose_name_plural = _("audit log")
+        ordering = ["-created_at", "-pk"]
+        indexes = [
+            models.Index(fields=["-created_at", "-id"], name="auditlog_recent"),
+            models.Index(fields=["target_type", "target_id"], name="auditlog_target"),
+        ]
+        permissions = [("view_dashboard", _("Can see the operations dashboard"))]
+
+    def __str__(self) -> str:
+        return f"{self.action} {self.target_repr}".strip()
+
+    @property
+    def is_finished(self) -> bool:
+        return self.status != self.Status.RUNNING
+
+    @property
+    def duration(self) -> timedelta | None:
+        return self.finished_at - self.created_at if self.finished_at else None

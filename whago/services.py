@@ -1,4 +1,4 @@
-"""Account operations: sign-up, invitations, membership, API keys."""
+"""Account operations: sign-up, invitations, membership, API keys, tenant suspension."""
 import hashlib
 import secrets
 
@@ -14,7 +14,9 @@ from django_scopes import scopes_disabled
 
 from billing.services import start_free_plan
 
+from . import audit
 from .models import ApiKey, Invitation, Membership, Role, Tenant, User
+from .signals import tenant_reactivated, tenant_suspended
 
 
 class AccountError(Exception):
@@ -132,3 +134,44 @@ def authenticate_api_key(raw: str) -> ApiKey | None:
         # Written at most once a minute: no write on every API call.
         ApiKey.objects.with_scopes_disabled().filter(pk=key.pk).update(last_used_at=now)
     return key
+
+
+@transaction.atomic
+def suspend_tenant(tenant: Tenant, *, by: User | None = None, reason: str = "") -> bool:
+    """Suspend a tenant: no portal, no API, its sessions stopped; its data kept. False if it already was.
+
+    Members then see a "suspended" page and API keys answer 401 (both check is_active);
+    receivers of `tenant_suspended` stop what runs for the tenant.
+    """
+    reason = reason.strip()[:300]
+    changed = Tenant.objects.filter(pk=tenant.pk, is_active=True).update(
+        is_active=False, suspended_at=timezone.now(), suspension_reason=reason
+    )
+    tenant.refresh_from_db(fields=["is_active", "suspended_at", "suspension_reason"])
+    if not changed:
+        return False
+    audit.record("tenant.suspend", actor=by, target=tenant, status=audit.AuditLog.Status.SUCCEEDED,
+                 result=reason or "suspended")
+    tenant_suspended.send(sender=Tenant, tenant=tenant, by=by, reason=reason)
+    return True
+
+
+@transaction.atomic
+def reactivate_tenant(tenant: Tenant, *, by: User | None = None) -> bool:
+    """Lift a suspension: the portal and API work again, receivers restart what they stopped."""
+    changed = Tenant.objects.filter(pk=tenant.pk, is_active=False).update(
+        is_active=True, suspended_at=None, suspension_reason=""
+    )
+    tenant.refresh_from_db(fields=["is_active", "suspended_at", "suspension_reason"])
+    if not changed:
+        return False
+    audit.record("tenant.reactivate", actor=by, target=tenant, status=audit.AuditLog.Status.SUCCEEDED,
+                 result="reactivated")
+    tenant_reactivated.send(sender=Tenant, tenant=tenant, by=by)
+    return True
+
+
+def suspended_tenants_of(user) -> list[Tenant]:
+    """The suspended tenants a user belongs to (what their portal says instead of the pages)."""
+    with scopes_disabled():
+        return list(Tenant.objects.filter(memberships__user=user, is_active=False).order_by("name"))

@@ -187,7 +187,7 @@ else:
     EMAIL_BACKEND = "django.core.mail.backends.console.EmailBackend"
 DEFAULT_FROM_EMAIL = env.str("DEFAULT_FROM_EMAIL", default="WHAGO <no-reply@whago.local>")
 SERVER_EMAIL = DEFAULT_FROM_EMAIL
-# Operators who receive platform alerts by e-mail.
+# Operators who receive platform alerts by e-mail (empty: staff users allowed to see alerts).
 OPERATOR_EMAILS = env.list("OPERATOR_EMAILS", default=[])
 
 # Secrets stored in the database (WAHA API keys, proxy passwords, gateway keys) are
@@ -392,6 +392,8 @@ CAMPAIGN_LEASE_SECONDS = env.float("CAMPAIGN_LEASE_SECONDS", default=60.0)
 CAMPAIGN_INLINE_WAIT_SECONDS = env.float("CAMPAIGN_INLINE_WAIT_SECONDS", default=2.0)
 # Times a recipient goes back to the pool because its chip could not take the message.
 CAMPAIGN_MAX_RETRIES = env.int("CAMPAIGN_MAX_RETRIES", default=3)
+# Seconds a campaign leaves a chip alone after it refused a send (session down behind our back).
+CAMPAIGN_CHIP_BACKOFF_SECONDS = env.float("CAMPAIGN_CHIP_BACKOFF_SECONDS", default=30.0)
 # Hours after a campaign message during which an answer counts as a reply to it.
 CAMPAIGN_REPLY_WINDOW_HOURS = env.int("CAMPAIGN_REPLY_WINDOW_HOURS", default=72)
 # Seconds between the portal's refreshes of a campaign's progress (htmx polling).
@@ -399,3 +401,18 @@ CAMPAIGN_POLL_SECONDS = env.float("CAMPAIGN_POLL_SECONDS", default=2.0)
 # Contact imports: largest file (bytes) and most rows per file.
 CONTACTS_IMPORT_MAX_BYTES = env.int("CONTACTS_IMPORT_MAX_BYTES", default=10 * 1024 * 1024)
 CONTACTS_IMPORT_MAX_ROWS = env.int("CONTACTS_IMPORT_MAX_ROWS", default=50_000)
+
+# --- Operators' console (Django admin) ------------------------------------------------
+# Seconds the admin waits for the worker to finish an action before saying it still runs.
+OPS_ACTION_WAIT_SECONDS = env.float("OPS_ACTION_WAIT_SECONDS", default=5.0)
+# Log lines shown on a container's page, and seconds the page waits for the worker to read them.
+OPS_LOG_TAIL_LINES = env.int("OPS_LOG_TAIL_LINES", default=200)
+OPS_LOG_WAIT_SECONDS = env.float("OPS_LOG_WAIT_SECONDS", default=3.0)
+# Orphans younger than this are left alone by the console's cleanup (they may be being created).
+OPS_ORPHAN_GRACE_MINUTES = env.int("OPS_ORPHAN_GRACE_MINUTES", default=10)
+# Seconds the dashboard's 7-day chart is kept before it is aggregated again (0: every time).
+OPS_CHART_CACHE_SECONDS = env.int("OPS_CHART_CACHE_SECONDS", default=300)
+# Seconds a tenant's suspension waits for its sessions' STOPPED webhooks before stopping the container.
+OPS_SUSPEND_EVENTS_WAIT_SECONDS = env.float("OPS_SUSPEND_EVENTS_WAIT_SECONDS", default=5.0)
+# Admin lists count rows exactly up to this many; above it they show the database's estimate.
+ADMIN_EXACT_COUNT_LIMIT = env.int("ADMIN_EXACT_COUNT_LIMIT", default=10000)

@@ -3,7 +3,7 @@ from django.contrib.auth import views as auth_views
 from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
-from . import views
+from . import dashboard, views
 from .api import Me
 
 urlpatterns = [
@@ -37,5 +37,6 @@ urlpatterns = [
     path("api/v1/", include("chips.api_urls")),
     path("api/schema/", SpectacularAPIView.as_view(), name="api_schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="api_schema"), name="api_docs"),
+    path("admin/dashboard/", admin.site.admin_view(dashboard.dashboard), name="ops_dashboard"),
     path("admin/", admin.site.urls),
 ]

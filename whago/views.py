@@ -47,8 +47,9 @@ def signup(request: HttpRequest) -> HttpResponse:
 
 
 def no_tenant(request: HttpRequest) -> HttpResponse:
-    """A logged-in user who belongs to no tenant (e.g. an operator, or a removed member)."""
-    return render(request, "portal/no_tenant.html")
+    """A logged-in user who belongs to no active tenant: an operator, a removed member, or a suspended company."""
+    suspended = services.suspended_tenants_of(request.user) if request.user.is_authenticated else []
+    return render(request, "portal/no_tenant.html", {"suspended_tenants": suspended})
 
 
 @tenant_required
