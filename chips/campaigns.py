@@ -280,8 +280,8 @@ def _materialize(campaign: Campaign) -> int:
     if CampaignRecipient.objects.filter(campaign_id=campaign.pk).exists():
         return 0
     rows = []
-    for contact in _targets(campaign).values("pk", "phone", "name", "consent_at", "consent_source",
-                                             "unsubscribed_at").iterator(chunk_size=2000):
+    for contact in _targets(campaign).order_by("pk").values(
+            "pk", "phone", "name", "consent_at", "consent_source", "unsubscribed_at").iterator(chunk_size=2000):
         reason = _skip_reason(contact["consent_at"], contact["consent_source"], contact["unsubscribed_at"])
         rows.append(CampaignRecipient(
             tenant_id=campaign.tenant_id, campaign_id=campaign.pk, contact_id=contact["pk"], phone=contact["phone"],

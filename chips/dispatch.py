@@ -61,8 +61,8 @@ R = CampaignRecipient.Status
 RUNNING = Campaign.Status.RUNNING
 SENT_STATUSES = (Message.Status.SENT, Message.Status.DELIVERED, Message.Status.READ)
 
-# What send_batch did.
-EMPTY, DONE, STOP = "empty", "done", "stop"
+# What send_batch did: nothing left to claim, a batch sent, the campaign stopped, the chip refused.
+EMPTY, DONE, STOP, CHIP_DOWN = "empty", "done", "stop", "chip_down"
 
 
 def _now():
@@ -105,7 +105,9 @@ def launch_lanes(campaign: Campaign) -> int:
     with scopes_disabled():
         chip_ids = list(
             CampaignChip.objects.filter(campaign_id=campaign.pk, chip__status=Chip.Status.WORKING,
-                                        chip__deleted_at__isnull=True).values_list("chip_id", flat=True)
+                                        chip__deleted_at__isnull=True)
+            .filter(Q(retry_at__isnull=True) | Q(retry_at__lte=_now()))
+            .values_list("chip_id", flat=True)
         )
     for chip_id in chip_ids:
         token = uuid.uuid4()
@@ -168,6 +170,12 @@ def run_lane(campaign_id: int, chip_id: int, token: str | uuid.UUID) -> None:
                     continue
             outcome = send_batch(campaign, chip, token, 1 if interval else settings.CAMPAIGN_BATCH_SIZE)
             if outcome == STOP:
+                release(campaign_id, chip_id, token)
+                return
+            if outcome == CHIP_DOWN:
+                # The chip refused a send although it looked connected: let the others work meanwhile.
+                CampaignChip.objects.filter(campaign_id=campaign_id, chip_id=chip_id).update(
+                    retry_at=_now() + timedelta(seconds=settings.CAMPAIGN_CHIP_BACKOFF_SECONDS))
                 release(campaign_id, chip_id, token)
                 return
             if outcome == EMPTY:
@@ -283,22 +291,28 @@ def send_batch(campaign: Campaign, chip: Chip, token: uuid.UUID, size: int) -> s
                 for rest, rest_message in pairs[position:]:
                     _requeue(rest.pk, rest_message.pk, token, count_retry=False)
                 return STOP
-        wait = services.deliver(message.pk)
-        _after_send(recipient.pk, message.pk, token, wait)
+        services.deliver(message.pk)
+        if _after_send(recipient.pk, message.pk, token):
+            for rest, rest_message in pairs[position + 1:]:
+                _requeue(rest.pk, rest_message.pk, token, count_retry=False)
+            return CHIP_DOWN
     return DONE
 
 
-def _after_send(recipient_id: int, message_id: int, token: uuid.UUID, wait: float | None) -> None:
+def _after_send(recipient_id: int, message_id: int, token: uuid.UUID) -> bool:
+    """Give the recipient its message's outcome; True when the chip refused it (the lane should stop)."""
     message = Message.objects.filter(pk=message_id).values("status", "attempted_at", "sent_at", "error").first()
     if message is None:
-        return
+        return False
     if message["status"] in SENT_STATUSES:
         _settle(recipient_id, token, R.SENT, sent_at=message["sent_at"], error="")
     elif message["status"] == Message.Status.FAILED:
         _settle(recipient_id, token, R.FAILED, error=message["error"])
     elif message["status"] == Message.Status.QUEUED and message["attempted_at"] is None:
-        # deliver() will retry later: it never reached WhatsApp, so another chip may take it.
+        # deliver() wants a retry later: it never reached WhatsApp, so another chip may take it now.
         _requeue(recipient_id, message_id, token, count_retry=True, reason=message["error"])
+        return True
+    return False
 
 
 def _drop_unsent(message: Message) -> None:

@@ -477,6 +477,9 @@ class CampaignChip(models.Model):
     # a lease that expired (its worker died) is taken over by the next kick.
     lease_token = models.UUIDField(null=True, blank=True)
     lease_until = models.DateTimeField(null=True, blank=True)
+    # Set when the chip refused a send (its session is down although it looked connected):
+    # no lane for it before then, so it does not burn the recipients' retries.
+    retry_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         verbose_name = _("campaign chip")

@@ -5,6 +5,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 from django.utils import timezone
+from django.utils.translation import gettext as _
 from django_scopes import scopes_disabled
 
 from chips import campaigns, contacts, dispatch
@@ -142,8 +143,9 @@ def test_start_creates_recipients_and_skips_those_without_consent_or_opted_out(m
         rows = {r.phone: r for r in CampaignRecipient.objects.filter(campaign=campaign)}
     assert set(rows) == {"+5511988880001", "+5511988880002", "+5511988880003", "+5511988880004"}
     assert rows["+5511988880001"].status == rows["+5511988880002"].status == R.PENDING
-    assert rows["+5511988880003"].status == R.SKIPPED and "consent" in rows["+5511988880003"].error
-    assert rows["+5511988880004"].status == R.SKIPPED and "opted out" in rows["+5511988880004"].error
+    assert rows["+5511988880003"].status == R.SKIPPED and rows["+5511988880003"].error == _("no recorded consent")
+    assert rows["+5511988880004"].status == R.SKIPPED
+    assert rows["+5511988880004"].error.startswith(_("opted out on %(date)s").split("%")[0])
     progress = campaigns.progress(campaign)
     assert (progress["total"], progress["pending"], progress["skipped"], progress["percent"]) == (4, 2, 2, 50)
     with pytest.raises(campaigns.CampaignError):
@@ -210,7 +212,7 @@ def test_cancel_skips_every_recipient_not_sent_and_unschedule_returns_to_draft(m
     campaigns.cancel(running)
     with scopes_disabled():
         statuses = set(CampaignRecipient.objects.filter(campaign=running).values_list("status", "error"))
-    assert statuses == {(R.SKIPPED, "campaign canceled")}
+    assert statuses == {(R.SKIPPED, _("campaign canceled"))}
     assert campaigns.progress(running)["percent"] == 100
     with pytest.raises(campaigns.CampaignError):
         campaigns.pause(running)
