@@ -67,6 +67,7 @@ class GatewayEventAdmin(admin.ModelAdmin):
     list_display = ["received_at", "gateway", "event_type", "event_id", "result", "deliveries", "processed_at",
                     "payment"]
     list_filter = ["gateway", "result", "event_type"]
+    list_select_related = ["payment"]  # the payment column, without a query per row
     search_fields = ["event_id", "event_type", "detail"]
     readonly_fields = ["gateway", "event_id", "event_type", "pretty_payload", "received_at", "processed_at", "result",
                        "detail", "deliveries", "payment"]

@@ -29,7 +29,9 @@ def totals() -> dict:
     month = today.replace(day=1)
     with scopes_disabled():
         tenants = Tenant.objects.aggregate(
-            total=Count("pk"), active=Count("pk", filter=Q(is_active=True)), suspended=Count("pk", filter=Q(is_active=False))
+            total=Count("pk"),
+            active=Count("pk", filter=Q(is_active=True)),
+            suspended=Count("pk", filter=Q(is_active=False)),
         )
         subscriptions = Subscription.objects.aggregate(
             active=Count("pk", filter=Q(status=Subscription.Status.ACTIVE)),

@@ -24,15 +24,18 @@ def ops_settings(settings):
 
 
 @pytest.fixture
-def ops_client(client, operator):
-    """The test client logged in as an operator (a staff superuser)."""
-    client.force_login(operator)
-    client.user = operator
+def ops_client(client, db):
+    """The test client logged in as an operator (a staff superuser; no password to hash)."""
+    from whago.models import User
+
+    user = User.objects.create_superuser(email="console@whago.test", password=None)
+    client.force_login(user)
+    client.user = user
     return client
 
 
 @pytest.fixture
-def ops_worker(waha_live, monkeypatch, request):
+def ops_worker(waha_live, monkeypatch, request):  # noqa: F811
     """A real Celery worker with the same docker runtime, posting webhooks to the live app."""
     for name in ("WAHA_RUNTIME", "WAHA_NETWORK_MODE", "WAHA_IMAGE", "WAHA_ENGINE", "WAHA_MEMORY_LIMIT",
                  "WAHA_CPU_LIMIT", "WAHA_READY_TIMEOUT", "WAHA_WEBHOOK_URL"):
