@@ -31,6 +31,7 @@ ERROR_STATUS = {
     "chip_not_ready": status.HTTP_409_CONFLICT,
     "chip_not_connected": status.HTTP_409_CONFLICT,
     "not_found": status.HTTP_404_NOT_FOUND,
+    "conflict": status.HTTP_409_CONFLICT,
 }
 
 Error = inline_serializer(
@@ -388,6 +389,48 @@ class MessageList(GenericAPIView):
             return _refused(exc)
         code = status.HTTP_201_CREATED if created else status.HTTP_200_OK
         return Response(MessageSerializer(message).data, status=code)
+
+
+class BatchItemSerializer(serializers.Serializer):
+    chip = serializers.IntegerField()
+    to = serializers.CharField(max_length=40)
+    text = serializers.CharField(max_length=4096)
+    idempotency_key = serializers.CharField(required=False, max_length=100)
+
+
+class BatchSerializer(serializers.Serializer):
+    messages = BatchItemSerializer(many=True, help_text="Up to 1,000 text messages.")
+
+
+class BatchResultSerializer(serializers.Serializer):
+    created = serializers.IntegerField(help_text="Messages queued by this request (the others existed).")
+    messages = MessageSerializer(many=True)
+
+
+class MessageBatch(APIView):
+    """Queue many text messages in one request: all of them, or none when one is invalid."""
+
+    permission_classes = PERMISSIONS
+
+    @extend_schema(
+        operation_id="messages_send_batch",
+        request=BatchSerializer,
+        responses={201: BatchResultSerializer, 400: Error, 402: OpenApiResponse(Error, description="Quota exceeded")},
+    )
+    def post(self, request):
+        data = BatchSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        try:
+            results = services.send_messages(request.user.tenant, data.validated_data["messages"], source="api")
+        except services.BatchRefused as exc:
+            return Response({"error": {"code": exc.code, "message": exc.message,
+                                       "fields": {"messages": {str(k): [v] for k, v in exc.errors.items()}}}},
+                            status=status.HTTP_400_BAD_REQUEST)
+        except services.ChipError as exc:
+            return _refused(exc)
+        body = {"created": sum(created for _message, created in results),
+                "messages": MessageSerializer([message for message, _created in results], many=True).data}
+        return Response(body, status=status.HTTP_201_CREATED)
 
 
 class MessageDetail(APIView):

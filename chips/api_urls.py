@@ -11,5 +11,6 @@ urlpatterns = [
     path("chips/<int:pk>/disconnect", api.ChipDisconnect.as_view(), name="api_chip_disconnect"),
     path("chips/<int:pk>/restart", api.ChipRestart.as_view(), name="api_chip_restart"),
     path("messages/", api.MessageList.as_view(), name="api_message_list"),
+    path("messages/batch", api.MessageBatch.as_view(), name="api_message_batch"),
     path("messages/<int:pk>/", api.MessageDetail.as_view(), name="api_message_detail"),
 ]

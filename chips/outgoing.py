@@ -10,11 +10,13 @@ import ipaddress
 import json
 import socket
 import time
+from collections.abc import Callable
 from datetime import timedelta
 from urllib.parse import urlsplit
 
 import requests
 from django.conf import settings
+from django.core.cache import cache
 from django.core.exceptions import ValidationError
 from django.core.serializers.json import DjangoJSONEncoder
 from django.db import transaction
@@ -53,12 +55,18 @@ def validate_target(url: str) -> None:
             raise ValidationError(_("The URL points to a private or local address."), code="private")
 
 
+def _no_webhook_key(tenant_id: int) -> str:
+    return f"chips:no-webhook:{tenant_id}"
+
+
 def set_webhook(tenant: Tenant, url: str, is_active: bool = True) -> TenantWebhook:
     """Create or change the tenant's webhook (the secret is kept when the URL changes)."""
     validate_target(url)
     webhook, _created = TenantWebhook.objects.with_scopes_disabled().update_or_create(
         tenant=tenant, defaults={"url": url, "is_active": is_active}
     )
+    transaction.on_commit(lambda: cache.delete(_no_webhook_key(tenant.pk)))
+    cache.delete(_no_webhook_key(tenant.pk))
     return webhook
 
 
@@ -68,13 +76,22 @@ def rotate_secret(webhook: TenantWebhook) -> TenantWebhook:
     return webhook
 
 
-def emit(tenant_id: int, event: str, data: dict) -> WebhookDelivery | None:
-    """Queue one event for the tenant's webhook, if it has an active one; sent after commit."""
+def emit(tenant_id: int, event: str, data: dict | Callable[[], dict]) -> WebhookDelivery | None:
+    """Queue one event for the tenant's webhook, if it has an active one; sent after commit.
+
+    data may be a function building the payload: only called when there is a webhook.
+    """
     from .tasks import deliver_webhook
 
+    # Most tenants have no webhook: remembered for a minute (set_webhook forgets it at once).
+    if cache.get(_no_webhook_key(tenant_id)):
+        return None
+    if callable(data):
+        data = data()
     with scopes_disabled():
         webhook = TenantWebhook.objects.filter(tenant_id=tenant_id, is_active=True).first()
         if webhook is None:
+            cache.set(_no_webhook_key(tenant_id), True, 60)
             return None
         payload = {"event": event, "created_at": timezone.now(), "data": data}
         delivery = WebhookDelivery.objects.create(

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import functools
 import logging
 import mimetypes
 import os
@@ -46,7 +47,7 @@ from django.core.cache import cache
 from django.core.exceptions import ValidationError
 from django.core.files.base import ContentFile
 from django.db import IntegrityError, transaction
-from django.db.models import Count, Max, Q
+from django.db.models import Count, F, Max, Q
 from django.utils import timezone
 from django.utils.text import get_valid_filename
 from django.utils.translation import gettext as _
@@ -177,7 +178,7 @@ def _chip_changed(chip: Chip, old_status: str) -> None:
 
 
 def _message_changed(message: Message, old_status: str) -> None:
-    outgoing.emit(message.tenant_id, "message.status", message_data(message))
+    outgoing.emit(message.tenant_id, "message.status", lambda: message_data(message))
     with scope(tenant=message.tenant):
         signals.message_status_changed.send(
             sender=Message, message=message, old_status=old_status, new_status=message.status, tenant=message.tenant
@@ -729,6 +730,100 @@ def send_message(
     return message, True
 
 
+class BatchRefused(SendRefused):
+    """Some messages of a batch are invalid: .errors maps their position to the reason; nothing was queued."""
+
+    def __init__(self, message: str, errors: dict[int, str]):
+        super().__init__(message, "invalid")
+        self.errors = errors
+
+
+MAX_BATCH = 1000
+SEND_CHUNK = 25
+
+
+def send_messages(
+    tenant: Tenant, items: list[dict], *, source: str = "api", reservation=None
+) -> list[tuple[Message, bool]]:
+    """Queue many text messages at once: all or none (bad items, quota), one reservation, one insert.
+
+    items: [{"chip": Chip id, "to": phone, "text": str, "idempotency_key": optional}].
+    Returns (message, created) in the items' order; items whose key was already used give
+    the existing message. Refused batches raise BatchRefused or SendRefused (quota).
+    """
+    from . import tasks
+
+    if not items:
+        raise SendRefused(_("Send at least one message."), "invalid")
+    if len(items) > MAX_BATCH:
+        raise SendRefused(_("At most %(max)s messages per batch.") % {"max": MAX_BATCH}, "invalid")
+    with scopes_disabled():
+        chips = {c.pk: c for c in Chip.objects.filter(tenant_id=tenant.pk, pk__in={i.get("chip") for i in items})}
+        keys = [str(i["idempotency_key"]).strip()[:100] for i in items if i.get("idempotency_key")]
+        existing = {m.idempotency_key: m for m in Message.objects.filter(tenant_id=tenant.pk, idempotency_key__in=keys)}
+    errors: dict[int, str] = {}
+    new: list[Message] = []
+    plan: list[tuple[str, Message | None]] = []
+    seen: set[str] = set()
+    for position, item in enumerate(items):
+        key = str(item.get("idempotency_key") or "").strip()[:100]
+        if key and key in existing:
+            plan.append((key, existing[key]))
+            continue
+        if key and key in seen:
+            errors[position] = _("This idempotency key is used twice in the batch.")
+            continue
+        chip = chips.get(item.get("chip"))
+        text = (item.get("text") or "").strip()
+        try:
+            peer = normalize_phone(str(item.get("to") or ""))
+        except ValidationError as exc:
+            errors[position] = exc.messages[0]
+            continue
+        if chip is None:
+            errors[position] = _("Choose one of your chips.")
+        elif chip.status != Chip.Status.WORKING:
+            errors[position] = _("The chip %(chip)s is not connected (%(status)s). Connect it before sending.") % {
+                "chip": chip.alias, "status": chip.get_status_display()}
+        elif not text:
+            errors[position] = _("Write the message text.")
+        elif len(text) > MAX_TEXT_LENGTH:
+            errors[position] = _("The text is too long: at most %(max)s characters.") % {"max": MAX_TEXT_LENGTH}
+        if position in errors:
+            continue
+        message = Message(tenant_id=tenant.pk, chip=chip, direction=Message.Direction.OUT, peer=peer,
+                          kind=Message.Kind.TEXT, body=text, status=Message.Status.QUEUED, source=source[:40])
+        if key:
+            message.idempotency_key = key
+            seen.add(key)
+        new.append(message)
+        plan.append((key, message))
+    if errors:
+        raise BatchRefused(_("%(count)s message(s) of the batch are invalid; nothing was sent.") % {
+            "count": len(errors)}, errors)
+    if new:
+        try:
+            with scopes_disabled(), transaction.atomic():
+                if reservation is None:
+                    try:
+                        reservation = limits.reserve_messages(tenant, len(new))
+                    except limits.QuotaExceeded as exc:
+                        raise SendRefused(exc.message, "quota_exceeded")
+                for message in new:
+                    message.reservation = reservation
+                Message.objects.bulk_create(new)
+                ids = [m.pk for m in new]
+                # Tasks of up to SEND_CHUNK messages: one worker sends them one after another.
+                chunks = [ids[i:i + SEND_CHUNK] for i in range(0, len(ids), SEND_CHUNK)]
+                transaction.on_commit(lambda: [tasks.send_messages.delay(chunk) for chunk in chunks])
+        except IntegrityError:
+            # Another request used one of these keys a moment ago: nothing of this batch was kept.
+            raise SendRefused(_("Some idempotency keys were used by another request meanwhile; send again."),
+                              "conflict")
+    created = {id(m) for m in new}
+    return [(message, id(message) in created) for _key, message in plan]
+
+
 # --- messages: sending ------------------------------------------------------------------
 
 
@@ -797,48 +892,60 @@ def _call_waha(message: Message, session: WahaSession) -> dict:
     return manager.send_file(session, target, file, message.body or None)
 
 
+# Seconds a claim without a live sender is given before it counts as an interrupted attempt
+# (a sender holds the row a moment after claiming it).
+INTERRUPTED_GRACE = 5.0
+
+
 def deliver(message_id_: int) -> float | None:
     """Send one queued message through WAHA, exactly once; returns seconds before a retry, or None."""
     with scopes_disabled():
-        # 1. Claim the attempt in its own committed transaction (see the module docstring).
-        with transaction.atomic():
-            # skip_locked: a row locked by a live sender (step 2) is that sender's business.
-            message = (
-                Message.objects.select_for_update(of=("self",), skip_locked=True)
-                .select_related("tenant", "chip", "chip__proxy_assignment", "reservation")
-                .filter(pk=message_id_)
-                .first()
-            )
-            if message is None or message.direction != Message.Direction.OUT or message.status != Message.Status.QUEUED:
-                return None
-            if message.attempted_at is not None:
-                _fail(
-                    message,
-                    _(
-                        "Sending was interrupted after the message was handed to WhatsApp, so it may have been "
-                        "delivered. It was not sent again to avoid a duplicate: check the conversation."
-                    ),
-                    release=False,
-                )
-                return None
-            message.attempts += 1
-            problem = _unsendable_reason(message.chip)
-            if problem:
-                return _retry_or_fail(message, problem)
-            claimed_at = message.attempted_at = _now()
-            message.save(update_fields=["attempts", "attempted_at"])
-        session = _session_of(message.chip)
+        # 1. Claim the attempt, committed at once (see the module docstring). The conditional
+        # UPDATE waits for a live sender holding the row, then finds it no longer claimable.
+        claimed_at = _now()
+        claimed = Message.objects.filter(
+            pk=message_id_, direction=Message.Direction.OUT, status=Message.Status.QUEUED, attempted_at__isnull=True
+        ).update(attempts=F("attempts") + 1, attempted_at=claimed_at)
+        message = (
+            Message.objects.select_related("tenant", "chip__waha_session__container").filter(pk=message_id_).first()
+        )
+        if message is None or message.direction != Message.Direction.OUT or message.status != Message.Status.QUEUED:
+            return None
+        if not claimed:
+            if message.attempted_at is None:
+                return None  # claimed and given back by another task meanwhile: that task goes on
+            with transaction.atomic():
+                locked = list(Message.objects.select_for_update(skip_locked=True).filter(
+                    pk=message_id_, status=Message.Status.QUEUED, attempted_at=message.attempted_at,
+                ).values_list("pk", flat=True))
+                age = (_now() - message.attempted_at).total_seconds()
+                if locked and age < INTERRUPTED_GRACE:
+                    # Nobody holds it, but the claim is fresh: its sender may be about to: look again later.
+                    return INTERRUPTED_GRACE - age + 0.5
+                if locked:  # nobody is sending it now: an earlier attempt died after handing it to WAHA
+                    _fail(
+                        message,
+                        _(
+                            "Sending was interrupted after the message was handed to WhatsApp, so it may have been "
+                            "delivered. It was not sent again to avoid a duplicate: check the conversation."
+                        ),
+                        release=False,
+                    )
+            return None
+        problem = _unsendable_reason(message.chip)
+        if problem:
+            message.attempted_at = None
+            return _retry_or_fail(message, problem)
+        chip = message.chip
+        session = chip.waha_session
 
         # 2. Call WAHA while holding the message's row: an early ack waits for our record.
         with transaction.atomic():
-            message = (
-                Message.objects.select_for_update(of=("self",))
-                .select_related("tenant", "chip", "chip__proxy_assignment", "reservation")
-                .get(pk=message_id_)
+            claimed = Message.objects.select_for_update().filter(
+                pk=message_id_, status=Message.Status.QUEUED, attempted_at=claimed_at
             )
-            if message.status != Message.Status.QUEUED or message.attempted_at != claimed_at:
+            if not list(claimed.values_list("pk", flat=True)):
                 return None  # another task took it over meanwhile
-            chip = message.chip
             try:
                 sent = _call_waha(message, session)
             except ContainerUnreachable as exc:
@@ -873,12 +980,11 @@ def deliver(message_id_: int) -> float | None:
             if settings.CHIPS_SEND_PAUSE_AFTER_HTTP:
                 time.sleep(settings.CHIPS_SEND_PAUSE_AFTER_HTTP)
             old = message.status
-            message.waha_id = message_id(sent)[:200]
-            message.status = Message.Status.SENT
-            message.sent_at = _now()
-            message.error = ""
-            message.next_attempt_at = None
-            message.save()
+            sent_fields = {"waha_id": message_id(sent)[:200], "status": Message.Status.SENT, "sent_at": _now(),
+                           "error": "", "next_attempt_at": None}
+            Message.objects.filter(pk=message_id_).update(**sent_fields)
+            for field, value in sent_fields.items():
+                setattr(message, field, value)
             _message_changed(message, old)
     return None
 
@@ -909,23 +1015,30 @@ def _alive_chip(tenant: Tenant, session_name: str) -> Chip | None:
     return Chip.objects.select_related("tenant").filter(tenant_id=tenant.pk, session_name=session_name).first()
 
 
+@functools.lru_cache(maxsize=4096)
+def _session_name_of(chip_id: int) -> str:
+    """A chip's WAHA session name (set when the chip is created, never changed)."""
+    return Chip.all_objects.with_scopes_disabled().filter(pk=chip_id).values_list("session_name", flat=True).first()
+
+
 def apply_ack(tenant: Tenant, session_name: str, waha_message_id: str, ack: int, payload: dict) -> Message | None:
     """Move an outgoing message forward on a message.ack event; returns it when it changed."""
     if not waha_message_id:
         return None
     with scopes_disabled():
-        ours = Message.objects.filter(
-            tenant_id=tenant.pk, chip__session_name=session_name, chip__deleted_at__isnull=True,
-            direction=Message.Direction.OUT,
-        )
-        message = ours.filter(waha_id=waha_message_id).first()
+        outgoing_messages = Message.objects.filter(tenant_id=tenant.pk, direction=Message.Direction.OUT)
+        message = outgoing_messages.filter(waha_id=waha_message_id).first()
+        if message is not None and _session_name_of(message.chip_id) != session_name:
+            message = None  # the same WhatsApp id reported by another chip's session is another message
         if message is None and payload.get("fromMe", True) is not False:
             # Its sender may not have recorded WAHA's id yet: wait for the chip's in-flight sends.
-            inflight = ours.filter(status=Message.Status.QUEUED, waha_id="", attempted_at__isnull=False)
+            inflight = outgoing_messages.filter(
+                chip__session_name=session_name, status=Message.Status.QUEUED, waha_id="", attempted_at__isnull=False
+            )
             with contextlib.suppress(ValidationError):
                 inflight = inflight.filter(peer=phone_from_chat_id(str(payload.get("to") or "")))
             if list(inflight.select_for_update(of=("self",)).values_list("pk", flat=True)):
-                message = ours.filter(waha_id=waha_message_id).first()
+                message = outgoing_messages.filter(chip__session_name=session_name, waha_id=waha_message_id).first()
         if message is None:
             return None
         now = _now()

@@ -146,17 +146,22 @@ def test_a_disconnected_chip_ignores_the_sessions_own_restarts(client, make_owne
     assert chip_row(chip.pk).status == Chip.Status.DISCONNECTED
 
 
-def test_events_of_a_deleted_chip_change_nothing(client, make_owner):
+def test_a_deleted_chip_stays_deleted_and_its_history_stays_true(client, make_owner):
     from chips import services
 
     _, tenant = make_owner()
-    chip = placed_chip(tenant)
+    chip = placed_chip(tenant, status=Chip.Status.STOPPED)
     message = sent_message(chip)
     with scopes_disabled():
         Chip.objects.filter(pk=chip.pk).update(deleted_at="2026-01-01T00:00:00Z")
-    ack(client, chip, message, 3, "evt_late")
     post_event(client, chip, "session.status", {"name": chip.session_name, "status": "WORKING"}, "evt_s",
                timestamp=9_000_000_000_000)
-    assert message_row(message.pk).status == Message.Status.SENT
-    assert chip_row(chip.pk).status == Chip.Status.WORKING and chip_row(chip.pk).is_deleted
+    assert chip_row(chip.pk).status == Chip.Status.STOPPED and chip_row(chip.pk).is_deleted
     assert services.chips_in_use(tenant) == 0
+    # A late read receipt of a message it sent is still recorded: the message history stays true.
+    ack(client, chip, message, 3, "evt_late")
+    assert message_row(message.pk).status == Message.Status.READ
+    # Inbound messages for the deleted chip are not stored.
+    post_event(client, chip, "message", {"id": "false_x", "from": CHAT, "body": "Oi"}, "evt_in")
+    with scopes_disabled():
+        assert not Message.objects.filter(direction=Message.Direction.IN).exists()

@@ -229,3 +229,45 @@ def test_a_lower_plan_stops_the_chips_above_its_limit_and_a_higher_one_lets_them
                       new_plan=Plan.objects.get(code="ENTERPRISE"))
     assert all(chip_row(c.pk).suspended_at is None for c in (oldest, working, third))
     assert chip_row(third.pk).status == Chip.Status.STOPPED  # connect it again when wanted
+
+
+@pytest.mark.django_db
+def test_a_batch_is_queued_whole_or_refused_whole(make_owner, api, empty_broker, django_capture_on_commit_callbacks):
+    from billing.models import Reservation
+
+    _, tenant = make_owner()
+    set_plan(tenant, "BUSINESS")
+    chip = placed_chip(tenant)
+    client = api(tenant)
+    items = [{"chip": chip.pk, "to": f"(11) 9{n:04d}-0000", "text": f"Pedido {n}", "idempotency_key": f"k{n}"}
+             for n in range(1, 6)]
+
+    bad = [*items, {"chip": chip.pk, "to": "123", "text": "x"}, {"chip": 999999, "to": "11988887777", "text": "x"}]
+    with django_capture_on_commit_callbacks(execute=True) as callbacks:
+        refused = client.post("/api/v1/messages/batch", {"messages": bad}, content_type="application/json")
+    assert refused.status_code == 400 and callbacks == []
+    assert set(refused.json()["error"]["fields"]["messages"]) == {"5", "6"}
+    with scopes_disabled():
+        assert not Message.objects.filter(tenant=tenant).exists()
+
+    with django_capture_on_commit_callbacks(execute=True):
+        accepted = client.post("/api/v1/messages/batch", {"messages": items}, content_type="application/json")
+    assert accepted.status_code == 201, accepted.content
+    assert accepted.json()["created"] == 5
+    assert [m["peer"] for m in accepted.json()["messages"]] == [f"+55119{n:04d}0000" for n in range(1, 6)]
+    assert queued_tasks() == 1  # one task sends the five, one after another
+    with scopes_disabled():
+        assert Reservation.objects.filter(tenant=tenant).get().quantity == 5
+    # Sent again (a client retrying): the same messages, nothing new.
+    with django_capture_on_commit_callbacks(execute=True):
+        again = client.post("/api/v1/messages/batch", {"messages": items}, content_type="application/json")
+    assert again.json()["created"] == 0
+    assert [m["id"] for m in again.json()["messages"]] == [m["id"] for m in accepted.json()["messages"]]
+    assert queued_tasks() == 1
+
+    limits.reserve_messages(tenant, limits.remaining_quota(tenant)["sendable"] - 2)
+    over = [{"chip": chip.pk, "to": "11988887777", "text": f"Mais {n}"} for n in range(3)]
+    response = client.post("/api/v1/messages/batch", {"messages": over}, content_type="application/json")
+    assert response.status_code == 402 and response.json()["error"]["code"] == "quota_exceeded"
+    with scopes_disabled():
+        assert Message.objects.filter(tenant=tenant).count() == 5
