@@ -60,7 +60,7 @@ def receive(request: HttpRequest, container_id: int | None = None) -> JsonRespon
 
     with scopes_disabled():
         if container_id is not None:
-            container = WahaContainer.objects.filter(pk=container_id).first()
+            container = WahaContainer.objects.select_related("tenant").filter(pk=container_id).first()
             candidates = [container] if container else []
         else:
             candidates = _candidates(body)

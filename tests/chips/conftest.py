@@ -116,6 +116,7 @@ class Gunicorn:
         self.log_path = log_path
         self.proc = subprocess.Popen(
             [str(ROOT / ".venv/bin/gunicorn"), "whago.wsgi:application", "--bind", f"127.0.0.1:{port}",
+             "--backlog", "2048",
              "--workers", str(workers), "--threads", str(threads), "--worker-class",
              "gthread" if threads > 1 else "sync", "--keep-alive", "30", "--log-level", "info"],
             cwd=ROOT, env=worker_env(**env), stdout=log_path.open("w"), stderr=subprocess.STDOUT,

@@ -271,3 +271,49 @@ def test_a_batch_is_queued_whole_or_refused_whole(make_owner, api, empty_broker,
     assert response.status_code == 402 and response.json()["error"]["code"] == "quota_exceeded"
     with scopes_disabled():
         assert Message.objects.filter(tenant=tenant).count() == 5
+
+
+@pytest.mark.django_db
+def test_the_dashboard_sums_up_chips_and_todays_messages(owner_client):
+    tenant = owner_client.tenant
+    chip = placed_chip(tenant)
+    placed_chip(tenant, status=Chip.Status.SCAN_QR_CODE, alias="Novo")
+    with scopes_disabled():
+        Message.objects.create(tenant=tenant, chip=chip, peer="+5511988887777", body="Oi", status="DELIVERED")
+        Message.objects.create(tenant=tenant, chip=chip, peer="+5511988887777", body="Olá", direction="IN",
+                               status="RECEIVED")
+    page = owner_client.get(reverse("dashboard"), HTTP_ACCEPT_LANGUAGE="en").content.decode()
+    summary = page[page.index('id="chips-summary"'):]
+    assert "<h2>1 / 2</h2>" in summary and "1 waiting for the QR code" in summary
+    assert summary.count("<h2>1</h2>") == 2  # one sent, one received today
+
+
+@pytest.mark.django_db
+def test_round_robin_goes_through_the_connected_chips(make_owner):
+    _, tenant = make_owner()
+    set_plan(tenant, "BUSINESS")
+    first, second = placed_chip(tenant, alias="A"), placed_chip(tenant, alias="B")
+    placed_chip(tenant, status=Chip.Status.FAILED, alias="C")
+    picked = [services.pick_chip(tenant).pk for _ in range(4)]
+    assert sorted(picked) == sorted([first.pk, second.pk] * 2) and picked[0] != picked[1]
+    assert services.pick_chip(tenant, exclude={first.pk}).pk == second.pk
+    assert list(services.working_chips(tenant)) == [first, second]
+
+
+@pytest.mark.django_db
+def test_messages_whose_task_was_lost_are_queued_again(make_owner, empty_broker):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    _, tenant = make_owner()
+    chip = placed_chip(tenant)
+    with scopes_disabled():
+        old = Message.objects.create(tenant=tenant, chip=chip, peer="+5511988887777", body="Oi")
+        fresh = Message.objects.create(tenant=tenant, chip=chip, peer="+5511988887777", body="Oi")
+        waiting = Message.objects.create(tenant=tenant, chip=chip, peer="+5511988887777", body="Oi",
+                                         next_attempt_at=timezone.now() + timedelta(minutes=3))
+        Message.objects.filter(pk__in=[old.pk, waiting.pk]).update(created_at=timezone.now() - timedelta(hours=1))
+    assert services.requeue_stale() == 1
+    assert queued_tasks() == 1
+    assert fresh.pk != old.pk
