@@ -8,7 +8,7 @@ from django.http import FileResponse, Http404, HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django.utils.http import url_has_allowed_host_and_scheme
-from django.utils.translation import gettext as gettext_now
+from django.utils.translation import gettext
 from django.utils.translation import gettext_lazy as _
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_POST
@@ -41,7 +41,7 @@ def webhook_settings(request: HttpRequest) -> HttpResponse:
     form = WebhookForm(request.POST or None, initial=initial)
     if request.method == "POST" and form.is_valid():
         outgoing.set_webhook(request.tenant, form.cleaned_data["url"], form.cleaned_data["is_active"])
-        messages.success(request, gettext_now("Webhook saved."))
+        messages.success(request, gettext("Webhook saved."))
         return redirect("webhook_settings")
     context = {
         "section": "api",
@@ -56,9 +56,9 @@ def webhook_settings(request: HttpRequest) -> HttpResponse:
 @manager_required
 def webhook_test(request: HttpRequest) -> HttpResponse:
     if outgoing.emit(request.tenant.pk, "ping", {"message": "WHAGO test event"}) is None:
-        messages.error(request, gettext_now("Set an active webhook URL first."))
+        messages.error(request, gettext("Set an active webhook URL first."))
     else:
-        messages.success(request, gettext_now("Test event queued: see the delivery log below."))
+        messages.success(request, gettext("Test event queued: see the delivery log below."))
     return redirect("webhook_settings")
 
 
@@ -68,7 +68,7 @@ def webhook_rotate(request: HttpRequest) -> HttpResponse:
     webhook = TenantWebhook.objects.first()
     if webhook is not None:
         outgoing.rotate_secret(webhook)
-        messages.success(request, gettext_now("New signing secret created: update your receiver."))
+        messages.success(request, gettext("New signing secret created: update your receiver."))
     return redirect("webhook_settings")
 
 
@@ -106,7 +106,7 @@ def chip_create(request: HttpRequest) -> HttpResponse:
         except services.ChipError as exc:
             form.add_error(None, exc.message)
         else:
-            messages.success(request, gettext_now("Chip created: scan the QR code with WhatsApp to connect it."))
+            messages.success(request, gettext("Chip created: scan the QR code with WhatsApp to connect it."))
             return redirect("chip_detail", pk=chip.pk)
     context = {"section": "chips", "chips": Chip.objects.all(), "form": form,
                "poll_seconds": settings.CHIPS_POLL_SECONDS, **_plan_context(request)}
@@ -179,7 +179,7 @@ def chip_pairing_code(request: HttpRequest, pk: int) -> HttpResponse:
     if request.htmx:
         return render(request, "portal/chips/_pairing.html", context)
     if code:
-        messages.success(request, gettext_now("Your pairing code: %(code)s") % {"code": code})
+        messages.success(request, gettext("Your pairing code: %(code)s") % {"code": code})
     else:
         for error in form.errors.get("phone", []):
             messages.error(request, error)
@@ -200,20 +200,20 @@ def _chip_action(request: HttpRequest, pk: int, action, done: str) -> HttpRespon
 @require_POST
 @tenant_required
 def chip_connect(request: HttpRequest, pk: int) -> HttpResponse:
-    return _chip_action(request, pk, services.connect, gettext_now("Connecting: scan the QR code when it appears."))
+    return _chip_action(request, pk, services.connect, gettext("Connecting: scan the QR code when it appears."))
 
 
 @require_POST
 @tenant_required
 def chip_restart(request: HttpRequest, pk: int) -> HttpResponse:
-    return _chip_action(request, pk, services.restart, gettext_now("The chip is restarting."))
+    return _chip_action(request, pk, services.restart, gettext("The chip is restarting."))
 
 
 @require_POST
 @manager_required
 def chip_disconnect(request: HttpRequest, pk: int) -> HttpResponse:
     return _chip_action(request, pk, services.disconnect,
-                        gettext_now("The number was logged out. Connect again to link a number."))
+                        gettext("The number was logged out. Connect again to link a number."))
 
 
 @require_POST
@@ -221,10 +221,10 @@ def chip_disconnect(request: HttpRequest, pk: int) -> HttpResponse:
 def chip_rename(request: HttpRequest, pk: int) -> HttpResponse:
     form = ChipForm(request.POST)
     if not form.is_valid():
-        messages.error(request, gettext_now("Give the chip a name."))
+        messages.error(request, gettext("Give the chip a name."))
         return redirect("chip_detail", pk=pk)
     return _chip_action(request, pk, lambda chip: services.rename(chip, form.cleaned_data["alias"]),
-                        gettext_now("Chip renamed."))
+                        gettext("Chip renamed."))
 
 
 @manager_required
@@ -233,7 +233,7 @@ def chip_delete(request: HttpRequest, pk: int) -> HttpResponse:
     chip = _chip(pk)
     if request.method == "POST":
         services.delete_chip(chip)
-        messages.success(request, gettext_now("Chip %(name)s deleted. Its messages were kept.") % {"name": chip.alias})
+        messages.success(request, gettext("Chip %(name)s deleted. Its messages were kept.") % {"name": chip.alias})
         return redirect("chip_list")
     return render(request, "portal/chips/delete.html", {"section": "chips", "chip": chip})
 
@@ -322,7 +322,7 @@ def message_send(request: HttpRequest) -> HttpResponse:
             field = {"invalid_phone": "to", "chip_not_connected": "chip"}.get(exc.code)
             form.add_error(field, exc.message)
         else:
-            messages.success(request, gettext_now("Message to %(peer)s queued.") % {"peer": message.display_peer})
+            messages.success(request, gettext("Message to %(peer)s queued.") % {"peer": message.display_peer})
             return redirect(_safe_next(request, reverse("message_list")))
     filter_form, queryset = _message_filters(request)
     context = {
