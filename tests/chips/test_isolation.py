@@ -48,7 +48,7 @@ API = [
 def tenant_a(make_owner):
     """Tenant A with a connected chip, a conversation and a message with a file."""
     _, tenant = make_owner()
-    chip = placed_chip(tenant)
+    chip = placed_chip(tenant, alias="Filial Secreta")
     with scopes_disabled():
         message = Message(tenant=tenant, chip=chip, peer=PEER, kind=Message.Kind.DOCUMENT, body="segredo",
                           status=Message.Status.DELIVERED, media_name="contrato.pdf", media_mimetype="application/pdf")
@@ -67,7 +67,7 @@ def intruder(client, make_owner):
 
 def _unchanged(chip, message):
     after = chip_row(chip.pk)
-    assert (after.alias, after.status, after.deleted_at) == ("Vendas", Chip.Status.WORKING, None)
+    assert (after.alias, after.status, after.deleted_at) == ("Filial Secreta", Chip.Status.WORKING, None)
     with scopes_disabled():
         assert Message.objects.filter(tenant=chip.tenant).count() == 1
         assert Message.objects.filter(chip=chip, body="segredo").exists()
@@ -79,7 +79,7 @@ def test_portal_pages_of_another_tenant_are_404(tenant_a, intruder, method, name
     args = {"chip": [chip.pk], "message": [message.pk], "conversation": [chip.pk, PEER[1:]]}[target]
     response = getattr(intruder, method)(reverse(name, args=args), data or {})
     assert response.status_code == 404
-    assert b"segredo" not in response.content and b"Vendas" not in response.content
+    assert b"segredo" not in response.content and b"Filial Secreta" not in response.content
     _unchanged(chip, message)
 
 
@@ -99,7 +99,7 @@ def test_api_endpoints_of_another_tenant_are_404(tenant_a, intruder, api, method
 def test_lists_and_the_send_form_show_only_the_own_tenants_objects(tenant_a, intruder, api):
     _, chip, message = tenant_a
     mine = placed_chip(intruder.tenant, alias="Minha loja")
-    assert "Vendas" not in intruder.get(reverse("chip_list")).content.decode()
+    assert "Filial Secreta" not in intruder.get(reverse("chip_list")).content.decode()
     page = intruder.get(reverse("message_list")).content.decode()
     assert "segredo" not in page and f'value="{chip.pk}"' not in page and "Minha loja" in page
     # Posting tenant A's chip id in the send form is refused and queues nothing.
