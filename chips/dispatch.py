@@ -44,13 +44,22 @@ from datetime import timedelta
 from functools import partial
 
 from django.conf import settings
-from django.db import IntegrityError, transaction
-from django.db.models import Q
+from django.db import IntegrityError, connection, transaction
+from django.db.models import OuterRef, Q, Subquery
 from django.utils import timezone
 from django.utils.translation import gettext as _
 from django_scopes import scopes_disabled
 
 from billing import limits
+from waha.client import (
+    ContainerUnreachable,
+    SessionNotFound,
+    Unauthorized,
+    WahaRequestError,
+    WahaServerError,
+    message_id,
+)
+from waha.models import WahaSession
 
 from . import campaigns, services
 from .models import Campaign, CampaignChip, CampaignRecipient, Chip, ChipPace, Message
@@ -231,7 +240,7 @@ def _create_messages(campaign: Campaign, chip: Chip, items: list, token: uuid.UU
         items = [(r, text) for r, text in items if r.pk in mine]
         messages = [
             Message(
-                tenant_id=campaign.tenant_id, chip=chip, direction=Message.Direction.OUT, peer=r.phone,
+                tenant=campaign.tenant, chip=chip, direction=Message.Direction.OUT, peer=r.phone,
                 peer_name=r.name[:128], kind=kind, body=text, media=media, media_name=campaign.media_name,
                 media_mimetype=campaign.media_mimetype, status=Message.Status.QUEUED, reservation=reservation,
                 source=f"campaign:{campaign.pk}", idempotency_key=recipient_key(campaign.pk, r.pk),
@@ -280,39 +289,115 @@ def send_batch(campaign: Campaign, chip: Chip, token: uuid.UUID, size: int) -> s
         campaign.transition(Campaign.Status.PAUSED, exc.message)
         log.info("campaign %s paused: out of quota", campaign.pk)
         return STOP
-    checked = time.monotonic()
     pairs = _create_messages(campaign, chip, items, token, reservation)
+    session = WahaSession.objects.select_related("container").filter(pk=chip.waha_session_id).first()
+    sent, outcome, checked = [], DONE, time.monotonic()
     for position, (recipient, message) in enumerate(pairs):
-        if position and time.monotonic() - checked > 0.5:
-            # Between two sends of a large batch: a pause or cancel takes effect now.
+        if time.monotonic() - checked > 0.5:
+            # Between two sends of a large batch: a pause, a cancel or a chip going down takes effect
+            # now, and the lease is renewed.
             checked = time.monotonic()
-            status = Campaign.objects.filter(pk=campaign.pk).values_list("status", flat=True).first()
-            if status != RUNNING:
+            acquire(campaign.pk, chip.pk, token)
+            stopped = Campaign.objects.filter(pk=campaign.pk).values_list("status", flat=True).first() != RUNNING
+            if stopped or not Chip.objects.filter(pk=chip.pk, status=Chip.Status.WORKING).exists():
                 for rest, rest_message in pairs[position:]:
                     _requeue(rest.pk, rest_message.pk, token, count_retry=False)
-                return STOP
-        services.deliver(message.pk)
-        if _after_send(recipient.pk, message.pk, token):
+                outcome = STOP
+                break
+        if session is None or _send(message, session):
+            # deliver() wants a retry later: the message never reached WhatsApp because the chip or its
+            # server refused it. Another chip may take it now; this lane stops for a while.
+            _requeue(recipient.pk, message.pk, token, count_retry=True)
             for rest, rest_message in pairs[position + 1:]:
                 _requeue(rest.pk, rest_message.pk, token, count_retry=False)
-            return CHIP_DOWN
-    return DONE
+            outcome = CHIP_DOWN
+            break
+        sent.append(recipient.pk)
+    _settle_batch(sent, token)
+    return outcome
 
 
-def _after_send(recipient_id: int, message_id: int, token: uuid.UUID) -> bool:
-    """Give the recipient its message's outcome; True when the chip refused it (the lane should stop)."""
-    message = Message.objects.filter(pk=message_id).values("status", "attempted_at", "sent_at", "error").first()
-    if message is None:
-        return False
-    if message["status"] in SENT_STATUSES:
-        _settle(recipient_id, token, R.SENT, sent_at=message["sent_at"], error="")
-    elif message["status"] == Message.Status.FAILED:
-        _settle(recipient_id, token, R.FAILED, error=message["error"])
-    elif message["status"] == Message.Status.QUEUED and message["attempted_at"] is None:
-        # deliver() wants a retry later: it never reached WhatsApp, so another chip may take it now.
-        _requeue(recipient_id, message_id, token, count_retry=True, reason=message["error"])
-        return True
+def _send(message: Message, session: WahaSession) -> bool:
+    """chips.services.deliver() for a message this lane just created: the same steps and outcomes.
+
+    The lane already holds the message, its chip and its session, so nothing is read again and
+    the row changes are single statements: the attempt is committed before the HTTP call, the
+    row is locked during it (an early ack waits for the record), and every failure is recorded
+    as deliver() records it. Returns True when the message must be tried again later because it
+    provably never reached WhatsApp.
+    """
+    table = Message._meta.db_table
+    claimed_at = _now()
+    with connection.cursor() as cursor:  # autocommit: the attempt is on record before the call
+        cursor.execute(
+            f"UPDATE {table} SET attempts = attempts + 1, attempted_at = %s "  # noqa: S608 - our table name
+            "WHERE id = %s AND status = %s AND attempted_at IS NULL",
+            [claimed_at, message.pk, Message.Status.QUEUED],
+        )
+        if cursor.rowcount != 1:
+            return False  # another sender has it
+    message.attempts += 1
+    message.attempted_at = claimed_at
+    chip = message.chip
+    with transaction.atomic(), connection.cursor() as cursor:
+        cursor.execute(
+            f"SELECT id FROM {table} WHERE id = %s AND status = %s AND attempted_at = %s FOR UPDATE",  # noqa: S608
+            [message.pk, Message.Status.QUEUED, claimed_at],
+        )
+        if cursor.fetchone() is None:
+            return False  # taken over meanwhile (recovered as interrupted)
+        try:
+            answer = services._call_waha(message, session)
+        except (ContainerUnreachable, WahaServerError, SessionNotFound, Unauthorized, WahaRequestError) as exc:
+            return _refused(message, chip, exc)
+        old = message.status
+        message.waha_id = message_id(answer)[:200]
+        message.status = Message.Status.SENT
+        message.sent_at = _now()
+        message.error = ""
+        cursor.execute(
+            f"UPDATE {table} SET waha_id = %s, status = %s, sent_at = %s, error = '', "  # noqa: S608
+            "next_attempt_at = NULL WHERE id = %s",
+            [message.waha_id, message.status, message.sent_at, message.pk],
+        )
+        services._message_changed(message, old)
     return False
+
+
+def _refused(message: Message, chip: Chip, exc: Exception) -> bool:
+    """Record a failed call to WAHA as chips.services.deliver() does; True when it may be tried again."""
+    error = services._redacted(chip, exc)
+    if isinstance(exc, ContainerUnreachable):
+        if not services._never_reached(exc):
+            services._fail(message, _(
+                "WhatsApp's server did not answer in time, so the message may have been sent. It was "
+                "not sent again to avoid a duplicate (%(error)s)."
+            ) % {"error": error}, release=False)
+            return False
+        reason = _("the chip's server is unreachable (%(error)s)") % {"error": error}
+    elif isinstance(exc, (WahaServerError, SessionNotFound, Unauthorized)):
+        reason = _("the chip's server refused the message (%(error)s)") % {"error": error}
+    elif getattr(exc, "status", None) == 422:  # the session is not WORKING right now: it may come back
+        reason = _("the chip is not ready (%(error)s)") % {"error": error}
+    else:
+        services._fail(message, _("WhatsApp refused the message: %(error)s") % {"error": error}, release=True)
+        return False
+    message.attempted_at = None
+    services._retry_or_fail(message, reason)
+    return message.status == Message.Status.QUEUED
+
+
+def _settle_batch(recipient_ids: list[int], token: uuid.UUID) -> None:
+    """Give the recipients of a batch their messages' outcome, in two statements."""
+    if not recipient_ids:
+        return
+    mine = CampaignRecipient.objects.filter(pk__in=recipient_ids, claim_token=token, status=R.CLAIMED)
+    message = Message.objects.filter(pk=OuterRef("message_id"))
+    mine.filter(message__status__in=SENT_STATUSES).update(
+        status=R.SENT, claim_token=None, error="", sent_at=Subquery(message.values("sent_at")[:1]))
+    mine.filter(message__status=Message.Status.FAILED).update(
+        status=R.FAILED, claim_token=None, error=Subquery(message.values("error")[:1]))
+    # Anything else is still being handled by deliver() elsewhere: recover() settles it later.
 
 
 def _drop_unsent(message: Message) -> None:
@@ -323,7 +408,7 @@ def _drop_unsent(message: Message) -> None:
         limits.release_reservation(reservation, 1)
 
 
-def _requeue(recipient_id: int, message_id: int, token: uuid.UUID, count_retry: bool, reason: str = "") -> None:
+def _requeue(recipient_id: int, message_id: int, token: uuid.UUID, count_retry: bool) -> None:
     """Give a claimed recipient whose message was never attempted back to the pending pool."""
     with transaction.atomic():
         message = (
@@ -334,6 +419,7 @@ def _requeue(recipient_id: int, message_id: int, token: uuid.UUID, count_retry: 
             pk=recipient_id, claim_token=token, status=R.CLAIMED).first()
         if message is None or recipient is None:
             return  # being sent right now, or no longer this lane's: the owner settles it
+        reason = message.error
         _drop_unsent(message)
         retries = recipient.retries + (1 if count_retry else 0)
         if retries >= settings.CAMPAIGN_MAX_RETRIES:

@@ -58,7 +58,9 @@ def test_the_kick_settles_a_dead_lanes_claims_from_their_messages(make_owner):
         pairs = dispatch._create_messages(campaign, chip, [(r, f"Oi {r.pk}") for r in recipients[1:]], token,
                                           reservation)
         no_message, never_tried, in_doubt, sent = recipients
-        Message.objects.filter(pk=pairs[1][1].pk).update(attempted_at=timezone.now(), attempts=1)
+        # Attempted a minute ago by the dead worker, never answered.
+        Message.objects.filter(pk=pairs[1][1].pk).update(attempted_at=timezone.now() - timedelta(minutes=1),
+                                                         attempts=1)
         Message.objects.filter(pk=pairs[2][1].pk).update(status=Message.Status.SENT, waha_id="true_x_1",
                                                          sent_at=timezone.now(), attempted_at=timezone.now())
         never_tried_message = pairs[0][1].pk
