@@ -8,7 +8,7 @@ from django.contrib import admin
 
 from whago.admin_tools import BigTableAdmin
 
-from .models import Chip, Message
+from .models import Campaign, Chip, Contact, Message
 
 
 class ReadOnlyMixin:
@@ -41,3 +41,22 @@ class MessageAdmin(ReadOnlyMixin, BigTableAdmin):
     list_select_related = ["tenant", "chip"]
     search_fields = ["=peer", "=waha_id"]
     raw_id_fields = ["chip", "reservation"]
+
+
+# --- contacts and campaigns (read-only for operators: tenants manage them in the portal) -------------
+
+
+@admin.register(Campaign)
+class CampaignAdmin(ReadOnlyMixin, BigTableAdmin):
+    list_display = ["name", "tenant", "status", "pace_per_minute", "created_at", "started_at", "finished_at"]
+    list_filter = ["status"]
+    list_select_related = ["tenant"]
+    search_fields = ["name", "tenant__name"]
+
+
+@admin.register(Contact)
+class ContactAdmin(ReadOnlyMixin, BigTableAdmin):
+    list_display = ["phone", "name", "tenant", "consent_source", "consent_at", "unsubscribed_at"]
+    list_select_related = ["tenant"]
+    search_fields = ["=phone", "tenant__name"]
+    exclude = ["lists"]

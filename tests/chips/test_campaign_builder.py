@@ -240,3 +240,32 @@ def test_the_dashboard_summarises_campaigns(owner_client):
     campaign = campaigns.start(draft(tenant, [group], [chip]))
     page = owner_client.get("/painel/").content.decode()
     assert 'id="campaign-summary"' in page and f"/campanhas/{campaign.pk}/" in page and "0% (0/1)" in page
+
+
+def test_operators_see_campaigns_and_contacts_read_only_in_the_admin(client, operator, make_owner):
+    _user, tenant = make_owner()
+    chip = placed_chip(tenant)
+    group = contacts.create_list(tenant, "G")
+    contact = consenting(tenant, "11 98888-0001", "Ana", [group])
+    campaign = draft(tenant, [group], [chip])
+    client.force_login(operator)
+    for url in ("/admin/chips/campaign/", f"/admin/chips/campaign/{campaign.pk}/change/", "/admin/chips/contact/",
+                f"/admin/chips/contact/{contact.pk}/change/"):
+        response = client.get(url)
+        assert response.status_code == 200, url
+    assert "Promo" in client.get("/admin/chips/campaign/").content.decode()
+    assert client.post(f"/admin/chips/campaign/{campaign.pk}/delete/", {"post": "yes"}).status_code == 403
+
+
+def test_the_recipient_table_refreshes_alone_through_htmx(owner_client):
+    tenant = owner_client.tenant
+    chip = placed_chip(tenant)
+    group = contacts.create_list(tenant, "G")
+    consenting(tenant, "11 98888-0001", "Ana Filtro", [group])
+    contacts.save_contact(tenant, phone="11 98888-0002", name="Bia Sem", lists=[group])
+    campaign = campaigns.start(draft(tenant, [group], [chip]))
+    response = owner_client.get(f"/campanhas/{campaign.pk}/", {"outcome": "skipped"}, HTTP_HX_REQUEST="true",
+                                HTTP_HX_TARGET="recipient-rows")
+    body = response.content.decode()
+    assert body.startswith('<tbody id="recipient-rows">') and "Bia Sem" in body and "Ana Filtro" not in body
+    assert "<html" not in body
