@@ -3,7 +3,8 @@
 Prints `campaign ratio: <x>` = the campaign's throughput (recipients sent per second, from start to
 completed, every recipient sent exactly once) / the throughput of a raw sendText loop (WAHA client,
 one keep-alive connection, no database) against the same simulator in the same run, half of it
-before the campaign and half after. Goal ≥ 0.5. BENCH_CAMPAIGN_RECIPIENTS overrides the size.
+before the campaign and half after. Goal ≥ 0.5. BENCH_CAMPAIGN_RECIPIENTS and BENCH_CAMPAIGN_CHIPS
+override the size and the number of chips (one lane, one worker process each).
 Loopback only; bounded in count and time. Acks are switched off in the simulator for both runs:
 this measures dispatch, not the webhook receiver.
 """
@@ -25,7 +26,7 @@ from waha.client import WahaClient
 
 RECIPIENTS = int(os.environ.get("BENCH_CAMPAIGN_RECIPIENTS", 10_000))
 RAW_SENDS = 3_000
-CHIPS = 4
+CHIPS = int(os.environ.get("BENCH_CAMPAIGN_CHIPS", 4))
 TIMEOUT = 600
 
 
