@@ -5,6 +5,8 @@ from django.contrib import admin, messages
 from django.utils.html import format_html
 from django.utils.translation import gettext_lazy as _
 
+from whago.admin_tools import ConsoleAdmin
+
 from . import gateways
 from .models import CreditLedger, GatewayEvent, Payment, Plan, Subscription
 
@@ -27,7 +29,7 @@ class PlanAdmin(admin.ModelAdmin):
 
 
 @admin.register(Subscription)
-class SubscriptionAdmin(admin.ModelAdmin):
+class SubscriptionAdmin(ConsoleAdmin):
     list_display = ["tenant", "plan", "status", "gateway", "current_period_end", "started_at"]
     list_filter = ["plan", "status", "gateway"]
     list_select_related = ["tenant", "plan"]
@@ -36,7 +38,7 @@ class SubscriptionAdmin(admin.ModelAdmin):
 
 
 @admin.register(Payment)
-class PaymentAdmin(admin.ModelAdmin):
+class PaymentAdmin(ConsoleAdmin):
     list_display = ["created_at", "tenant", "kind", "plan", "credits", "amount", "currency", "gateway", "method",
                     "status", "paid_at"]
     list_filter = ["status", "gateway", "kind", "method"]
@@ -47,7 +49,7 @@ class PaymentAdmin(admin.ModelAdmin):
 
 
 @admin.register(CreditLedger)
-class CreditLedgerAdmin(admin.ModelAdmin):
+class CreditLedgerAdmin(ConsoleAdmin):
     """Append-only: operators add adjustments, never edit or delete entries."""
 
     list_display = ["created_at", "tenant", "amount", "reason", "payment", "note"]
@@ -63,7 +65,7 @@ class CreditLedgerAdmin(admin.ModelAdmin):
 
 
 @admin.register(GatewayEvent)
-class GatewayEventAdmin(admin.ModelAdmin):
+class GatewayEventAdmin(ConsoleAdmin):
     list_display = ["received_at", "gateway", "event_type", "event_id", "result", "deliveries", "processed_at",
                     "payment"]
     list_filter = ["gateway", "result", "event_type"]

@@ -25,7 +25,7 @@ from django.utils.translation import gettext_lazy as _
 from django.utils.translation import ngettext
 
 from whago import audit
-from whago.admin_tools import BigTableAdmin
+from whago.admin_tools import BigTableAdmin, ConsoleAdmin
 from whago.models import AuditLog
 
 from . import manager, ops
@@ -119,7 +119,7 @@ def _count(model, **filters) -> Coalesce:
 
 
 @admin.register(WahaContainer)
-class WahaContainerAdmin(admin.ModelAdmin):
+class WahaContainerAdmin(ConsoleAdmin):
     list_display = [
         "name", "tenant", "status_badge", "port", "engine", "sessions_in_use", "uptime", "cpu", "memory",
         "open_alerts",
@@ -127,7 +127,6 @@ class WahaContainerAdmin(admin.ModelAdmin):
     list_filter = ["status", OpenAlertFilter, "healthy", "runtime", "engine"]
     list_select_related = ["tenant"]
     search_fields = ["name", "tenant__name", "tenant__slug", "runtime_id"]
-    show_full_result_count = False
     readonly_fields = [
         "tenant", "name", "runtime", "runtime_id", "port", "image", "engine", "status", "healthy", "started_at",
         "last_health_at", "last_error", "down_since", "restart_count", "last_cpu_percent", "last_memory_bytes",
@@ -150,7 +149,8 @@ class WahaContainerAdmin(admin.ModelAdmin):
             ContainerAlert.objects.filter(unresolved, container=OuterRef("pk"))
             .order_by().values("container").annotate(n=Count("pk")).values("n")
         )
-        return super().get_queryset(request).annotate(
+        # The keys are never shown: not decrypted for every row.
+        return super().get_queryset(request).defer("api_key", "webhook_key").annotate(
             _sessions=_count(WahaSession, container=OuterRef("pk")),
             _open_alerts=Coalesce(Subquery(alerts, output_field=IntegerField()), Value(0)),
         )
@@ -448,7 +448,7 @@ class StatsSampleAdmin(BigTableAdmin):
 
 
 @admin.register(ContainerAlert)
-class ContainerAlertAdmin(admin.ModelAdmin):
+class ContainerAlertAdmin(ConsoleAdmin):
     list_display = ["opened_at", "subject", "rule", "state_badge", "value", "message", "acknowledged",
                     "resolved_at"]
     list_filter = ["state", "rule"]
@@ -457,7 +457,6 @@ class ContainerAlertAdmin(admin.ModelAdmin):
     readonly_fields = ["container", "subject", "rule", "state", "message", "value", "opened_at", "acknowledged_at",
                        "acknowledged_by", "resolved_at"]
     actions = ["acknowledge"]
-    show_full_result_count = False
 
     def has_add_permission(self, request) -> bool:
         return False

@@ -23,7 +23,7 @@ from django.utils.translation import gettext_lazy as _
 from django.utils.translation import ngettext
 
 from . import services
-from .admin_tools import BigTableAdmin
+from .admin_tools import BigTableAdmin, ConsoleAdmin, FastCheckboxMixin
 from .models import AuditLog, Invitation, Membership, Tenant, User, WorkerHeartbeat
 
 
@@ -48,7 +48,7 @@ class SuspendForm(forms.Form):
 
 
 @admin.register(Tenant)
-class TenantAdmin(admin.ModelAdmin):
+class TenantAdmin(ConsoleAdmin):
     list_display = ["name", "slug", "state", "plan", "chips", "usage", "payments", "created_at"]
     list_filter = ["is_active"]
     search_fields = ["name", "slug"]
@@ -57,7 +57,6 @@ class TenantAdmin(admin.ModelAdmin):
     fields = ["name", "slug", "is_active", "suspended_at", "suspension_reason", "created_at"]
     inlines = [MembershipInline]
     actions = ["suspend_selected", "reactivate_selected"]
-    show_full_result_count = False
     change_form_template = "admin/whago/tenant/change_form.html"
 
     def get_queryset(self, request):
@@ -204,7 +203,9 @@ class TenantAdmin(admin.ModelAdmin):
 
 
 @admin.register(User)
-class UserAdmin(BaseUserAdmin):
+class UserAdmin(FastCheckboxMixin, BaseUserAdmin):
+    list_per_page = 25
+    show_full_result_count = False
     ordering = ["email"]
     list_display = ["email", "full_name", "is_staff", "is_active", "date_joined"]
     search_fields = ["email", "full_name"]
@@ -218,23 +219,37 @@ class UserAdmin(BaseUserAdmin):
 
 
 @admin.register(Invitation)
-class InvitationAdmin(admin.ModelAdmin):
+class InvitationAdmin(ConsoleAdmin):
     list_display = ["email", "tenant", "role", "created_at", "accepted_at"]
     list_select_related = ["tenant"]
     search_fields = ["email", "tenant__name"]
 
 
 @admin.register(WorkerHeartbeat)
-class WorkerHeartbeatAdmin(admin.ModelAdmin):
+class WorkerHeartbeatAdmin(ConsoleAdmin):
     list_display = ["token", "requested_at", "answered_at", "worker"]
 
 
 @admin.register(Membership)
-class MembershipAdmin(admin.ModelAdmin):
+class MembershipAdmin(ConsoleAdmin):
     list_display = ["user", "tenant", "role", "created_at"]
     list_filter = ["role"]
     list_select_related = ["user", "tenant"]
     search_fields = ["user__email", "tenant__name"]
+
+
+class ActionKindFilter(admin.SimpleListFilter):
+    """Kinds of actions by their prefix (no DISTINCT over a log that only grows)."""
+
+    title = _("action")
+    parameter_name = "kind"
+
+    def lookups(self, request, model_admin):
+        return [("container.", _("Container actions")), ("orphans.", _("Orphan cleanups")),
+                ("tenant.", _("Tenant suspensions and reactivations")), ("alert.", _("Alert acknowledgements"))]
+
+    def queryset(self, request, queryset):
+        return queryset.filter(action__startswith=self.value()) if self.value() else queryset
 
 
 @admin.register(AuditLog)
@@ -243,9 +258,9 @@ class AuditLogAdmin(BigTableAdmin):
 
     list_display = ["created_at", "actor_email", "action", "target", "tenant", "status_badge", "outcome",
                     "took"]
-    list_filter = ["status", "action"]
+    list_filter = ["status", ActionKindFilter]
     list_select_related = ["tenant"]
-    search_fields = ["actor_email", "target_repr", "=target_id", "tenant__name"]
+    search_fields = ["actor_email", "=action", "target_repr", "=target_id", "tenant__name"]
     fields = ["created_at", "finished_at", "actor", "actor_email", "action", "target_type", "target_id",
               "target_repr", "tenant", "status", "result", "error", "detail"]
     readonly_fields = fields

@@ -3,10 +3,13 @@ import json
 
 from django.conf import settings
 from django.contrib import admin
+from django.contrib.admin import helpers
 from django.core.paginator import Paginator
 from django.db import connections
 from django.db.models import QuerySet
 from django.utils.functional import cached_property
+from django.utils.html import format_html
+from django.utils.translation import gettext as _
 
 
 class EstimatedCountPaginator(Paginator):
@@ -45,10 +48,30 @@ class EstimatedCountPaginator(Paginator):
         return int(plan[0]["Plan"]["Plan Rows"])
 
 
-class BigTableAdmin(admin.ModelAdmin):
-    """A ModelAdmin for tables that grow without bound: no full count, estimated pagination."""
+class FastCheckboxMixin:
+    """The row checkbox of admin actions written directly, not through the form widget templates.
+
+    Same markup as Django's (name, value, class, label); rendering a widget template per
+    row was a third of a 100-row list's time.
+    """
+
+    def action_checkbox(self, obj):
+        label = format_html(_("Select this object for an action - {}"), str(obj))
+        return format_html(
+            '<input type="checkbox" name="{}" value="{}" class="action-select" aria-label="{}">',
+            helpers.ACTION_CHECKBOX_NAME, str(obj.pk), label,
+        )
+
+
+class ConsoleAdmin(FastCheckboxMixin, admin.ModelAdmin):
+    """The console's lists: a page of rows an operator reads, no full count beside a filtered one."""
+
+    list_per_page = 25
+    show_full_result_count = False
+
+
+class BigTableAdmin(ConsoleAdmin):
+    """A ConsoleAdmin for tables that grow without bound: estimated pagination, no facet counts."""
 
     paginator = EstimatedCountPaginator
-    show_full_result_count = False
     show_facets = admin.ShowFacets.NEVER  # facet counts are one COUNT per filter choice
-    list_per_page = 50
