@@ -12,12 +12,14 @@ Messages
         message QUEUED and enqueues the send task on commit. Idempotent per idempotency key.
     deliver(message_id) -> seconds before a retry, or None          (the send task's body)
 
-Never sending twice. `deliver` first marks the message as attempted (attempted_at) in
-its own committed transaction, then, holding the message's row lock, calls WAHA and
-records SENT with WAHA's id. If the worker dies after WAHA accepted the message but before
+Never sending twice. `deliver` first claims the message (attempted_at, a conditional
+UPDATE committed at once), then, holding the message's row lock, calls WAHA and records
+SENT with WAHA's id. If the worker dies after WAHA accepted the message but before
 that record commits, the redelivered task finds attempted_at set without a WAHA id. WAHA
 has no lookup by a client key, so WHAGO does not guess: the message is marked FAILED with a
-reason saying it may have been sent, it is NOT sent again, and its quota stays counted.
+reason saying it may have been sent, it is NOT sent again, and its quota stays counted
+(a claim younger than INTERRUPTED_GRACE seconds is looked at again later: its sender may
+be about to lock it).
 Attempts that provably never reached WAHA (connection refused, 5xx, session not ready)
 clear the mark and are retried with backoff; after CHIPS_SEND_MAX_ATTEMPTS the message is
 FAILED with the reason and its quota is given back.

@@ -3,13 +3,13 @@ import time
 
 from django.conf import settings
 from django.contrib import messages
+from django.core.exceptions import ValidationError
 from django.core.paginator import Paginator
 from django.http import FileResponse, Http404, HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django.utils.http import url_has_allowed_host_and_scheme
 from django.utils.translation import gettext
-from django.utils.translation import gettext_lazy as _
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_POST
 
@@ -21,16 +21,6 @@ from . import outgoing, services
 from .forms import ChipForm, MessageFilterForm, PairingCodeForm, SendMessageForm, WebhookForm
 from .models import Chip, Message, TenantWebhook, WebhookDelivery
 from .phones import normalize_phone
-
-# Sections whose pages the Campaigns issue fills in.
-UPCOMING = {
-    "campaigns": _("Campaigns to contacts who gave consent."),
-}
-
-
-@tenant_required
-def upcoming(request: HttpRequest, section: str) -> HttpResponse:
-    return render(request, "portal/upcoming.html", {"section": section, "summary": UPCOMING[section]})
 
 
 @manager_required
@@ -255,7 +245,7 @@ def conversation(request: HttpRequest, pk: int, peer: str) -> HttpResponse:
     chip = _chip(pk)
     try:
         number = normalize_phone("+" + peer.lstrip("+"))
-    except Exception:  # noqa: BLE001 - any unparsable number is simply not a conversation
+    except ValidationError:
         raise Http404
     thread = list(Message.objects.filter(chip=chip, peer=number).order_by("-created_at", "-pk")[:200])[::-1]
     if not thread:
