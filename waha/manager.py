@@ -214,7 +214,7 @@ def _container_with_room(tenant: Tenant) -> WahaContainer | None:
 def _lock_tenant(tenant: Tenant | int) -> Tenant:
     if settings.WAHA_PLACEMENT != "per_tenant":
         raise WahaManagerError(f"WAHA_PLACEMENT {settings.WAHA_PLACEMENT!r} is not supported: use per_tenant.")
-    locked = Tenant.objects.select_for_update().get(pk=getattr(tenant, "pk", tenant))
+    locked = Tenant.objects.select_for_update(no_key=True).get(pk=getattr(tenant, "pk", tenant))
     if not locked.is_active:
         raise TenantSuspended(f"Tenant {locked.pk} is suspended: its containers and sessions stay stopped.")
     return locked
