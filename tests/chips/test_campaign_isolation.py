@@ -75,3 +75,25 @@ def test_tenant_b_gets_404_on_every_url_of_tenant_a(client, make_owner, tenant_a
         assert ContactList.objects.filter(pk=group.pk, name="Segredos de A").exists()
         assert Campaign.objects.get(pk=running.pk).status == Campaign.Status.RUNNING
         assert Campaign.objects.filter(pk=draft.pk, status=Campaign.Status.DRAFT).exists()
+
+
+def test_the_owner_sees_every_page_of_its_objects(client, tenant_a_objects):
+    from whago.models import Membership
+
+    with scopes_disabled():
+        client.force_login(Membership.objects.filter(tenant=tenant_a_objects["list"].tenant).first().user)
+    contact, group = tenant_a_objects["contact"], tenant_a_objects["list"]
+    running, draft = tenant_a_objects["running"], tenant_a_objects["draft"]
+    pages = {
+        "/contatos/": "Cliente de A", "/contatos/novo/": "", f"/contatos/{contact.pk}/": "Cliente de A",
+        "/contatos/importar/": "", "/contatos/listas/": "Segredos de A",
+        f"/contatos/listas/{group.pk}/": "Cliente de A",
+        "/contatos/descadastro/": "SAIR", "/campanhas/": "Campanha de A", "/campanhas/nova/": "Segredos de A",
+        f"/campanhas/{running.pk}/": "Cliente de A", f"/campanhas/{draft.pk}/editar/": "Rascunho de A",
+        f"/campanhas/{running.pk}/progresso/": 'data-status="running"', f"/campanhas/{running.pk}/relatorio/": "",
+        "/campanhas/relatorio-chips/": "Vendas", "/painel/": "Campanha de A",
+    }
+    for url, expected in pages.items():
+        response = client.get(url)
+        assert response.status_code == 200, url
+        assert expected in response.content.decode(), url
