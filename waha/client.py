@@ -71,6 +71,9 @@ def _http() -> requests.Session:
     http = getattr(_local, "http", None)
     if http is None:
         http = requests.Session()
+        # Containers are reached directly: no proxy or .netrc from the environment (and
+        # requests skips reading them on every call).
+        http.trust_env = False
         adapter = HTTPAdapter(pool_connections=64, pool_maxsize=64, max_retries=0)
         http.mount("http://", adapter)
         http.mount("https://", adapter)
