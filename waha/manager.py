@@ -478,8 +478,13 @@ def delete_session(session: WahaSession) -> None:
     """Delete the session in WAHA and free its seat in the container."""
     with contextlib.suppress(SessionNotFound):
         _session_call(session, "delete_session")
-    with scopes_disabled():
-        WahaSession.objects.filter(pk=session.pk).delete()
+    with scopes_disabled(), transaction.atomic():
+        # Lock the session row before the delete cascades to rows pointing at it (a chip's
+        # link is set to NULL): the same order as a webhook's transaction, which updates the
+        # session and then its chip — the other order deadlocks with it.
+        locked = WahaSession.objects.select_for_update().filter(pk=session.pk).first()
+        if locked is not None:
+            locked.delete()
 
 
 def _set_should_run(session: WahaSession, value: bool) -> None:
