@@ -32,4 +32,4 @@ def test_no_worker_answer_keeps_polling_then_says_so(ops_client, container, sett
     assert 'class="ops-log"' in answered and "linha &lt;b&gt;1&lt;/b&gt;" in answered
     # A token nobody answers: after 20 polls the fragment stops and says why.
     gave_up = ops_client.get(url, {"tail": 50, "token": "nobody", "try": 20}).content.decode()
-    assert "did not answer" in gave_up and "hx-trigger" not in gave_up
+    assert 'id="logs-gave-up"' in gave_up and "hx-trigger" not in gave_up

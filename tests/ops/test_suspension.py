@@ -15,7 +15,7 @@ from whago.models import ApiKey, AuditLog, Tenant
 
 from .conftest import messages_of, wait_for
 
-pytestmark = [pytest.mark.docker, pytest.mark.django_db(transaction=True)]
+pytestmark = [pytest.mark.docker, pytest.mark.django_db(transaction=True, serialized_rollback=True)]
 
 
 def audit_rows(action: str) -> list[AuditLog]:
