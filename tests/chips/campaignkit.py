@@ -8,10 +8,6 @@ their webhooks (signed with the container's key) to the live test server.
 """
 from __future__ import annotations
 
-import os
-import signal
-import subprocess
-import sys
 import time
 from collections import defaultdict
 
@@ -19,7 +15,7 @@ import pytest
 from django_scopes import scopes_disabled
 
 from chips.models import Chip
-from tests.conftest import ROOT, worker_env
+from tests.chips.conftest import Worker
 from tests.waha.simkit import SimulatorProcess, free_port
 from waha.models import WahaContainer, WahaSession
 
@@ -125,45 +121,6 @@ class SimChips:
 def chip_status(pk: int) -> str:
     with scopes_disabled():
         return Chip.all_objects.get(pk=pk).status
-
-
-class Worker:
-    """A real `celery worker` process on the test broker and database; kill() is a SIGKILL."""
-
-    def __init__(self, log_path, env: dict, pool: str = "threads", concurrency: int = 4):
-        self.log_path = log_path
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "celery", "-A", "whago", "worker", f"--pool={pool}",
-             f"--concurrency={concurrency}", "--loglevel=INFO", "--without-gossip", "--without-mingle",
-             "--without-heartbeat", f"--hostname=campaigns-{os.getpid()}-{log_path.stem}@%h"],
-            cwd=ROOT, env=worker_env(**env), stdout=log_path.open("w"), stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-        deadline = time.monotonic() + 30
-        while "ready." not in self.log():
-            if self.proc.poll() is not None:
-                pytest.fail(f"celery worker exited early:\n{self.log()}")
-            if time.monotonic() > deadline:
-                self.kill()
-                pytest.fail(f"celery worker not ready in 30 s:\n{self.log()}")
-            time.sleep(0.1)
-
-    def log(self) -> str:
-        return self.log_path.read_text()
-
-    def kill(self) -> None:
-        """SIGKILL to the worker and any child: no cleanup, no acknowledgement, like a machine that died."""
-        if self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-        self.proc.wait(timeout=15)
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                self.kill()
 
 
 # Fast leases and slices: a dead worker's lanes are taken over within seconds.

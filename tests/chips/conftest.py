@@ -156,6 +156,8 @@ class Worker:
              f"--loglevel={loglevel}", "--without-gossip", "--without-mingle",
              f"--hostname=chips-{os.getpid()}-{log_path.stem}@%h"],
             cwd=ROOT, env=worker_env(**env), stdout=log_path.open("w"), stderr=subprocess.STDOUT,
+            # Its own process group: kill() takes any pool child with it, like a machine dying.
+            start_new_session=True,
         )
         deadline = time.monotonic() + 30
         while "ready." not in self.log() and " ready" not in self.log():
@@ -172,14 +174,14 @@ class Worker:
     def kill(self) -> None:
         """SIGKILL: no cleanup, no task acknowledgement, like a crashed machine."""
         if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGKILL)
+            os.killpg(self.proc.pid, signal.SIGKILL)
         self.proc.wait(timeout=15)
 
     def stop(self) -> None:
         if self.proc.poll() is None:
-            self.proc.terminate()
+            os.killpg(self.proc.pid, signal.SIGTERM)
             try:
-                self.proc.wait(timeout=15)
+                self.proc.wait(timeout=20)
             except subprocess.TimeoutExpired:
                 self.kill()
 
