@@ -1028,8 +1028,8 @@ def apply_ack(tenant: Tenant, session_name: str, waha_message_id: str, ack: int,
     if not waha_message_id:
         return None
     with scopes_disabled():
-        outgoing_messages = Message.objects.filter(tenant_id=tenant.pk, direction=Message.Direction.OUT)
-        message = outgoing_messages.filter(waha_id=waha_message_id).first()
+        outgoing_messages = Message.objects.filter(tenant_id=tenant.pk, direction=Message.Direction.OUT).order_by()
+        message = next(iter(outgoing_messages.filter(waha_id=waha_message_id)[:1]), None)
         if message is not None and _session_name_of(message.chip_id) != session_name:
             message = None  # the same WhatsApp id reported by another chip's session is another message
         if message is None and payload.get("fromMe", True) is not False:
@@ -1040,7 +1040,8 @@ def apply_ack(tenant: Tenant, session_name: str, waha_message_id: str, ack: int,
             with contextlib.suppress(ValidationError):
                 inflight = inflight.filter(peer=phone_from_chat_id(str(payload.get("to") or "")))
             if list(inflight.select_for_update(of=("self",)).values_list("pk", flat=True)):
-                message = outgoing_messages.filter(chip__session_name=session_name, waha_id=waha_message_id).first()
+                message = next(iter(outgoing_messages.filter(chip__session_name=session_name,
+                                                             waha_id=waha_message_id)[:1]), None)
         if message is None:
             return None
         now = _now()

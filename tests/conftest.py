@@ -42,9 +42,10 @@ def pytest_collection_modifyitems(items):
 def _fresh_cache():
     """Each test starts with an empty shared cache (throttle counters and cached lookups
     of an earlier test or run must not leak in: database ids repeat across runs)."""
-    from django.core.cache import cache
+    from django.core.cache import caches
 
-    cache.clear()
+    for alias in settings.CACHES:
+        caches[alias].clear()
 
 
 @pytest.fixture(autouse=True)

@@ -14,6 +14,7 @@ import json
 import logging
 
 from django.conf import settings
+from django.core.cache import caches
 from django.db import IntegrityError, transaction
 from django.http import HttpRequest, JsonResponse
 from django.views.decorators.csrf import csrf_exempt
@@ -47,6 +48,44 @@ def _answer(http_status: int, **data) -> JsonResponse:
     return JsonResponse(data, status=http_status)
 
 
+# Every event names its container and session. Both rows change rarely (a container's key
+# never does), so this process remembers them for a few seconds instead of reading them for
+# each event. A session.status event always reads its session afresh (it writes to it), and
+# an event whose container was deleted meanwhile is ignored like an unknown container.
+LOOKUP_SECONDS = 30
+
+
+def _lookups():
+    return caches["local"]
+
+
+def _container(container_id: int) -> WahaContainer | None:
+    key = f"waha:webhook-container:{container_id}"
+    container = _lookups().get(key)
+    if container is None:
+        container = WahaContainer.objects.select_related("tenant").filter(pk=container_id)[:1]
+        container = container[0] if container else None
+        if container is not None:
+            _lookups().set(key, container, LOOKUP_SECONDS)
+    return container
+
+
+def _session(container: WahaContainer, remote_name: str, fresh: bool) -> WahaSession | None:
+    key = f"waha:webhook-session:{container.pk}:{remote_name}"
+    session = None if fresh else _lookups().get(key)
+    if session is None:
+        found = WahaSession.objects.filter(container_id=container.pk, remote_name=remote_name)[:1]
+        session = found[0] if found else None
+        if session is not None:
+            _lookups().set(key, session, LOOKUP_SECONDS)
+    return session
+
+
+def forget(container_id: int) -> None:
+    """Drop what this process remembers of a container (it was deleted)."""
+    _lookups().delete(f"waha:webhook-container:{container_id}")
+
+
 @csrf_exempt
 @require_POST
 def receive(request: HttpRequest, container_id: int | None = None) -> JsonResponse:
@@ -60,7 +99,7 @@ def receive(request: HttpRequest, container_id: int | None = None) -> JsonRespon
 
     with scopes_disabled():
         if container_id is not None:
-            container = WahaContainer.objects.select_related("tenant").filter(pk=container_id).first()
+            container = _container(container_id)
             candidates = [container] if container else []
         else:
             candidates = _candidates(body)
@@ -79,7 +118,7 @@ def receive(request: HttpRequest, container_id: int | None = None) -> JsonRespon
         if not isinstance(data, dict) or not isinstance(data.get("event"), str):
             return _answer(400, error="not a WAHA event")
         remote_name = str(data.get("session") or "")
-        session = WahaSession.objects.filter(container=container, remote_name=remote_name).first()
+        session = _session(container, remote_name, fresh=data["event"] == "session.status")
         if session is None:
             log.warning("webhook %s for unknown session %r of %s ignored", data["event"], remote_name, container)
             return _answer(202, status="ignored", reason="unknown session")
@@ -102,6 +141,10 @@ def receive(request: HttpRequest, container_id: int | None = None) -> JsonRespon
         except IntegrityError:
             if WebhookEvent.objects.filter(container=container, event_id=event_id).exists():
                 return _answer(200, status="duplicate")
+            if not WahaContainer.objects.filter(pk=container.pk).exists():
+                forget(container.pk)
+                log.warning("webhook for deleted container %s ignored", container.pk)
+                return _answer(202, status="ignored", reason="unknown container")
             raise
     return _answer(200, status="stored")
 

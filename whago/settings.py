@@ -131,6 +131,8 @@ else:
             "LOCATION": str(VAR_DIR / "cache"),
         }
     }
+# Per process, for hot lookups of rows that rarely change (kept seconds, see waha.webhooks).
+CACHES["local"] = {"BACKEND": "django.core.cache.backends.locmem.LocMemCache", "LOCATION": "whago-local"}
 
 AUTH_USER_MODEL = "whago.User"
 AUTHENTICATION_BACKENDS = [

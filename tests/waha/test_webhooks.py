@@ -139,6 +139,46 @@ def test_unknown_container_is_accepted_and_not_stored(client, placed):
     assert stored() == 0
 
 
+def ack_event(event_id: str, session: str = "chip_7") -> dict:
+    return {**status_event(event_id=event_id, session=session), "event": "message.ack", "payload": {
+        "id": f"true_5511988887777@c.us_{event_id}", "from": "5511999999999@c.us", "to": "5511988887777@c.us",
+        "fromMe": True, "ack": 2, "ackName": "DEVICE",
+    }}
+
+
+@pytest.mark.django_db(transaction=True)  # the foreign key is checked when the event's transaction commits
+def test_an_event_for_a_container_deleted_since_the_last_one_is_ignored(client, placed):
+    container, _ = placed
+    url = f"/api/v1/webhooks/waha/{container.pk}"
+    assert post(client, json.dumps(ack_event("evt_1")).encode(), container.webhook_key, url).status_code == 200
+    with scopes_disabled():
+        WahaContainer.objects.filter(pk=container.pk).delete()
+
+    response = post(client, json.dumps(ack_event("evt_2")).encode(), container.webhook_key, url)
+
+    assert response.status_code == 202, response.content
+    assert response.json()["reason"] == "unknown container"
+    assert stored() == 0  # what the receivers did in the event's transaction was rolled back with it
+
+
+def test_a_status_event_reaches_the_session_row_that_replaced_a_remembered_one(client, placed, waha_signals):
+    container, session = placed
+    url = f"/api/v1/webhooks/waha/{container.pk}"
+    assert post(client, json.dumps(ack_event("evt_1")).encode(), container.webhook_key, url).status_code == 200
+    with scopes_disabled():
+        session.delete()
+        again = WahaSession.objects.create(
+            tenant_id=container.tenant_id, container=container, name="chip_7", remote_name="chip_7"
+        )
+
+    body = json.dumps(status_event(event_id="evt_2", status="SCAN_QR_CODE")).encode()
+    assert post(client, body, container.webhook_key, url).status_code == 200
+
+    with scopes_disabled():
+        again.refresh_from_db()
+    assert again.status == "SCAN_QR_CODE"
+
+
 def test_route_without_container_id_finds_the_sender_by_session_and_signature(client, placed, waha_signals):
     container, _ = placed
     body = json.dumps(status_event(event_id="evt_base")).encode()
