@@ -26,9 +26,9 @@ from datetime import timedelta
 from zoneinfo import ZoneInfo
 
 from django.conf import settings
-from django.db import transaction
-from django.db.models import Case, CharField, Count, Max, Min, Q, Value, When
-from django.db.models.functions import Trunc
+from django.db import connection, transaction
+from django.db.models import Case, CharField, Count, DateTimeField, Max, Min, Q, Value, When
+from django.db.models.functions import Trim, Trunc
 from django.utils import timezone
 from django.utils.translation import gettext as _
 from django_scopes import scopes_disabled
@@ -36,7 +36,7 @@ from django_scopes import scopes_disabled
 from billing import limits
 from whago.models import Tenant
 
-from .contacts import custom_field_keys, field_key
+from .contacts import custom_field_keys, field_key, in_lists
 from .models import Campaign, CampaignChip, CampaignRecipient, Chip, Contact, ContactList, Message
 from .phones import display_phone
 
@@ -125,7 +125,7 @@ def preview(tenant: Tenant, template: str, lists) -> Preview:
     with scopes_disabled():
         contacts = Contact.objects.filter(tenant_id=tenant.pk, consent_at__isnull=False, unsubscribed_at__isnull=True)
         if lists:
-            contacts = contacts.filter(lists__in=lists)
+            contacts = in_lists(contacts, lists)
         contact = contacts.order_by("pk").first()
     if contact is not None:
         result.text = render(template, contact.name, contact.phone, contact.fields)
@@ -251,7 +251,8 @@ def delete_draft(campaign: Campaign) -> None:
 
 
 def _targets(campaign: Campaign):
-    return Contact.objects.filter(tenant_id=campaign.tenant_id, lists__in=campaign.lists.all()).distinct()
+    return in_lists(Contact.objects.filter(tenant_id=campaign.tenant_id),
+                    campaign.lists.values_list("pk", flat=True))
 
 
 def target_count(campaign: Campaign) -> int:
@@ -276,19 +277,39 @@ def skip_reason(contact: Contact | None) -> str:
 
 
 def _materialize(campaign: Campaign) -> int:
-    """Create the campaign's recipients from its lists (once); those who may not receive it are skipped."""
+    """Create the campaign's recipients from its lists (once); those who may not receive it are skipped.
+
+    The recipients who may receive it (usually nearly all) are copied by the database in one
+    INSERT … SELECT; the others are listed here, each with the reason it is skipped.
+    """
     if CampaignRecipient.objects.filter(campaign_id=campaign.pk).exists():
         return 0
-    rows = []
-    for contact in _targets(campaign).order_by("pk").values(
+    targets = _targets(campaign)
+    eligible = (
+        targets.filter(consent_at__isnull=False, unsubscribed_at__isnull=True)
+        .annotate(source=Trim("consent_source")).exclude(source="")
+    )
+    copied = eligible.order_by("pk").annotate(
+        r_campaign=Value(campaign.pk), r_status=Value(R.PENDING), r_retries=Value(0), r_error=Value(""),
+        r_updated=Value(timezone.now(), output_field=DateTimeField()),
+    ).values_list("tenant_id", "r_campaign", "pk", "phone", "name", "r_status", "r_retries", "r_error", "r_updated")
+    fields = ("tenant", "campaign", "contact", "phone", "name", "status", "retries", "error", "updated_at")
+    quote = connection.ops.quote_name
+    columns = ", ".join(quote(CampaignRecipient._meta.get_field(name).column) for name in fields)
+    select, params = copied.query.sql_with_params()
+    with connection.cursor() as cursor:
+        cursor.execute(f"INSERT INTO {quote(CampaignRecipient._meta.db_table)} ({columns}) {select}", params)  # noqa: S608 - names from the model
+        count = cursor.rowcount
+    skipped = []
+    for contact in targets.exclude(pk__in=eligible.values("pk")).order_by("pk").values(
             "pk", "phone", "name", "consent_at", "consent_source", "unsubscribed_at").iterator(chunk_size=2000):
-        reason = _skip_reason(contact["consent_at"], contact["consent_source"], contact["unsubscribed_at"])
-        rows.append(CampaignRecipient(
+        skipped.append(CampaignRecipient(
             tenant_id=campaign.tenant_id, campaign_id=campaign.pk, contact_id=contact["pk"], phone=contact["phone"],
-            name=contact["name"], status=R.SKIPPED if reason else R.PENDING, error=reason,
+            name=contact["name"], status=R.SKIPPED,
+            error=_skip_reason(contact["consent_at"], contact["consent_source"], contact["unsubscribed_at"]),
         ))
-    CampaignRecipient.objects.bulk_create(rows, batch_size=2000, ignore_conflicts=True)
-    return len(rows)
+    CampaignRecipient.objects.bulk_create(skipped, batch_size=2000)
+    return count + len(skipped)
 
 
 def _limit_message(tenant: Tenant) -> str:

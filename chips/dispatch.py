@@ -45,7 +45,8 @@ from functools import partial
 
 from django.conf import settings
 from django.db import IntegrityError, connection, transaction
-from django.db.models import OuterRef, Q, Subquery
+from django.db.models import CharField, OuterRef, Q, Subquery, Value
+from django.db.models.functions import Cast, Concat
 from django.utils import timezone
 from django.utils.translation import gettext as _
 from django_scopes import scopes_disabled
@@ -78,7 +79,7 @@ def _now():
     return timezone.now()
 
 
-def recipient_key(campaign_id: int, recipient_id: int) -> str:
+def recipient_key(campaign_id: int, recipient_id: int | str) -> str:
     """The idempotency key of a recipient's message: at most one live message per recipient."""
     return f"campaign-{campaign_id}-recipient-{recipient_id}"
 
@@ -250,7 +251,10 @@ def _create_messages(campaign: Campaign, chip: Chip, items: list, token: uuid.UU
         Message.objects.bulk_create(messages)
         for (recipient, _text), message in zip(items, messages, strict=True):
             recipient.message_id = message.pk
-        CampaignRecipient.objects.bulk_update([r for r, _text in items], ["message"])
+        # Each recipient finds its message by its idempotency key (one indexed lookup each, one statement).
+        key = Concat(Value(recipient_key(campaign.pk, "")), Cast(OuterRef("pk"), CharField()))
+        CampaignRecipient.objects.filter(pk__in=[r.pk for r, _text in items]).update(message_id=Subquery(
+            Message.objects.filter(tenant_id=campaign.tenant_id, idempotency_key=key).values("pk")[:1]))
     unused = reservation.quantity - len(items)
     if unused > 0:
         limits.release_reservation(reservation, unused)
@@ -340,11 +344,7 @@ def _send(message: Message, session: WahaSession) -> bool:
     message.attempted_at = claimed_at
     chip = message.chip
     with transaction.atomic(), connection.cursor() as cursor:
-        cursor.execute(
-            f"SELECT id FROM {table} WHERE id = %s AND status = %s AND attempted_at = %s FOR UPDATE",  # noqa: S608
-            [message.pk, Message.Status.QUEUED, claimed_at],
-        )
-        if cursor.fetchone() is None:
+        if not services._hold_attempt(message.pk, claimed_at):
             return False  # taken over meanwhile (recovered as interrupted)
         try:
             answer = services._call_waha(message, session)

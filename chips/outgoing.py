@@ -12,11 +12,12 @@ import socket
 import time
 from collections.abc import Callable
 from datetime import timedelta
+from functools import partial
 from urllib.parse import urlsplit
 
 import requests
 from django.conf import settings
-from django.core.cache import cache
+from django.core.cache import cache, caches
 from django.core.exceptions import ValidationError
 from django.core.serializers.json import DjangoJSONEncoder
 from django.db import transaction
@@ -29,6 +30,7 @@ from whago.models import Tenant
 from .models import TenantWebhook, WebhookDelivery
 
 USER_AGENT = "WHAGO-Webhooks/1.0"
+NO_WEBHOOK_LOCAL_SECONDS = 3
 
 
 def sign(secret: str, timestamp: int, body: bytes) -> str:
@@ -65,8 +67,9 @@ def set_webhook(tenant: Tenant, url: str, is_active: bool = True) -> TenantWebho
     webhook, _created = TenantWebhook.objects.with_scopes_disabled().update_or_create(
         tenant=tenant, defaults={"url": url, "is_active": is_active}
     )
-    transaction.on_commit(lambda: cache.delete(_no_webhook_key(tenant.pk)))
-    cache.delete(_no_webhook_key(tenant.pk))
+    for forget in (cache.delete, caches["local"].delete):
+        transaction.on_commit(partial(forget, _no_webhook_key(tenant.pk)))
+        forget(_no_webhook_key(tenant.pk))
     return webhook
 
 
@@ -83,15 +86,23 @@ def emit(tenant_id: int, event: str, data: dict | Callable[[], dict]) -> Webhook
     """
     from .tasks import deliver_webhook
 
-    # Most tenants have no webhook: remembered for a minute (set_webhook forgets it at once).
-    if cache.get(_no_webhook_key(tenant_id)):
+    # Most tenants have no webhook: that is remembered for a minute in the shared cache
+    # (set_webhook forgets it at once) and, to spare a cache round trip per message, for a few
+    # seconds in this process: a webhook set meanwhile gets the events of other processes
+    # (the worker's sends) at most NO_WEBHOOK_LOCAL_SECONDS later.
+    key = _no_webhook_key(tenant_id)
+    if caches["local"].get(key):
+        return None
+    if cache.get(key):
+        caches["local"].set(key, True, NO_WEBHOOK_LOCAL_SECONDS)
         return None
     if callable(data):
         data = data()
     with scopes_disabled():
         webhook = TenantWebhook.objects.filter(tenant_id=tenant_id, is_active=True).first()
         if webhook is None:
-            cache.set(_no_webhook_key(tenant_id), True, 60)
+            cache.set(key, True, 60)
+            caches["local"].set(key, True, NO_WEBHOOK_LOCAL_SECONDS)
             return None
         payload = {"event": event, "created_at": timezone.now(), "data": data}
         delivery = WebhookDelivery.objects.create(

@@ -15,7 +15,10 @@ Messages
 Never sending twice. `deliver` first claims the message (attempted_at, a conditional
 UPDATE committed at once), then, holding the message's row lock, calls WAHA and records
 SENT with WAHA's id. If the worker dies after WAHA accepted the message but before
-that record commits, the redelivered task finds attempted_at set without a WAHA id. WAHA
+that record commits, the redelivered task finds attempted_at set without a WAHA id. The
+claim is committed durably; the transaction recording SENT does not wait for its WAL flush
+(_hold_attempt): should PostgreSQL itself crash just then, the message can only show as
+interrupted, as below, never be sent twice. WAHA
 has no lookup by a client key, so WHAGO does not guess: the message is marked FAILED with a
 reason saying it may have been sent, it is NOT sent again, and its quota stays counted
 (a claim younger than INTERRUPTED_GRACE seconds is looked at again later: its sender may
@@ -48,7 +51,7 @@ from django.conf import settings
 from django.core.cache import cache
 from django.core.exceptions import ValidationError
 from django.core.files.base import ContentFile
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, connection, transaction
 from django.db.models import Count, F, Max, Q
 from django.utils import timezone
 from django.utils.text import get_valid_filename
@@ -899,6 +902,26 @@ def _call_waha(message: Message, session: WahaSession) -> dict:
 INTERRUPTED_GRACE = 5.0
 
 
+def _hold_attempt(message_id_: int, claimed_at: datetime) -> bool:
+    """In the sender's transaction: lock a queued message whose attempt it claimed at `claimed_at`.
+
+    False when the claim is no longer the caller's (taken over meanwhile). The lock makes an
+    early ack wait for the SENT record. The transaction then commits without waiting for the
+    WAL flush (synchronous_commit off, for this transaction only, set in the same statement):
+    the claim before it was committed durably, so losing this record in a database crash only
+    leaves the message interrupted, which is never sent again.
+    """
+    relaxed = ", set_config('synchronous_commit', 'off', true)" if connection.vendor == "postgresql" else ""
+    lock = " FOR UPDATE" if connection.features.has_select_for_update else ""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"SELECT id{relaxed} FROM {Message._meta.db_table} "  # noqa: S608 - our table name
+            f"WHERE id = %s AND status = %s AND attempted_at = %s{lock}",
+            [message_id_, Message.Status.QUEUED, claimed_at],
+        )
+        return cursor.fetchone() is not None
+
+
 def deliver(message_id_: int) -> float | None:
     """Send one queued message through WAHA, exactly once; returns seconds before a retry, or None."""
     with scopes_disabled():
@@ -943,10 +966,7 @@ def deliver(message_id_: int) -> float | None:
 
         # 2. Call WAHA while holding the message's row: an early ack waits for our record.
         with transaction.atomic():
-            claimed = Message.objects.select_for_update().filter(
-                pk=message_id_, status=Message.Status.QUEUED, attempted_at=claimed_at
-            )
-            if not list(claimed.values_list("pk", flat=True)):
+            if not _hold_attempt(message_id_, claimed_at):
                 return None  # another task took it over meanwhile
             try:
                 sent = _call_waha(message, session)

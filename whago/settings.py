@@ -384,7 +384,7 @@ CAMPAIGN_TIME_ZONE = env.str("CAMPAIGN_TIME_ZONE", default="America/Sao_Paulo")
 # Highest pace (messages per minute per chip) per plan code, "*" for other plans; 0 = no limit.
 CAMPAIGN_PACE_LIMITS = env.list("CAMPAIGN_PACE_LIMITS", default=["FREE=20", "BUSINESS=60", "ENTERPRISE=120", "*=20"])
 # Recipients a lane claims at once when the pace has no limit (paced lanes claim one per slot).
-CAMPAIGN_BATCH_SIZE = env.int("CAMPAIGN_BATCH_SIZE", default=50)
+CAMPAIGN_BATCH_SIZE = env.int("CAMPAIGN_BATCH_SIZE", default=100)
 # Seconds a lane task sends before handing over to a follow-up task (keeps tasks short).
 CAMPAIGN_LANE_SLICE_SECONDS = env.float("CAMPAIGN_LANE_SLICE_SECONDS", default=20.0)
 # Seconds a lane's lease lasts without renewal: after a worker dies, its recipients and its
