@@ -336,7 +336,7 @@ def _send(message: Message, session: WahaSession) -> bool:
         cursor.execute(
             f"UPDATE {table} SET attempts = attempts + 1, attempted_at = %s "  # noqa: S608 - our table name
             "WHERE id = %s AND status = %s AND attempted_at IS NULL",
-            [claimed_at, message.pk, Message.Status.QUEUED],
+            [connection.ops.adapt_datetimefield_value(claimed_at), message.pk, Message.Status.QUEUED],
         )
         if cursor.rowcount != 1:
             return False  # another sender has it
@@ -358,7 +358,7 @@ def _send(message: Message, session: WahaSession) -> bool:
         cursor.execute(
             f"UPDATE {table} SET waha_id = %s, status = %s, sent_at = %s, error = '', "  # noqa: S608
             "next_attempt_at = NULL WHERE id = %s",
-            [message.waha_id, message.status, message.sent_at, message.pk],
+            [message.waha_id, message.status, connection.ops.adapt_datetimefield_value(message.sent_at), message.pk],
         )
         services._message_changed(message, old)
     return False

@@ -917,7 +917,7 @@ def _hold_attempt(message_id_: int, claimed_at: datetime) -> bool:
         cursor.execute(
             f"SELECT id{relaxed} FROM {Message._meta.db_table} "  # noqa: S608 - our table name
             f"WHERE id = %s AND status = %s AND attempted_at = %s{lock}",
-            [message_id_, Message.Status.QUEUED, claimed_at],
+            [message_id_, Message.Status.QUEUED, connection.ops.adapt_datetimefield_value(claimed_at)],
         )
         return cursor.fetchone() is not None
 
