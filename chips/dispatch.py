@@ -44,7 +44,7 @@ from datetime import timedelta
 from functools import partial
 
 from django.conf import settings
-from django.db import IntegrityError, connection, transaction
+from django.db import IntegrityError, transaction
 from django.db.models import CharField, OuterRef, Q, Subquery, Value
 from django.db.models.functions import Cast, Concat
 from django.utils import timezone
@@ -52,14 +52,6 @@ from django.utils.translation import gettext as _
 from django_scopes import scopes_disabled
 
 from billing import limits
-from waha.client import (
-    ContainerUnreachable,
-    SessionNotFound,
-    Unauthorized,
-    WahaRequestError,
-    WahaServerError,
-    message_id,
-)
 from waha.models import WahaSession
 
 from . import campaigns, services
@@ -321,70 +313,16 @@ def send_batch(campaign: Campaign, chip: Chip, token: uuid.UUID, size: int) -> s
     return outcome
 
 
-def _send(message: Message, session: WahaSession) -> bool:
-    """chips.services.deliver() for a message this lane just created: the same steps and outcomes.
+def _send(message: Message, session: WahaSession | None) -> bool:
+    """chips.services.deliver() for a message this lane just created, which it already holds in memory.
 
-    The lane already holds the message, its chip and its session, so nothing is read again and
-    the row changes are single statements: the attempt is committed before the HTTP call, the
-    row is locked during it (an early ack waits for the record), and every failure is recorded
-    as deliver() records it. Returns True when the message must be tried again later because it
-    provably never reached WhatsApp.
+    The same claim, call and records (services.attempt). Returns True when the message must be
+    tried again later because it provably never reached WhatsApp.
     """
-    table = Message._meta.db_table
-    claimed_at = _now()
-    with connection.cursor() as cursor:  # autocommit: the attempt is on record before the call
-        cursor.execute(
-            f"UPDATE {table} SET attempts = attempts + 1, attempted_at = %s "  # noqa: S608 - our table name
-            "WHERE id = %s AND status = %s AND attempted_at IS NULL",
-            [connection.ops.adapt_datetimefield_value(claimed_at), message.pk, Message.Status.QUEUED],
-        )
-        if cursor.rowcount != 1:
-            return False  # another sender has it
-    message.attempts += 1
-    message.attempted_at = claimed_at
-    chip = message.chip
-    with transaction.atomic(), connection.cursor() as cursor:
-        if not services._hold_attempt(message.pk, claimed_at):
-            return False  # taken over meanwhile (recovered as interrupted)
-        try:
-            answer = services._call_waha(message, session)
-        except (ContainerUnreachable, WahaServerError, SessionNotFound, Unauthorized, WahaRequestError) as exc:
-            return _refused(message, chip, exc)
-        old = message.status
-        message.waha_id = message_id(answer)[:200]
-        message.status = Message.Status.SENT
-        message.sent_at = _now()
-        message.error = ""
-        cursor.execute(
-            f"UPDATE {table} SET waha_id = %s, status = %s, sent_at = %s, error = '', "  # noqa: S608
-            "next_attempt_at = NULL WHERE id = %s",
-            [message.waha_id, message.status, connection.ops.adapt_datetimefield_value(message.sent_at), message.pk],
-        )
-        services._message_changed(message, old)
-    return False
-
-
-def _refused(message: Message, chip: Chip, exc: Exception) -> bool:
-    """Record a failed call to WAHA as chips.services.deliver() does; True when it may be tried again."""
-    error = services._redacted(chip, exc)
-    if isinstance(exc, ContainerUnreachable):
-        if not services._never_reached(exc):
-            services._fail(message, _(
-                "WhatsApp's server did not answer in time, so the message may have been sent. It was "
-                "not sent again to avoid a duplicate (%(error)s)."
-            ) % {"error": error}, release=False)
-            return False
-        reason = _("the chip's server is unreachable (%(error)s)") % {"error": error}
-    elif isinstance(exc, (WahaServerError, SessionNotFound, Unauthorized)):
-        reason = _("the chip's server refused the message (%(error)s)") % {"error": error}
-    elif getattr(exc, "status", None) == 422:  # the session is not WORKING right now: it may come back
-        reason = _("the chip is not ready (%(error)s)") % {"error": error}
-    else:
-        services._fail(message, _("WhatsApp refused the message: %(error)s") % {"error": error}, release=True)
-        return False
-    message.attempted_at = None
-    services._retry_or_fail(message, reason)
-    return message.status == Message.Status.QUEUED
+    claim = services._claim_attempt(message.pk)
+    if claim is None:
+        return False  # another sender has it
+    return services.attempt(message, session, claim) is not None
 
 
 def _settle_batch(recipient_ids: list[int], token: uuid.UUID) -> None:

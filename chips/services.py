@@ -11,6 +11,8 @@ Messages
         Normalises the number, checks the chip and the quota (billing.limits), stores the
         message QUEUED and enqueues the send task on commit. Idempotent per idempotency key.
     deliver(message_id) -> seconds before a retry, or None          (the send task's body)
+    deliver_many(message_ids) -> {id: seconds before a retry}       (the batch task's body)
+    attempt(message, session, claim)            the claimed send, shared with campaign lanes
 
 Never sending twice. `deliver` first claims the message (attempted_at, a conditional
 UPDATE committed at once), then, holding the message's row lock, calls WAHA and records
@@ -52,7 +54,7 @@ from django.core.cache import cache
 from django.core.exceptions import ValidationError
 from django.core.files.base import ContentFile
 from django.db import IntegrityError, connection, transaction
-from django.db.models import Count, F, Max, Q
+from django.db.models import Count, Max, Q
 from django.utils import timezone
 from django.utils.text import get_valid_filename
 from django.utils.translation import gettext as _
@@ -902,6 +904,24 @@ def _call_waha(message: Message, session: WahaSession) -> dict:
 INTERRUPTED_GRACE = 5.0
 
 
+def _claim_attempt(message_id_: int) -> tuple[datetime, int] | None:
+    """Mark a queued, never attempted message as being attempted now, committed at once.
+
+    Returns (claimed_at, attempts) when this caller got it, None when another sender has it
+    or it is no longer queued. Must run in autocommit: the mark is on record before the call.
+    """
+    claimed_at = _now()
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"UPDATE {Message._meta.db_table} SET attempts = attempts + 1, attempted_at = %s "  # noqa: S608
+            "WHERE id = %s AND direction = %s AND status = %s AND attempted_at IS NULL RETURNING attempts",
+            [connection.ops.adapt_datetimefield_value(claimed_at), message_id_, Message.Direction.OUT,
+             Message.Status.QUEUED],
+        )
+        row = cursor.fetchone()
+    return (claimed_at, row[0]) if row else None
+
+
 def _hold_attempt(message_id_: int, claimed_at: datetime) -> bool:
     """In the sender's transaction: lock a queued message whose attempt it claimed at `claimed_at`.
 
@@ -922,93 +942,135 @@ def _hold_attempt(message_id_: int, claimed_at: datetime) -> bool:
         return cursor.fetchone() is not None
 
 
+def attempt(message: Message, session: WahaSession | None, claim: tuple[datetime, int]) -> float | None:
+    """Send a message whose attempt the caller claimed (_claim_attempt); seconds before a retry, or None.
+
+    `message` carries its chip and tenant. Holding the row, calls WAHA and records SENT with
+    WAHA's id; a failure is recorded with its reason: retried later (the claim is given back)
+    only when the message provably never reached WhatsApp, otherwise FAILED.
+    """
+    message.attempted_at, message.attempts = claim
+    chip = message.chip
+    problem = _unsendable_reason(chip) if session is not None else _("the chip is not connected")
+    if problem:
+        message.attempted_at = None
+        return _retry_or_fail(message, problem)
+    with transaction.atomic():
+        if not _hold_attempt(message.pk, message.attempted_at):
+            return None  # another task took it over meanwhile
+        try:
+            sent = _call_waha(message, session)
+        except ContainerUnreachable as exc:
+            if not _never_reached(exc):
+                _fail(
+                    message,
+                    _(
+                        "WhatsApp's server did not answer in time, so the message may have been sent. It was "
+                        "not sent again to avoid a duplicate (%(error)s)."
+                    ) % {"error": _redacted(chip, exc)},
+                    release=False,
+                )
+                return None
+            message.attempted_at = None
+            return _retry_or_fail(
+                message, _("the chip's server is unreachable (%(error)s)") % {"error": _redacted(chip, exc)}
+            )
+        except (WahaServerError, SessionNotFound, Unauthorized) as exc:
+            message.attempted_at = None
+            return _retry_or_fail(
+                message, _("the chip's server refused the message (%(error)s)") % {"error": _redacted(chip, exc)}
+            )
+        except WahaRequestError as exc:
+            message.attempted_at = None
+            if exc.status == 422:  # the session is not WORKING right now: it may come back
+                return _retry_or_fail(
+                    message, _("the chip is not ready (%(error)s)") % {"error": _redacted(chip, exc)}
+                )
+            _fail(message, _("WhatsApp refused the message: %(error)s") % {"error": _redacted(chip, exc)},
+                  release=True)
+            return None
+        if settings.CHIPS_SEND_PAUSE_AFTER_HTTP:
+            time.sleep(settings.CHIPS_SEND_PAUSE_AFTER_HTTP)
+        old = message.status
+        message.waha_id = message_id(sent)[:200]
+        message.status = Message.Status.SENT
+        message.sent_at = _now()
+        message.error = ""
+        message.next_attempt_at = None
+        with connection.cursor() as cursor:
+            cursor.execute(
+                f"UPDATE {Message._meta.db_table} SET waha_id = %s, status = %s, sent_at = %s, error = '', "  # noqa: S608
+                "next_attempt_at = NULL WHERE id = %s",
+                [message.waha_id, message.status, connection.ops.adapt_datetimefield_value(message.sent_at),
+                 message.pk],
+            )
+        _message_changed(message, old)
+    return None
+
+
+def _handle_unclaimable(message: Message) -> float | None:
+    """A queued message this task could not claim: another sender has it, or an attempt died."""
+    if message.attempted_at is None:
+        return None  # claimed and given back by another task meanwhile: that task goes on
+    with transaction.atomic():
+        locked = list(Message.objects.select_for_update(skip_locked=True).filter(
+            pk=message.pk, status=Message.Status.QUEUED, attempted_at=message.attempted_at,
+        ).values_list("pk", flat=True))
+        age = (_now() - message.attempted_at).total_seconds()
+        if locked and age < INTERRUPTED_GRACE:
+            # Nobody holds it, but the claim is fresh: its sender may be about to: look again later.
+            return INTERRUPTED_GRACE - age + 0.5
+        if locked:  # nobody is sending it now: an earlier attempt died after handing it to WAHA
+            _fail(
+                message,
+                _(
+                    "Sending was interrupted after the message was handed to WhatsApp, so it may have been "
+                    "delivered. It was not sent again to avoid a duplicate: check the conversation."
+                ),
+                release=False,
+            )
+    return None
+
+
+def _sendable(message: Message | None) -> bool:
+    return (message is not None and message.direction == Message.Direction.OUT
+            and message.status == Message.Status.QUEUED)
+
+
 def deliver(message_id_: int) -> float | None:
     """Send one queued message through WAHA, exactly once; returns seconds before a retry, or None."""
     with scopes_disabled():
-        # 1. Claim the attempt, committed at once (see the module docstring). The conditional
-        # UPDATE waits for a live sender holding the row, then finds it no longer claimable.
-        claimed_at = _now()
-        claimed = Message.objects.filter(
-            pk=message_id_, direction=Message.Direction.OUT, status=Message.Status.QUEUED, attempted_at__isnull=True
-        ).update(attempts=F("attempts") + 1, attempted_at=claimed_at)
+        claim = _claim_attempt(message_id_)
         message = (
             Message.objects.select_related("tenant", "chip__waha_session__container").filter(pk=message_id_).first()
         )
-        if message is None or message.direction != Message.Direction.OUT or message.status != Message.Status.QUEUED:
+        if not _sendable(message):
             return None
-        if not claimed:
-            if message.attempted_at is None:
-                return None  # claimed and given back by another task meanwhile: that task goes on
-            with transaction.atomic():
-                locked = list(Message.objects.select_for_update(skip_locked=True).filter(
-                    pk=message_id_, status=Message.Status.QUEUED, attempted_at=message.attempted_at,
-                ).values_list("pk", flat=True))
-                age = (_now() - message.attempted_at).total_seconds()
-                if locked and age < INTERRUPTED_GRACE:
-                    # Nobody holds it, but the claim is fresh: its sender may be about to: look again later.
-                    return INTERRUPTED_GRACE - age + 0.5
-                if locked:  # nobody is sending it now: an earlier attempt died after handing it to WAHA
-                    _fail(
-                        message,
-                        _(
-                            "Sending was interrupted after the message was handed to WhatsApp, so it may have been "
-                            "delivered. It was not sent again to avoid a duplicate: check the conversation."
-                        ),
-                        release=False,
-                    )
-            return None
-        problem = _unsendable_reason(message.chip)
-        if problem:
-            message.attempted_at = None
-            return _retry_or_fail(message, problem)
-        chip = message.chip
-        session = chip.waha_session
+        if claim is None:
+            return _handle_unclaimable(message)
+        return attempt(message, message.chip.waha_session, claim)
 
-        # 2. Call WAHA while holding the message's row: an early ack waits for our record.
-        with transaction.atomic():
-            if not _hold_attempt(message_id_, claimed_at):
-                return None  # another task took it over meanwhile
-            try:
-                sent = _call_waha(message, session)
-            except ContainerUnreachable as exc:
-                if not _never_reached(exc):
-                    _fail(
-                        message,
-                        _(
-                            "WhatsApp's server did not answer in time, so the message may have been sent. It was "
-                            "not sent again to avoid a duplicate (%(error)s)."
-                        ) % {"error": _redacted(chip, exc)},
-                        release=False,
-                    )
-                    return None
-                message.attempted_at = None
-                return _retry_or_fail(
-                    message, _("the chip's server is unreachable (%(error)s)") % {"error": _redacted(chip, exc)}
-                )
-            except (WahaServerError, SessionNotFound, Unauthorized) as exc:
-                message.attempted_at = None
-                return _retry_or_fail(
-                    message, _("the chip's server refused the message (%(error)s)") % {"error": _redacted(chip, exc)}
-                )
-            except WahaRequestError as exc:
-                message.attempted_at = None
-                if exc.status == 422:  # the session is not WORKING right now: it may come back
-                    return _retry_or_fail(
-                        message, _("the chip is not ready (%(error)s)") % {"error": _redacted(chip, exc)}
-                    )
-                _fail(message, _("WhatsApp refused the message: %(error)s") % {"error": _redacted(chip, exc)},
-                      release=True)
-                return None
-            if settings.CHIPS_SEND_PAUSE_AFTER_HTTP:
-                time.sleep(settings.CHIPS_SEND_PAUSE_AFTER_HTTP)
-            old = message.status
-            sent_fields = {"waha_id": message_id(sent)[:200], "status": Message.Status.SENT, "sent_at": _now(),
-                           "error": "", "next_attempt_at": None}
-            Message.objects.filter(pk=message_id_).update(**sent_fields)
-            for field, value in sent_fields.items():
-                setattr(message, field, value)
-            _message_changed(message, old)
-    return None
+
+def deliver_many(message_ids: list[int]) -> dict[int, float]:
+    """deliver() for several messages, one after another, reading them (and their chips) once.
+
+    Returns {message id: seconds before its retry} for those to be tried again.
+    """
+    retries: dict[int, float] = {}
+    with scopes_disabled():
+        messages = Message.objects.select_related("tenant", "chip").in_bulk(message_ids)
+        session_ids = {m.chip.waha_session_id for m in messages.values() if m.chip.waha_session_id}
+        sessions = WahaSession.objects.select_related("container").in_bulk(session_ids)
+        for message_id_ in message_ids:
+            message = messages.get(message_id_)
+            claim = _claim_attempt(message_id_) if _sendable(message) and message.attempted_at is None else None
+            if claim is None:
+                wait = deliver(message_id_)  # already handled elsewhere, or an attempt to look into
+            else:
+                wait = attempt(message, sessions.get(message.chip.waha_session_id), claim)
+            if wait is not None:
+                retries[message_id_] = wait
+    return retries
 
 
 STALE_AFTER = timedelta(minutes=5)

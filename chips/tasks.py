@@ -45,10 +45,8 @@ def send_message(message_id: int) -> None:
 @shared_task(acks_late=True)
 def send_messages(message_ids: list[int]) -> None:
     """Send several queued messages one after another (each exactly once, as send_message does)."""
-    for message_id in message_ids:
-        wait = services.deliver(message_id)
-        if wait is not None:
-            send_message.apply_async((message_id,), countdown=wait)
+    for message_id, wait in services.deliver_many(message_ids).items():
+        send_message.apply_async((message_id,), countdown=wait)
 
 
 @shared_task(autoretry_for=TRANSIENT, retry_backoff=5, retry_kwargs={"max_retries": 3})
