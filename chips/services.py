@@ -38,7 +38,6 @@ from __future__ import annotations
 
 import base64
 import contextlib
-import functools
 import logging
 import mimetypes
 import os
@@ -50,7 +49,7 @@ from typing import Any
 import requests
 import urllib3
 from django.conf import settings
-from django.core.cache import cache
+from django.core.cache import cache, caches
 from django.core.exceptions import ValidationError
 from django.core.files.base import ContentFile
 from django.db import IntegrityError, connection, transaction
@@ -1099,31 +1098,38 @@ def _alive_chip(tenant: Tenant, session_name: str) -> Chip | None:
     return Chip.objects.select_related("tenant").filter(tenant_id=tenant.pk, session_name=session_name).first()
 
 
-@functools.lru_cache(maxsize=4096)
-def _session_name_of(chip_id: int) -> str:
-    """A chip's WAHA session name (set when the chip is created, never changed)."""
-    return Chip.all_objects.with_scopes_disabled().filter(pk=chip_id).values_list("session_name", flat=True).first()
+def _chip_id_of(tenant_id: int, session_name: str) -> int | None:
+    """The id of the tenant's chip with this WAHA session (a name given once, never reused)."""
+    key = f"chips:session-chip:{tenant_id}:{session_name}"
+    chip_id = caches["local"].get(key)
+    if chip_id is None:
+        found = list(Chip.all_objects.with_scopes_disabled().filter(
+            tenant_id=tenant_id, session_name=session_name).values_list("pk", flat=True)[:1])
+        if not found:
+            return None
+        chip_id = found[0]
+        caches["local"].set(key, chip_id, 3600)
+    return chip_id
 
 
 def apply_ack(tenant: Tenant, session_name: str, waha_message_id: str, ack: int, payload: dict) -> Message | None:
     """Move an outgoing message forward on a message.ack event; returns it when it changed."""
     if not waha_message_id:
         return None
+    chip_id = _chip_id_of(tenant.pk, session_name)
+    if chip_id is None:
+        return None
     with scopes_disabled():
-        outgoing_messages = Message.objects.filter(tenant_id=tenant.pk, direction=Message.Direction.OUT).order_by()
+        # The same WhatsApp id reported by another chip's session is another message: looked up per chip.
+        outgoing_messages = Message.objects.filter(chip_id=chip_id, direction=Message.Direction.OUT).order_by()
         message = next(iter(outgoing_messages.filter(waha_id=waha_message_id)[:1]), None)
-        if message is not None and _session_name_of(message.chip_id) != session_name:
-            message = None  # the same WhatsApp id reported by another chip's session is another message
         if message is None and payload.get("fromMe", True) is not False:
             # Its sender may not have recorded WAHA's id yet: wait for the chip's in-flight sends.
-            inflight = outgoing_messages.filter(
-                chip__session_name=session_name, status=Message.Status.QUEUED, waha_id="", attempted_at__isnull=False
-            )
+            inflight = outgoing_messages.filter(status=Message.Status.QUEUED, waha_id="", attempted_at__isnull=False)
             with contextlib.suppress(ValidationError):
                 inflight = inflight.filter(peer=phone_from_chat_id(str(payload.get("to") or "")))
-            if list(inflight.select_for_update(of=("self",)).values_list("pk", flat=True)):
-                message = next(iter(outgoing_messages.filter(chip__session_name=session_name,
-                                                             waha_id=waha_message_id)[:1]), None)
+            if list(inflight.select_for_update().values_list("pk", flat=True)):
+                message = next(iter(outgoing_messages.filter(waha_id=waha_message_id)[:1]), None)
         if message is None:
             return None
         now = _now()

@@ -139,7 +139,8 @@ class WebhookEvent(models.Model):
     """A webhook received from a container, stored once per event id."""
 
     tenant = models.ForeignKey("whago.Tenant", on_delete=models.CASCADE, related_name="waha_events")
-    container = models.ForeignKey(WahaContainer, on_delete=models.CASCADE, related_name="events")
+    # Served by the unique (container, event_id) index: no index of its own.
+    container = models.ForeignKey(WahaContainer, on_delete=models.CASCADE, related_name="events", db_index=False)
     event_id = models.CharField(_("event id"), max_length=100)
     event = models.CharField(_("event"), max_length=64)
     session = models.CharField(_("session"), max_length=100)

@@ -76,7 +76,7 @@ def test_campaign_throughput_against_the_raw_send_loop(tmp_path, make_owner, set
             tenant, name="Bench", template="Olá {primeiro_nome}, ofertas em {cidade}!", lists=[group], chips=chips,
             window_days=list(range(7)), window_start=clock(0), window_end=clock(23, 59), pace_per_minute=0,
         )
-        env = {"CAMPAIGN_PACE_LIMITS": "*=0"}
+        env = {"CAMPAIGN_PACE_LIMITS": "*=0", "DEBUG": "false"}  # as in production: no query log
         workers.append(Worker(tmp_path / "bench-worker.log", env, pool="prefork", concurrency=CHIPS))
 
         cpu = cpu_seconds()

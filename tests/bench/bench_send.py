@@ -51,6 +51,7 @@ def app(tmp_path, settings, simulator_image, django_db_serialized_rollback, tran
         "WAHA_MEMORY_LIMIT": "512m", "WAHA_CPU_LIMIT": "1.0", "WAHA_READY_TIMEOUT": "30",
         "WAHA_WEBHOOK_URL": f"http://127.0.0.1:{port}/api/v1/webhooks/waha",
         "API_THROTTLE_RATE": "1000000/min", "LOG_LEVEL": "WARNING", "DB_CONN_MAX_AGE": "600",
+        "DEBUG": "false",  # as in production: no query log
     }
     for key, value in env.items():
         if key.startswith("WAHA_"):

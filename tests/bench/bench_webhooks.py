@@ -16,6 +16,7 @@ import requests
 from django_scopes import scopes_disabled
 
 from chips.models import Message
+from tests.bench.cpu import cpu_seconds, cpu_since
 from tests.chips.conftest import Gunicorn, placed_chip, set_plan
 from tests.waha.simkit import free_port
 from waha.webhooks import sign
@@ -30,7 +31,8 @@ TIME_LIMIT = 120  # seconds per phase
 @pytest.fixture
 def server(tmp_path, django_db_serialized_rollback, transactional_db):
     port = free_port()
-    env = {"DJANGO_SETTINGS_MODULE": "tests.chips.bench_site", "LOG_LEVEL": "WARNING", "DB_CONN_MAX_AGE": "600"}
+    env = {"DJANGO_SETTINGS_MODULE": "tests.chips.bench_site", "LOG_LEVEL": "WARNING", "DB_CONN_MAX_AGE": "600",
+           "DEBUG": "false"}  # as in production: no query log
     web = Gunicorn(tmp_path / "gunicorn.log", env, port, workers=WORKERS)
     try:
         yield web
@@ -92,8 +94,11 @@ def test_webhooks_ratio(server):
     _run(bare_url, warm)
     bodies = [event(n) for n in range(EVENTS)]
 
+    cpu = cpu_seconds()
     bare_seconds = _run(bare_url, bodies)
+    bare_cpu, cpu = cpu_since(cpu), cpu_seconds()
     hook_seconds = _run(hook_url, bodies)
+    hook_cpu = cpu_since(cpu)
     bare_again = _run(bare_url, bodies)  # the machine's load may change: the two bare runs are averaged
 
     with scopes_disabled():
@@ -108,4 +113,5 @@ def test_webhooks_ratio(server):
     print(f"\nbare view: {bare_rate:.0f} req/s ({bare_seconds:.2f} s and {bare_again:.2f} s for {EVENTS}, "
           f"{CLIENTS} clients, {WORKERS} gunicorn workers)")
     print(f"message.ack webhooks: {hook_rate:.0f} events/s ({hook_seconds:.2f} s for {EVENTS})")
+    print(f"CPU seconds, bare view: {bare_cpu}; webhooks: {hook_cpu}")
     print(f"webhooks ratio: {hook_rate / bare_rate:.2f}")

@@ -1,0 +1,12 @@
+"""Every model change comes with its migration."""
+from io import StringIO
+
+from django.core.management import call_command
+
+
+def test_no_model_change_is_missing_a_migration():
+    out = StringIO()
+    try:
+        call_command("makemigrations", "--check", "--dry-run", stdout=out, stderr=out)
+    except SystemExit as exc:
+        raise AssertionError(f"models changed without a migration:\n{out.getvalue()}") from exc
