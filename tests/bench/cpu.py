@@ -1,11 +1,14 @@
-"""CPU seconds used by the processes of a benchmark, by kind (read from /proc), to show where time goes."""
+"""CPU seconds used by the processes of a benchmark, by kind (read from /proc), to show where time goes.
+
+The kernel's count of a process includes its children that ended, so a database backend that
+closed during the run still counts, through the postmaster."""
 import os
 
 KINDS = {
     "gunicorn": lambda cmd: "gunicorn" in cmd and "whago.wsgi" in cmd,
     "celery": lambda cmd: "celery -A whago worker" in cmd and "chips-" in cmd,
     "simulator": lambda cmd: "-m waha.simulator" in cmd,
-    "postgres": lambda cmd: cmd.startswith("postgres:"),
+    "postgres": lambda cmd: cmd.startswith("postgres:") or "/bin/postgres " in cmd,
     "redis": lambda cmd: cmd.startswith("/usr/bin/redis-server") or cmd.startswith("redis-server"),
 }
 
@@ -28,7 +31,9 @@ def cpu_seconds() -> dict[str, float]:
         else:
             kind = next((name for name, match in KINDS.items() if match(cmd)), None)
         if kind:
-            totals[kind] = totals.get(kind, 0.0) + (int(fields[11]) + int(fields[12])) / ticks
+            # Own time, plus that of children which ended (PostgreSQL backends, pool processes).
+            own_and_ended = sum(int(fields[index]) for index in (11, 12, 13, 14))
+            totals[kind] = totals.get(kind, 0.0) + own_and_ended / ticks
     return totals
 
 
