@@ -1,6 +1,7 @@
 """Fixtures shared by the whole suite: tenants, users, and a real Celery worker process."""
 import itertools
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -108,6 +109,47 @@ def worker_env(**extra) -> dict:
     return env
 
 
+class Worker:
+    """A real `celery worker` process sharing the test database and broker."""
+
+    def __init__(self, log_path, env: dict, pool: str = "threads", concurrency: int = 4, loglevel: str = "INFO"):
+        self.log_path = log_path
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "celery", "-A", "whago", "worker", f"--pool={pool}", f"--concurrency={concurrency}",
+             f"--loglevel={loglevel}", "--without-gossip", "--without-mingle",
+             f"--hostname=chips-{os.getpid()}-{log_path.stem}@%h"],
+            cwd=ROOT, env=worker_env(**env), stdout=log_path.open("w"), stderr=subprocess.STDOUT,
+            # Its own process group: kill() takes any pool child with it, like a machine dying.
+            start_new_session=True,
+        )
+        deadline = time.monotonic() + 30
+        while "ready." not in self.log() and " ready" not in self.log():
+            if self.proc.poll() is not None:
+                pytest.fail(f"celery worker exited early:\n{self.log()}")
+            if time.monotonic() > deadline:
+                self.kill()
+                pytest.fail(f"celery worker not ready in 30 s:\n{self.log()}")
+            time.sleep(0.2)
+
+    def log(self) -> str:
+        return self.log_path.read_text()
+
+    def kill(self) -> None:
+        """SIGKILL: no cleanup, no task acknowledgement, like a crashed machine."""
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        self.proc.wait(timeout=15)
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+
+
 @pytest.fixture
 def celery_worker(request, django_db_serialized_rollback, transactional_db, tmp_path):
     """A real `celery worker` process on the real broker, sharing the test database.
@@ -119,32 +161,10 @@ def celery_worker(request, django_db_serialized_rollback, transactional_db, tmp_
 
     # Tasks left in the broker by an earlier, interrupted run must not leak in.
     redis.Redis.from_url(settings.CELERY_BROKER_URL).flushdb()
-    log = tmp_path / "worker.log"
     marker = request.node.get_closest_marker("worker_env")
-    extra_env = dict(marker.kwargs) if marker else {}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "celery", "-A", "whago", "worker", "--pool=threads", "--concurrency=4",
-         "--loglevel=INFO", "--without-gossip", "--without-mingle", f"--hostname=test-{os.getpid()}@%h"],
-        cwd=ROOT, env=worker_env(**extra_env), stdout=log.open("w"), stderr=subprocess.STDOUT,
-    )
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        if "ready." in log.read_text():
-            break
-        if proc.poll() is not None:
-            pytest.fail(f"celery worker exited early:\n{log.read_text()}")
-        time.sleep(0.2)
-    else:
-        proc.kill()
-        pytest.fail(f"celery worker not ready in 30 s:\n{log.read_text()}")
-    proc.log = log
-    yield proc
-    proc.terminate()
-    try:
-        proc.wait(timeout=15)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
+    worker = Worker(tmp_path / "worker.log", dict(marker.kwargs) if marker else {})
+    yield worker
+    worker.stop()
 
 
 @pytest.fixture

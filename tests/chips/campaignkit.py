@@ -8,28 +8,15 @@ their webhooks (signed with the container's key) to the live test server.
 """
 from __future__ import annotations
 
-import time
 from collections import defaultdict
 
 import pytest
 from django_scopes import scopes_disabled
 
 from chips.models import Chip
-from tests.chips.conftest import Worker
+from tests.chips.conftest import Worker, wait_until  # noqa: F401 - used by the campaign tests too
 from tests.waha.simkit import SimulatorProcess, free_port
 from waha.models import WahaContainer, WahaSession
-
-
-def wait_until(predicate, timeout: float = 30.0, interval: float = 0.1, message: str = "condition"):
-    """Poll predicate() until truthy; returns its value or fails the test."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout} s waiting for {message}")
-        time.sleep(interval)
 
 
 class SimChips:

@@ -1,10 +1,7 @@
 """Fixtures of the chips tests: plans, API clients, real workers, the simulator image in Docker."""
 import io
 import json
-import os
-import signal
 import subprocess
-import sys
 import time
 
 import pytest
@@ -15,7 +12,7 @@ from django_scopes import scopes_disabled
 from billing.models import Plan, Subscription
 from chips import services
 from chips.models import Chip, Message
-from tests.conftest import ROOT, worker_env
+from tests.conftest import ROOT, Worker, worker_env  # noqa: F401 - Worker is used from here too
 from tests.waha.conftest import (  # noqa: F401 - fixtures shared with the waha tests
     _leave_no_waha_containers,
     docker_client,
@@ -144,46 +141,6 @@ class Gunicorn:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
-
-
-class Worker:
-    """A real `celery worker` process sharing the test database and broker."""
-
-    def __init__(self, log_path, env: dict, pool: str = "threads", concurrency: int = 4, loglevel: str = "INFO"):
-        self.log_path = log_path
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "celery", "-A", "whago", "worker", f"--pool={pool}", f"--concurrency={concurrency}",
-             f"--loglevel={loglevel}", "--without-gossip", "--without-mingle",
-             f"--hostname=chips-{os.getpid()}-{log_path.stem}@%h"],
-            cwd=ROOT, env=worker_env(**env), stdout=log_path.open("w"), stderr=subprocess.STDOUT,
-            # Its own process group: kill() takes any pool child with it, like a machine dying.
-            start_new_session=True,
-        )
-        deadline = time.monotonic() + 30
-        while "ready." not in self.log() and " ready" not in self.log():
-            if self.proc.poll() is not None:
-                pytest.fail(f"celery worker exited early:\n{self.log()}")
-            if time.monotonic() > deadline:
-                self.kill()
-                pytest.fail(f"celery worker not ready in 30 s:\n{self.log()}")
-            time.sleep(0.2)
-
-    def log(self) -> str:
-        return self.log_path.read_text()
-
-    def kill(self) -> None:
-        """SIGKILL: no cleanup, no task acknowledgement, like a crashed machine."""
-        if self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-        self.proc.wait(timeout=15)
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                self.kill()
 
 
 @pytest.fixture

@@ -128,12 +128,12 @@ def test_the_workers_alert_sweep_mails_the_operators(celery_worker, operator, ma
     wait_for(lambda: ContainerAlert.objects.filter(subject=container.name).exists(), timeout=30)
     alert = ContainerAlert.objects.get(subject=container.name)
     link = reverse("admin:waha_containeralert_change", args=[alert.pk])
-    wait_for(lambda: link in celery_worker.log.read_text(), timeout=15,
+    wait_for(lambda: link in celery_worker.log(), timeout=15,
              message="the e-mail in the worker's console output")
-    output = celery_worker.log.read_text()
+    output = celery_worker.log()
     assert f"To: {operator.email}" in output
     assert f"{container.name} has been down since" in output
     tasks.alert_sweep.delay()
     tasks.alert_sweep.delay()
-    wait_for(lambda: celery_worker.log.read_text().count("waha.tasks.alert_sweep[") >= 6, timeout=30)
-    assert celery_worker.log.read_text().count("Subject:") == 1
+    wait_for(lambda: celery_worker.log().count("waha.tasks.alert_sweep[") >= 6, timeout=30)
+    assert celery_worker.log().count("Subject:") == 1

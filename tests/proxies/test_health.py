@@ -309,7 +309,7 @@ def test_the_sweep_runs_in_a_real_celery_worker(worker_check_url, celery_worker,
     while time.monotonic() < deadline and ProxyCheck.objects.filter(provider=provider).count() < 2:
         time.sleep(0.2)
     outcomes = dict(ProxyCheck.objects.filter(provider=provider).values_list("proxy__port", "outcome"))
-    assert outcomes == {alive.port: Outcome.OK, dead.port: Outcome.REFUSED}, celery_worker.log.read_text()[-3000:]
+    assert outcomes == {alive.port: Outcome.OK, dead.port: Outcome.REFUSED}, celery_worker.log()[-3000:]
     assert worker_check_url.hits == ["/generate_204"]
     assert ProxyProvider.objects.get(pk=provider.pk).proxies.filter(consecutive_failures=1).count() == 1
 

@@ -7,7 +7,7 @@ from whago.models import WorkerHeartbeat
 def test_status_page_shows_a_round_trip_through_a_real_worker(client, operator, celery_worker):
     client.force_login(operator)
     response = client.get(reverse("status"))
-    assert response.status_code == 200, celery_worker.log.read_text()
+    assert response.status_code == 200, celery_worker.log()
     beat = WorkerHeartbeat.objects.get()
     assert beat.answered_at is not None and beat.worker
     assert "respondeu" in response.content.decode()
