@@ -278,13 +278,10 @@ def send_batch(campaign: Campaign, chip: Chip, token: uuid.UUID, size: int) -> s
             items.append((recipient, text))
     if not items:
         return DONE
-    try:
-        reservation = limits.reserve_messages(campaign.tenant, len(items))
-    except limits.QuotaExceeded as exc:
-        _unclaim([r.pk for r, _text in items], token)
-        campaign.transition(Campaign.Status.PAUSED, exc.message)
-        log.info("campaign %s paused: out of quota", campaign.pk)
+    reservation = _reserve(campaign, items, token)
+    if reservation is None:
         return STOP
+    items = items[:reservation.quantity]
     pairs = _create_messages(campaign, chip, items, token, reservation)
     session = WahaSession.objects.select_related("container").filter(pk=chip.waha_session_id).first()
     sent, outcome, checked = [], DONE, time.monotonic()
@@ -311,6 +308,27 @@ def send_batch(campaign: Campaign, chip: Chip, token: uuid.UUID, size: int) -> s
         sent.append(recipient.pk)
     _settle_batch(sent, token)
     return outcome
+
+
+def _reserve(campaign: Campaign, items: list, token: uuid.UUID):
+    """The quota for a batch's messages; what is left of it when less than the batch (the rest goes
+    back to the pool). None when nothing is left: the campaign is paused with the reason."""
+    try:
+        return limits.reserve_messages(campaign.tenant, len(items))
+    except limits.QuotaExceeded as exc:
+        refusal = exc
+    if 0 < refusal.available < len(items):
+        try:
+            reservation = limits.reserve_messages(campaign.tenant, refusal.available)
+        except limits.QuotaExceeded as exc:  # spent elsewhere meanwhile
+            refusal = exc
+        else:
+            _unclaim([r.pk for r, _text in items[reservation.quantity:]], token)
+            return reservation
+    _unclaim([r.pk for r, _text in items], token)
+    campaign.transition(Campaign.Status.PAUSED, refusal.message)
+    log.info("campaign %s paused: out of quota", campaign.pk)
+    return None
 
 
 def _send(message: Message, session: WahaSession | None) -> bool:

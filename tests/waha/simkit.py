@@ -87,7 +87,7 @@ class SimulatorProcess:
         """The argv used to start it."""
         cmd = [sys.executable, "-m", "waha.simulator", "--port", str(self.port), "--engine", self.engine]
         if self.api_key:
-            cmd += ["--api-key", self.api_key]
+            cmd.append(f"--api-key={self.api_key}")  # one argument: a key may begin with "-"
         if self.data_dir is not None:
             cmd += ["--data-dir", str(self.data_dir)]
         if self.control:
