@@ -15,23 +15,22 @@ Messages
     attempt(message, session, claim)            the claimed send, shared with campaign lanes
 
 Never sending twice. `deliver` first claims the message (attempted_at, a conditional
-UPDATE committed at once), then, holding the message's row lock, calls WAHA and records
-SENT with WAHA's id. If the worker dies after WAHA accepted the message but before
-that record commits, the redelivered task finds attempted_at set without a WAHA id. The
-claim is committed durably; the transaction recording SENT does not wait for its WAL flush
-(_hold_attempt): should PostgreSQL itself crash just then, the message can only show as
-interrupted, as below, never be sent twice. WAHA
-has no lookup by a client key, so WHAGO does not guess: the message is marked FAILED with a
-reason saying it may have been sent, it is NOT sent again, and its quota stays counted
-(a claim younger than INTERRUPTED_GRACE seconds is looked at again later: its sender may
-be about to lock it).
+UPDATE committed durably at once, which also takes the message's sender lock: a PostgreSQL
+advisory lock held by the sender's connection), then calls WAHA, records SENT with WAHA's id
+(committed without waiting for the WAL flush: the claim before it is durable) and lets the
+lock go. If the worker dies after WAHA accepted the message but before that record commits,
+its connection and lock go with it, and the redelivered task finds attempted_at set without
+a WAHA id and nobody holding the lock. WAHA has no lookup by a client key, so WHAGO does not
+guess: the message is marked FAILED with a reason saying it may have been sent, it is NOT
+sent again, and its quota stays counted. (Without the locks, on the embedded SQLite, a claim
+is judged interrupted only once older than any call to WAHA can last.)
 Attempts that provably never reached WAHA (connection refused, 5xx, session not ready)
 clear the mark and are retried with backoff; after CHIPS_SEND_MAX_ATTEMPTS the message is
 FAILED with the reason and its quota is given back.
 
 Acks. message.ack events move a message forward only (SENT → DELIVERED → READ, or FAILED
 before delivery); a duplicated or late ack changes nothing. An ack can arrive before the
-sending task has recorded WAHA's id: the receiver then waits on the row locks of the
+sending task has recorded WAHA's id: the receiver then waits on the sender locks of the
 chip's in-flight sends to that chat, so it sees the id once the sender commits.
 """
 from __future__ import annotations
@@ -898,22 +897,27 @@ def _call_waha(message: Message, session: WahaSession) -> dict:
     return manager.send_file(session, target, file, message.body or None)
 
 
-# Seconds a claim without a live sender is given before it counts as an interrupted attempt
-# (a sender holds the row a moment after claiming it).
-INTERRUPTED_GRACE = 5.0
+def _sender_locks() -> bool:
+    """Whether the database gives senders a lock that lives as long as their connection (PostgreSQL)."""
+    return connection.vendor == "postgresql"
 
 
 def _claim_attempt(message_id_: int) -> tuple[datetime, int] | None:
     """Mark a queued, never attempted message as being attempted now, committed at once.
 
     Returns (claimed_at, attempts) when this caller got it, None when another sender has it
-    or it is no longer queued. Must run in autocommit: the mark is on record before the call.
+    or it is no longer queued. Must run in autocommit: the mark is on record (durably) before
+    the call. On PostgreSQL the same statement takes the message's advisory lock for this
+    connection: held while the message is handed to WAHA and recorded, it tells a live sender
+    from a dead one, makes an early ack wait for the record, and goes with the connection if
+    the worker dies. attempt() releases it.
     """
     claimed_at = _now()
+    lock = ", pg_advisory_lock(id)" if _sender_locks() else ""
     with connection.cursor() as cursor:
         cursor.execute(
             f"UPDATE {Message._meta.db_table} SET attempts = attempts + 1, attempted_at = %s "  # noqa: S608
-            "WHERE id = %s AND direction = %s AND status = %s AND attempted_at IS NULL RETURNING attempts",
+            f"WHERE id = %s AND direction = %s AND status = %s AND attempted_at IS NULL RETURNING attempts{lock}",
             [connection.ops.adapt_datetimefield_value(claimed_at), message_id_, Message.Direction.OUT,
              Message.Status.QUEUED],
         )
@@ -921,90 +925,115 @@ def _claim_attempt(message_id_: int) -> tuple[datetime, int] | None:
     return (claimed_at, row[0]) if row else None
 
 
-def _hold_attempt(message_id_: int, claimed_at: datetime) -> bool:
-    """In the sender's transaction: lock a queued message whose attempt it claimed at `claimed_at`.
+def _release_attempt(message_id_: int) -> None:
+    """Give up the message's sender lock, once its outcome is committed."""
+    if _sender_locks():
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_advisory_unlock(%s)", [message_id_])
 
-    False when the claim is no longer the caller's (taken over meanwhile). The lock makes an
-    early ack wait for the SENT record. The transaction then commits without waiting for the
-    WAL flush (synchronous_commit off, for this transaction only, set in the same statement):
-    the claim before it was committed durably, so losing this record in a database crash only
-    leaves the message interrupted, which is never sent again.
-    """
-    relaxed = ", set_config('synchronous_commit', 'off', true)" if connection.vendor == "postgresql" else ""
-    lock = " FOR UPDATE" if connection.features.has_select_for_update else ""
+
+def _sender_alive(message_id_: int) -> bool:
+    """In a transaction: whether a live sender holds the message (its lock is then not taken)."""
+    if not _sender_locks():
+        return False  # SQLite (embedded mode): a claim is judged by its age alone
     with connection.cursor() as cursor:
-        cursor.execute(
-            f"SELECT id{relaxed} FROM {Message._meta.db_table} "  # noqa: S608 - our table name
-            f"WHERE id = %s AND status = %s AND attempted_at = %s{lock}",
-            [message_id_, Message.Status.QUEUED, connection.ops.adapt_datetimefield_value(claimed_at)],
-        )
-        return cursor.fetchone() is not None
+        cursor.execute("SELECT pg_try_advisory_xact_lock(%s)", [message_id_])
+        return not cursor.fetchone()[0]
+
+
+def _wait_for_senders(message_ids: list[int]) -> None:
+    """In a transaction: wait until these messages' senders (if any) have committed their outcome.
+
+    A shared lock: waiters do not wait for each other, only for the senders.
+    """
+    if _sender_locks():
+        with connection.cursor() as cursor:
+            for message_id_ in sorted(message_ids):
+                cursor.execute("SELECT pg_advisory_xact_lock_shared(%s)", [message_id_])
 
 
 def attempt(message: Message, session: WahaSession | None, claim: tuple[datetime, int]) -> float | None:
     """Send a message whose attempt the caller claimed (_claim_attempt); seconds before a retry, or None.
 
-    `message` carries its chip and tenant. Holding the row, calls WAHA and records SENT with
-    WAHA's id; a failure is recorded with its reason: retried later (the claim is given back)
-    only when the message provably never reached WhatsApp, otherwise FAILED.
+    `message` carries its chip and tenant. Calls WAHA and records SENT with WAHA's id; a
+    failure is recorded with its reason: retried later (the claim is given back) only when the
+    message provably never reached WhatsApp, otherwise FAILED. The SENT record does not wait
+    for its WAL flush (synchronous_commit off for that statement's transaction): the claim
+    before it is durable, so losing the record in a database crash only leaves the message
+    interrupted, which is never sent again.
     """
+    try:
+        return _attempt(message, session, claim)
+    finally:
+        _release_attempt(message.pk)
+
+
+def _attempt(message: Message, session: WahaSession | None, claim: tuple[datetime, int]) -> float | None:
     message.attempted_at, message.attempts = claim
     chip = message.chip
     problem = _unsendable_reason(chip) if session is not None else _("the chip is not connected")
     if problem:
         message.attempted_at = None
         return _retry_or_fail(message, problem)
-    with transaction.atomic():
-        if not _hold_attempt(message.pk, message.attempted_at):
-            return None  # another task took it over meanwhile
-        try:
-            sent = _call_waha(message, session)
-        except ContainerUnreachable as exc:
-            if not _never_reached(exc):
-                _fail(
-                    message,
-                    _(
-                        "WhatsApp's server did not answer in time, so the message may have been sent. It was "
-                        "not sent again to avoid a duplicate (%(error)s)."
-                    ) % {"error": _redacted(chip, exc)},
-                    release=False,
-                )
-                return None
-            message.attempted_at = None
-            return _retry_or_fail(
-                message, _("the chip's server is unreachable (%(error)s)") % {"error": _redacted(chip, exc)}
+    try:
+        sent = _call_waha(message, session)
+    except ContainerUnreachable as exc:
+        if not _never_reached(exc):
+            _fail(
+                message,
+                _(
+                    "WhatsApp's server did not answer in time, so the message may have been sent. It was "
+                    "not sent again to avoid a duplicate (%(error)s)."
+                ) % {"error": _redacted(chip, exc)},
+                release=False,
             )
-        except (WahaServerError, SessionNotFound, Unauthorized) as exc:
-            message.attempted_at = None
-            return _retry_or_fail(
-                message, _("the chip's server refused the message (%(error)s)") % {"error": _redacted(chip, exc)}
-            )
-        except WahaRequestError as exc:
-            message.attempted_at = None
-            if exc.status == 422:  # the session is not WORKING right now: it may come back
-                return _retry_or_fail(
-                    message, _("the chip is not ready (%(error)s)") % {"error": _redacted(chip, exc)}
-                )
-            _fail(message, _("WhatsApp refused the message: %(error)s") % {"error": _redacted(chip, exc)},
-                  release=True)
             return None
-        if settings.CHIPS_SEND_PAUSE_AFTER_HTTP:
-            time.sleep(settings.CHIPS_SEND_PAUSE_AFTER_HTTP)
-        old = message.status
-        message.waha_id = message_id(sent)[:200]
-        message.status = Message.Status.SENT
-        message.sent_at = _now()
-        message.error = ""
-        message.next_attempt_at = None
-        with connection.cursor() as cursor:
-            cursor.execute(
-                f"UPDATE {Message._meta.db_table} SET waha_id = %s, status = %s, sent_at = %s, error = '', "  # noqa: S608
-                "next_attempt_at = NULL WHERE id = %s",
-                [message.waha_id, message.status, connection.ops.adapt_datetimefield_value(message.sent_at),
-                 message.pk],
+        message.attempted_at = None
+        return _retry_or_fail(
+            message, _("the chip's server is unreachable (%(error)s)") % {"error": _redacted(chip, exc)}
+        )
+    except (WahaServerError, SessionNotFound, Unauthorized) as exc:
+        message.attempted_at = None
+        return _retry_or_fail(
+            message, _("the chip's server refused the message (%(error)s)") % {"error": _redacted(chip, exc)}
+        )
+    except WahaRequestError as exc:
+        message.attempted_at = None
+        if exc.status == 422:  # the session is not WORKING right now: it may come back
+            return _retry_or_fail(
+                message, _("the chip is not ready (%(error)s)") % {"error": _redacted(chip, exc)}
             )
+        _fail(message, _("WhatsApp refused the message: %(error)s") % {"error": _redacted(chip, exc)},
+              release=True)
+        return None
+    if settings.CHIPS_SEND_PAUSE_AFTER_HTTP:
+        time.sleep(settings.CHIPS_SEND_PAUSE_AFTER_HTTP)
+    old = message.status
+    message.waha_id = message_id(sent)[:200]
+    message.status = Message.Status.SENT
+    message.sent_at = _now()
+    message.error = ""
+    message.next_attempt_at = None
+    relaxed = ", set_config('synchronous_commit', 'off', true)" if connection.vendor == "postgresql" else ""
+    with connection.cursor() as cursor:
+        # Only while the claim is still this sender's (a recovery may have judged it interrupted).
+        cursor.execute(
+            f"UPDATE {Message._meta.db_table} SET waha_id = %s, status = %s, sent_at = %s, error = '', "  # noqa: S608
+            f"next_attempt_at = NULL WHERE id = %s AND status = %s AND attempted_at = %s RETURNING id{relaxed}",
+            [message.waha_id, message.status, connection.ops.adapt_datetimefield_value(message.sent_at),
+             message.pk, Message.Status.QUEUED, connection.ops.adapt_datetimefield_value(message.attempted_at)],
+        )
+        recorded = cursor.fetchone() is not None
+    if recorded:
         _message_changed(message, old)
     return None
+
+
+# Seconds a claim whose sender is gone is given before it counts as an interrupted attempt.
+# With the sender locks of PostgreSQL, a live sender is seen as such; without them (SQLite),
+# this must outlast the longest call to WAHA.
+INTERRUPTED_GRACE = 5.0
+INTERRUPTED_GRACE_WITHOUT_LOCKS = 45.0
 
 
 def _handle_unclaimable(message: Message) -> float | None:
@@ -1012,22 +1041,26 @@ def _handle_unclaimable(message: Message) -> float | None:
     if message.attempted_at is None:
         return None  # claimed and given back by another task meanwhile: that task goes on
     with transaction.atomic():
-        locked = list(Message.objects.select_for_update(skip_locked=True).filter(
-            pk=message.pk, status=Message.Status.QUEUED, attempted_at=message.attempted_at,
-        ).values_list("pk", flat=True))
+        if _sender_alive(message.pk):
+            return None  # its sender is at work: it records the outcome
+        still = Message.objects.select_for_update().filter(
+            pk=message.pk, status=Message.Status.QUEUED, attempted_at=message.attempted_at).exists()
+        if not still:
+            return None  # its sender recorded the outcome meanwhile
+        grace = INTERRUPTED_GRACE if _sender_locks() else INTERRUPTED_GRACE_WITHOUT_LOCKS
         age = (_now() - message.attempted_at).total_seconds()
-        if locked and age < INTERRUPTED_GRACE:
+        if age < grace:
             # Nobody holds it, but the claim is fresh: its sender may be about to: look again later.
-            return INTERRUPTED_GRACE - age + 0.5
-        if locked:  # nobody is sending it now: an earlier attempt died after handing it to WAHA
-            _fail(
-                message,
-                _(
-                    "Sending was interrupted after the message was handed to WhatsApp, so it may have been "
-                    "delivered. It was not sent again to avoid a duplicate: check the conversation."
-                ),
-                release=False,
-            )
+            return grace - age + 0.5
+        # Nobody is sending it now: an earlier attempt died after handing it to WAHA.
+        _fail(
+            message,
+            _(
+                "Sending was interrupted after the message was handed to WhatsApp, so it may have been "
+                "delivered. It was not sent again to avoid a duplicate: check the conversation."
+            ),
+            release=False,
+        )
     return None
 
 
@@ -1128,7 +1161,9 @@ def apply_ack(tenant: Tenant, session_name: str, waha_message_id: str, ack: int,
             inflight = outgoing_messages.filter(status=Message.Status.QUEUED, waha_id="", attempted_at__isnull=False)
             with contextlib.suppress(ValidationError):
                 inflight = inflight.filter(peer=phone_from_chat_id(str(payload.get("to") or "")))
-            if list(inflight.select_for_update().values_list("pk", flat=True)):
+            inflight_ids = list(inflight.values_list("pk", flat=True))
+            if inflight_ids:
+                _wait_for_senders(inflight_ids)
                 message = next(iter(outgoing_messages.filter(waha_id=waha_message_id)[:1]), None)
         if message is None:
             return None

@@ -81,3 +81,24 @@ def test_a_worker_killed_right_after_sending_does_not_send_twice(start_worker, o
     following, _ = services.send_message(tenant, chip, "11988887777", text="Próxima")
     wait_message(following.pk, Message.Status.DELIVERED)
     assert [m["body"] for m in sim.sent(chip.session_name)] == ["Só uma vez", "Próxima"]
+
+
+def test_a_slow_live_sender_is_not_taken_for_a_dead_one(start_worker, owner_client):
+    """A second delivery of a message whose sender is still at work (past the grace period) leaves it
+    to that sender: the message ends SENT, then DELIVERED, never FAILED as interrupted."""
+    tenant = owner_client.tenant
+    start_worker(CHIPS_SEND_PAUSE_AFTER_HTTP=str(services.INTERRUPTED_GRACE + 3))
+    chip = working_chip(tenant)
+    sim = sim_of(chip)
+
+    message, _ = services.send_message(tenant, chip, "11988886666", text="Devagar")
+    wait_until(lambda: len(sim.sent(chip.session_name)) == 1, message="WAHA accepted the message")
+    time.sleep(services.INTERRUPTED_GRACE + 0.5)  # the claim is older than the grace; its sender still sleeps
+    assert message_row(message.pk).status == Message.Status.QUEUED
+
+    assert services.deliver(message.pk) is None  # what a duplicated task would do: nothing
+    assert message_row(message.pk).status == Message.Status.QUEUED
+
+    delivered = wait_message(message.pk, Message.Status.DELIVERED, timeout=20)
+    assert delivered.attempts == 1 and delivered.waha_id and not delivered.error
+    assert [m["body"] for m in sim.sent(chip.session_name)] == ["Devagar"]
