@@ -17,6 +17,7 @@ from django_scopes import scopes_disabled
 
 from chips import services
 from chips.models import Chip, Message
+from tests.bench.cpu import cpu_seconds, cpu_since
 from tests.chips.conftest import (  # noqa: F401 - fixtures
     Gunicorn,
     Worker,
@@ -83,34 +84,6 @@ def _sent_count(sim, session: str) -> int:
     return sim.call("GET", "/_sim/stats").json()["sessions"][session]["sent"]
 
 
-def _cpu_seconds() -> dict[str, float]:
-    """CPU seconds used so far by the processes of this benchmark, by kind (from /proc)."""
-    ticks = os.sysconf("SC_CLK_TCK")
-    totals: dict[str, float] = {}
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/cmdline", "rb") as fh:
-                cmd = fh.read().replace(b"\0", b" ").decode(errors="replace")
-            with open(f"/proc/{entry}/stat") as fh:
-                fields = fh.read().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        kind = ("gunicorn" if "gunicorn" in cmd and "whago.wsgi" in cmd else
-                "celery" if "celery -A whago worker" in cmd and "chips-" in cmd else
-                "simulator" if "waha.simulator --control" in cmd and "python3 -m" in cmd else
-                "postgres" if cmd.startswith("postgres:") else None)
-        if kind:
-            totals[kind] = totals.get(kind, 0.0) + (int(fields[11]) + int(fields[12])) / ticks
-    return totals
-
-
-def _cpu_since(before: dict[str, float]) -> str:
-    after = _cpu_seconds()
-    return ", ".join(f"{kind} {after[kind] - before.get(kind, 0.0):.1f}" for kind in sorted(after))
-
-
 def _drain(sim, timeout: float = 120) -> None:
     """Wait until the simulator has delivered every pending webhook (acks) to the app."""
     wait_until(lambda: sim.call("GET", "/_sim/stats").json()["webhooks"]["pending"] == 0, timeout=timeout,
@@ -135,11 +108,11 @@ def test_send_ratio(app):
 
     warm = _raw_loop(container.base_url, container.api_key, chip.session_name, 200)
     _drain(sim)
-    cpu = _cpu_seconds()
+    cpu = cpu_seconds()
     raw_seconds = _raw_loop(container.base_url, container.api_key, chip.session_name, MESSAGES)
-    raw_cpu = _cpu_since(cpu)
+    raw_cpu = cpu_since(cpu)
     _drain(sim)
-    raw_cpu_drained = _cpu_since(cpu)
+    raw_cpu_drained = cpu_since(cpu)
 
     headers = {"Authorization": f"Bearer {raw_key}"}
     local = threading.local()
@@ -173,13 +146,13 @@ def test_send_ratio(app):
         return time.monotonic() - started, api_done
 
     before = _sent_count(sim, chip.session_name)
-    cpu = _cpu_seconds()
+    cpu = cpu_seconds()
     pipeline_seconds, api_done = pipeline(post_batch, range(0, MESSAGES, BATCH), MESSAGES, 4)
-    pipeline_cpu = _cpu_since(cpu)
+    pipeline_cpu = cpu_since(cpu)
     pipeline_rate = MESSAGES / pipeline_seconds
     assert _sent_count(sim, chip.session_name) == before + MESSAGES  # each message sent exactly once
     _drain(sim)
-    pipeline_cpu_drained = _cpu_since(cpu)
+    pipeline_cpu_drained = cpu_since(cpu)
     # The raw loop again: the machine's load may have changed meanwhile (the two runs are averaged).
     raw_again = _raw_loop(container.base_url, container.api_key, chip.session_name, MESSAGES)
     raw_rate = 2 * MESSAGES / (raw_seconds + raw_again)
