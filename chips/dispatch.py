@@ -285,27 +285,28 @@ def send_batch(campaign: Campaign, chip: Chip, token: uuid.UUID, size: int) -> s
     pairs = _create_messages(campaign, chip, items, token, reservation)
     session = WahaSession.objects.select_related("container").filter(pk=chip.waha_session_id).first()
     sent, outcome, checked = [], DONE, time.monotonic()
-    for position, (recipient, message) in enumerate(pairs):
-        if time.monotonic() - checked > 0.5:
-            # Between two sends of a large batch: a pause, a cancel or a chip going down takes effect
-            # now, and the lease is renewed.
-            checked = time.monotonic()
-            acquire(campaign.pk, chip.pk, token)
-            stopped = Campaign.objects.filter(pk=campaign.pk).values_list("status", flat=True).first() != RUNNING
-            if stopped or not Chip.objects.filter(pk=chip.pk, status=Chip.Status.WORKING).exists():
-                for rest, rest_message in pairs[position:]:
+    with services.Sender() as sender:
+        for position, (recipient, message) in enumerate(pairs):
+            if time.monotonic() - checked > 0.5:
+                # Between two sends of a large batch: a pause, a cancel or a chip going down takes effect
+                # now, and the lease is renewed.
+                checked = time.monotonic()
+                acquire(campaign.pk, chip.pk, token)
+                stopped = Campaign.objects.filter(pk=campaign.pk).values_list("status", flat=True).first() != RUNNING
+                if stopped or not Chip.objects.filter(pk=chip.pk, status=Chip.Status.WORKING).exists():
+                    for rest, rest_message in pairs[position:]:
+                        _requeue(rest.pk, rest_message.pk, token, count_retry=False)
+                    outcome = STOP
+                    break
+            if session is None or _send(sender, message, session):
+                # deliver() wants a retry later: the message never reached WhatsApp because the chip or its
+                # server refused it. Another chip may take it now; this lane stops for a while.
+                _requeue(recipient.pk, message.pk, token, count_retry=True)
+                for rest, rest_message in pairs[position + 1:]:
                     _requeue(rest.pk, rest_message.pk, token, count_retry=False)
-                outcome = STOP
+                outcome = CHIP_DOWN
                 break
-        if session is None or _send(message, session):
-            # deliver() wants a retry later: the message never reached WhatsApp because the chip or its
-            # server refused it. Another chip may take it now; this lane stops for a while.
-            _requeue(recipient.pk, message.pk, token, count_retry=True)
-            for rest, rest_message in pairs[position + 1:]:
-                _requeue(rest.pk, rest_message.pk, token, count_retry=False)
-            outcome = CHIP_DOWN
-            break
-        sent.append(recipient.pk)
+            sent.append(recipient.pk)
     _settle_batch(sent, token)
     return outcome
 
@@ -331,16 +332,16 @@ def _reserve(campaign: Campaign, items: list, token: uuid.UUID):
     return None
 
 
-def _send(message: Message, session: WahaSession | None) -> bool:
+def _send(sender: services.Sender, message: Message, session: WahaSession | None) -> bool:
     """chips.services.deliver() for a message this lane just created, which it already holds in memory.
 
-    The same claim, call and records (services.attempt). Returns True when the message must be
+    The same claim, call and records (services.Sender). Returns True when the message must be
     tried again later because it provably never reached WhatsApp.
     """
-    claim = services._claim_attempt(message.pk)
+    claim = sender.claim(message.pk)
     if claim is None:
         return False  # another sender has it
-    return services.attempt(message, session, claim) is not None
+    return sender.attempt(message, session, claim) is not None
 
 
 def _settle_batch(recipient_ids: list[int], token: uuid.UUID) -> None:

@@ -2,6 +2,7 @@
 import time
 
 from django.urls import reverse
+from django_scopes import scopes_disabled
 
 from billing import limits
 from chips import services
@@ -102,3 +103,51 @@ def test_a_slow_live_sender_is_not_taken_for_a_dead_one(start_worker, owner_clie
     delivered = wait_message(message.pk, Message.Status.DELIVERED, timeout=20)
     assert delivered.attempts == 1 and delivered.waha_id and not delivered.error
     assert [m["body"] for m in sim.sent(chip.session_name)] == ["Devagar"]
+
+
+def _sender_locks_held() -> list[int]:
+    """The message ids whose sender lock this connection holds."""
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT objid FROM pg_locks WHERE locktype = 'advisory' AND pid = pg_backend_pid() "
+                       "AND granted ORDER BY objid")
+        return [row[0] for row in cursor.fetchall()]
+
+
+def test_a_run_of_sends_gives_up_each_lock_with_the_next_claim_and_none_is_left(worker, owner_client):
+    """services.Sender: a message's lock is kept past its SENT record and given up by the next claim,
+    also when that claim fails; nothing is held once the run ends (deliver_many, campaign lanes)."""
+    tenant = owner_client.tenant
+    chip = working_chip(tenant)
+    with scopes_disabled():
+        first, taken, last = (
+            Message.objects.create(tenant=tenant, chip=chip, direction=Message.Direction.OUT,
+                                   peer="5511988880001", body=body, status=Message.Status.QUEUED)
+            for body in ("um", "dois", "três")
+        )
+        Message.objects.filter(pk=taken.pk).update(status=Message.Status.SENT, waha_id="sent-elsewhere")
+        first, last = (Message.objects.select_related("tenant", "chip").get(pk=m.pk) for m in (first, last))
+    session = chip_row(chip.pk).waha_session
+
+    with services.Sender() as sender:
+        claim = sender.claim(first.pk)
+        assert _sender_locks_held() == [first.pk]
+        assert sender.attempt(first, session, claim) is None
+        assert message_row(first.pk).status in {Message.Status.SENT, Message.Status.DELIVERED}
+        assert _sender_locks_held() == [first.pk]  # kept past the record...
+        assert sender.claim(taken.pk) is None
+        assert _sender_locks_held() == []  # ...given up though the claim failed
+        claim = sender.claim(last.pk)
+        assert sender.attempt(last, session, claim) is None
+        assert _sender_locks_held() == [last.pk]
+    assert _sender_locks_held() == []
+
+    with scopes_disabled():
+        again = [Message.objects.create(tenant=tenant, chip=chip, direction=Message.Direction.OUT,
+                                        peer="5511988880002", body=f"lote {n}", status=Message.Status.QUEUED)
+                 for n in range(3)]
+    assert services.deliver_many([m.pk for m in again]) == {}
+    assert _sender_locks_held() == []
+    assert {message_row(m.pk).status for m in again} <= {Message.Status.SENT, Message.Status.DELIVERED}
+    assert [m["body"] for m in sim_of(chip).sent(chip.session_name)] == ["um", "três", "lote 0", "lote 1", "lote 2"]
