@@ -6,10 +6,11 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def run_manage(*args, **env):
+def run_manage(*args, cwd=ROOT, **env):
     full = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "DJANGO_ENV", "SECRET_KEY")}
     full.update(env)
-    return subprocess.run([sys.executable, "manage.py", *args], cwd=ROOT, env=full, capture_output=True, text=True)
+    return subprocess.run([sys.executable, str(ROOT / "manage.py"), *args], cwd=cwd, env=full, capture_output=True,
+                          text=True)
 
 
 PRODUCTION = {
@@ -43,3 +44,18 @@ def test_embedded_defaults_need_no_server(tmp_path):
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.split() == ["django.db.backends.sqlite3", "filesystem://", "True"]
+
+
+def test_the_embedded_broker_keeps_its_files_in_the_var_directory(tmp_path):
+    """Sending a task through the filesystem broker writes under WHAGO_VAR_DIR only, never in the
+    directory the command runs from (kombu's defaults are relative to it)."""
+    var, elsewhere = tmp_path / "var", tmp_path / "cwd"
+    elsewhere.mkdir()
+    result = run_manage(
+        "shell", "-v", "0", "-c", "from whago.celery import app; app.send_task('whago.noop')",
+        cwd=elsewhere, WHAGO_VAR_DIR=str(var), CELERY_BROKER_URL="", REDIS_URL="",
+    )
+    assert result.returncode == 0, result.stderr
+    assert list(elsewhere.iterdir()) == []
+    assert list((var / "broker" / "queue").iterdir())  # the task is queued
+    assert (var / "broker" / "control" / "celery.exchange").exists()
