@@ -921,7 +921,31 @@ def _one_row(sql: str, params: list) -> tuple | None:
         return cursor.fetchone()
 
 
-def _claim_attempt(message_id_: int, release: int | None = None) -> tuple[datetime, int] | None:
+_CLAIM_SQL = (
+    f"UPDATE {Message._meta.db_table} SET attempts = attempts + 1, attempted_at = %s "  # noqa: S608
+    "WHERE id = %s AND direction = %s AND status = %s AND attempted_at IS NULL"
+)
+_SENT_SQL = (
+    f"UPDATE {Message._meta.db_table} SET waha_id = %s, status = %s, sent_at = %s, error = '', "  # noqa: S608
+    "next_attempt_at = NULL WHERE id = %s AND status = %s AND attempted_at = %s"
+)
+
+
+def _claim_params(claimed_at: datetime | None, message_id_: int | None) -> list:
+    return [connection.ops.adapt_datetimefield_value(claimed_at), message_id_, Message.Direction.OUT,
+            Message.Status.QUEUED]
+
+
+def _sent_params(message: Message | None) -> list:
+    """The SENT record's parameters (only while the claim is still this sender's: a recovery may have
+    judged it interrupted); all NULL, matching nothing, without a message."""
+    if message is None:
+        return [None] * 6
+    return [message.waha_id, message.status, connection.ops.adapt_datetimefield_value(message.sent_at),
+            message.pk, Message.Status.QUEUED, connection.ops.adapt_datetimefield_value(message.attempted_at)]
+
+
+def _claim_attempt(message_id_: int) -> tuple[datetime, int] | None:
     """Mark a queued, never attempted message as being attempted now, committed at once.
 
     Returns (claimed_at, attempts) when this caller got it, None when another sender has it
@@ -929,22 +953,11 @@ def _claim_attempt(message_id_: int, release: int | None = None) -> tuple[dateti
     the call. On PostgreSQL the same statement takes the message's advisory lock for this
     connection: held while the message is handed to WAHA and recorded, it tells a live sender
     from a dead one, makes an early ack wait for the record, and goes with the connection if
-    the worker dies. attempt() releases it, or a Sender with its next claim: `release` is the
-    message whose lock the same statement gives up when it claims (the caller gives it up
-    itself when the claim fails: the statement then returns no row).
+    the worker dies. attempt() releases it (a Sender, later: see there).
     """
     claimed_at = _now()
-    extra, params = "", []
-    if _sender_locks():
-        extra = ", pg_advisory_lock(id)"
-        if release is not None:
-            extra, params = extra + ", pg_advisory_unlock(%s)", [release]
-    row = _one_row(
-        f"UPDATE {Message._meta.db_table} SET attempts = attempts + 1, attempted_at = %s "  # noqa: S608
-        f"WHERE id = %s AND direction = %s AND status = %s AND attempted_at IS NULL RETURNING attempts{extra}",
-        [connection.ops.adapt_datetimefield_value(claimed_at), message_id_, Message.Direction.OUT,
-         Message.Status.QUEUED, *params],
-    )
+    lock = ", pg_advisory_lock(id)" if _sender_locks() else ""
+    row = _one_row(f"{_CLAIM_SQL} RETURNING attempts{lock}", _claim_params(claimed_at, message_id_))
     return (claimed_at, row[0]) if row else None
 
 
@@ -986,55 +999,100 @@ def attempt(message: Message, session: WahaSession | None, claim: tuple[datetime
     interrupted, which is never sent again.
     """
     try:
-        return _attempt(message, session, claim)
+        return _attempt(message, session, claim, _record_sent)
     finally:
         _release_attempt(message.pk)
 
 
-class Sender:
-    """Sends messages one after another on this connection: claim, attempt, claim, attempt...
+def _record_sent(message: Message, old_status: str) -> None:
+    relaxed = ", set_config('synchronous_commit', 'off', true)" if connection.vendor == "postgresql" else ""
+    if _one_row(f"{_SENT_SQL} RETURNING id{relaxed}", _sent_params(message)) is not None:
+        _message_changed(message, old_status)
 
-    The same protocol as _claim_attempt() + attempt(), in two round trips per message instead
-    of three: a message's sender lock, kept once its outcome is committed, is given up by the
-    statement that claims the next one (an early ack for it waits that much longer: the time
-    to the next claim). Use as a context manager: the last lock is given up on the way out.
+
+class Sender:
+    """Sends messages one after another on this connection (a campaign lane, a batch task).
+
+    The protocol of _claim_attempt() + attempt(), in one round trip per message on PostgreSQL
+    instead of three: a message handed to WAHA has its SENT record written by the statement
+    that claims the next message, in the claim's (durable) transaction, and its sender lock is
+    given up by the statement after that, once the record is committed. So a message's lock is
+    held from its claim until its outcome is on record, as with attempt(); an early ack waits
+    for it, and for the next message's call to WAHA. Use as a context manager: leaving records
+    the last outcome and gives up every lock. Without sender locks (SQLite) it is exactly
+    _claim_attempt() + attempt().
     """
 
+    # Records the SENT of the message handed over last (if any), claims the next one (if any)
+    # taking its lock, and gives up the locks of messages whose outcome is already committed.
+    # Parameters: _sent_params, _claim_params, the ids to unlock. NULLs match nothing.
+    STEP_SQL = (
+        f"WITH recorded AS ({_SENT_SQL} RETURNING id), claimed AS ({_CLAIM_SQL} RETURNING id, attempts) "  # noqa: S608
+        "SELECT (SELECT count(*) FROM recorded), claimed.attempts, pg_advisory_lock(claimed.id), "
+        "(SELECT count(pg_advisory_unlock(settled)) FROM unnest(%s::bigint[]) AS settled) "
+        "FROM (VALUES (1)) AS one LEFT JOIN claimed ON true"
+    )
+
     def __init__(self):
-        self.held: int | None = None
+        self.stepping = _sender_locks()
+        self.unrecorded: tuple[Message, str] | None = None  # handed to WAHA, SENT not on record yet
+        self.settled: list[int] = []  # outcome committed, lock still held
 
     def __enter__(self) -> Sender:
         return self
 
-    def __exit__(self, *exc_info) -> None:
-        self.release()
+    def __exit__(self, exc_type, exc, traceback) -> None:
+        if exc_type is None:
+            self.finish()
+            return
+        try:
+            self.finish()
+        except Exception:  # the error on its way out matters more; the locks go with the connection
+            log.exception("could not record the last send of an interrupted run")
 
-    def release(self) -> None:
-        """Give up the lock kept from the last attempt, if any."""
-        held, self.held = self.held, None
-        if held is not None:
-            _release_attempt(held)
+    def finish(self) -> None:
+        """Record the last outcome and give up every lock this sender holds."""
+        if self.unrecorded is not None:
+            self._step(None)
+        settled, self.settled = self.settled, []
+        for message_id_ in settled:
+            _release_attempt(message_id_)
 
     def claim(self, message_id_: int) -> tuple[datetime, int] | None:
-        """_claim_attempt(), giving up the last attempt's lock on the way."""
-        held, self.held = self.held, None
-        claim = _claim_attempt(message_id_, release=held)
-        if claim is None and held is not None:
-            _release_attempt(held)  # no row: the statement did not get to it
-        return claim
+        """_claim_attempt(), recording the previous message's outcome on the way."""
+        if not self.stepping:
+            return _claim_attempt(message_id_)
+        claimed_at = _now()
+        attempts = self._step(message_id_, claimed_at)
+        return (claimed_at, attempts) if attempts is not None else None
+
+    def _step(self, message_id_: int | None, claimed_at: datetime | None = None) -> int | None:
+        unrecorded, settled = self.unrecorded, self.settled
+        params = [*_sent_params(unrecorded and unrecorded[0]), *_claim_params(claimed_at, message_id_), settled]
+        recorded, attempts, _locked, _unlocked = _one_row(self.STEP_SQL, params)
+        # Committed: the recorded message's lock is given up by the next statement.
+        self.unrecorded, self.settled = None, [unrecorded[0].pk] if unrecorded else []
+        if unrecorded and recorded:
+            _message_changed(*unrecorded)
+        return attempts
 
     def attempt(self, message: Message, session: WahaSession | None, claim: tuple[datetime, int]) -> float | None:
-        """attempt(), keeping the message's lock until the next claim (or release())."""
+        """attempt(): the SENT record and the lock wait for the next claim (or finish())."""
+        if not self.stepping:
+            return attempt(message, session, claim)
         try:
-            wait = _attempt(message, session, claim)
-        except BaseException:
-            _release_attempt(message.pk)
-            raise
-        self.held = message.pk
-        return wait
+            return _attempt(message, session, claim, self._defer)
+        finally:
+            if self.unrecorded is None or self.unrecorded[0] is not message:
+                self.settled.append(message.pk)  # a failure, on record already (or an error: interrupted)
+
+    def _defer(self, message: Message, old_status: str) -> None:
+        self.unrecorded = (message, old_status)
 
 
-def _attempt(message: Message, session: WahaSession | None, claim: tuple[datetime, int]) -> float | None:
+def _attempt(message: Message, session: WahaSession | None, claim: tuple[datetime, int], record) -> float | None:
+    """The call to WAHA for a claimed message, and the record of a failure; a success is handed to
+    record(message, old_status)."""
     message.attempted_at, message.attempts = claim
     chip = message.chip
     problem = _unsendable_reason(chip) if session is not None else _("the chip is not connected")
@@ -1080,16 +1138,7 @@ def _attempt(message: Message, session: WahaSession | None, claim: tuple[datetim
     message.sent_at = _now()
     message.error = ""
     message.next_attempt_at = None
-    relaxed = ", set_config('synchronous_commit', 'off', true)" if connection.vendor == "postgresql" else ""
-    # Only while the claim is still this sender's (a recovery may have judged it interrupted).
-    recorded = _one_row(
-        f"UPDATE {Message._meta.db_table} SET waha_id = %s, status = %s, sent_at = %s, error = '', "  # noqa: S608
-        f"next_attempt_at = NULL WHERE id = %s AND status = %s AND attempted_at = %s RETURNING id{relaxed}",
-        [message.waha_id, message.status, connection.ops.adapt_datetimefield_value(message.sent_at),
-         message.pk, Message.Status.QUEUED, connection.ops.adapt_datetimefield_value(message.attempted_at)],
-    ) is not None
-    if recorded:
-        _message_changed(message, old)
+    record(message, old)
     return None
 
 
@@ -1161,7 +1210,7 @@ def deliver_many(message_ids: list[int]) -> dict[int, float]:
             message = messages.get(message_id_)
             claim = sender.claim(message_id_) if _sendable(message) and message.attempted_at is None else None
             if claim is None:
-                sender.release()
+                sender.finish()
                 wait = deliver(message_id_)  # already handled elsewhere, or an attempt to look into
             else:
                 wait = sender.attempt(message, sessions.get(message.chip.waha_session_id), claim)

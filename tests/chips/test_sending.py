@@ -115,39 +115,93 @@ def _sender_locks_held() -> list[int]:
         return [row[0] for row in cursor.fetchall()]
 
 
-def test_a_run_of_sends_gives_up_each_lock_with_the_next_claim_and_none_is_left(worker, owner_client):
-    """services.Sender: a message's lock is kept past its SENT record and given up by the next claim,
-    also when that claim fails; nothing is held once the run ends (deliver_many, campaign lanes)."""
+def test_a_run_of_sends_records_each_outcome_with_the_next_claim_and_holds_each_lock_until_then(
+        worker, owner_client):
+    """services.Sender: one statement records the last message's SENT and claims the next; a
+    message's lock is held until its outcome is committed, also when the next claim fails or the
+    call fails; nothing is held once the run ends (deliver_many, campaign lanes)."""
     tenant = owner_client.tenant
     chip = working_chip(tenant)
     with scopes_disabled():
-        first, taken, last = (
+        first, taken, last, refused = (
             Message.objects.create(tenant=tenant, chip=chip, direction=Message.Direction.OUT,
-                                   peer="5511988880001", body=body, status=Message.Status.QUEUED)
-            for body in ("um", "dois", "três")
+                                   peer="+5511988880001", body=body, status=Message.Status.QUEUED)
+            for body in ("um", "dois", "três", "quatro")
         )
         Message.objects.filter(pk=taken.pk).update(status=Message.Status.SENT, waha_id="sent-elsewhere")
-        first, last = (Message.objects.select_related("tenant", "chip").get(pk=m.pk) for m in (first, last))
+        first, last, refused = (Message.objects.select_related("tenant", "chip").get(pk=m.pk)
+                                for m in (first, last, refused))
     session = chip_row(chip.pk).waha_session
 
     with services.Sender() as sender:
         claim = sender.claim(first.pk)
         assert _sender_locks_held() == [first.pk]
         assert sender.attempt(first, session, claim) is None
-        assert message_row(first.pk).status in {Message.Status.SENT, Message.Status.DELIVERED}
-        assert _sender_locks_held() == [first.pk]  # kept past the record...
+        in_flight = message_row(first.pk)  # handed to WAHA, its record waits for the next claim
+        assert in_flight.status == Message.Status.QUEUED and in_flight.attempted_at and not in_flight.waha_id
+        assert _sender_locks_held() == [first.pk]
+
         assert sender.claim(taken.pk) is None
-        assert _sender_locks_held() == []  # ...given up though the claim failed
+        recorded = message_row(first.pk)
+        assert recorded.status in {Message.Status.SENT, Message.Status.DELIVERED} and recorded.waha_id
+        assert _sender_locks_held() == [first.pk]  # its record was just committed: given up next
+
         claim = sender.claim(last.pk)
-        assert sender.attempt(last, session, claim) is None
         assert _sender_locks_held() == [last.pk]
+        assert sender.attempt(last, session, claim) is None
+
+        claim = sender.claim(refused.pk)
+        assert _sender_locks_held() == [last.pk, refused.pk]
+        assert message_row(last.pk).status in {Message.Status.SENT, Message.Status.DELIVERED}
+        # A session WAHA does not know: refused, on record at once (to be retried), and its lock kept
+        # until the next statement.
+        assert sender.attempt(refused, None, claim) is not None
+        assert message_row(refused.pk).attempted_at is None
     assert _sender_locks_held() == []
 
     with scopes_disabled():
         again = [Message.objects.create(tenant=tenant, chip=chip, direction=Message.Direction.OUT,
-                                        peer="5511988880002", body=f"lote {n}", status=Message.Status.QUEUED)
+                                        peer="+5511988880002", body=f"lote {n}", status=Message.Status.QUEUED)
                  for n in range(3)]
     assert services.deliver_many([m.pk for m in again]) == {}
     assert _sender_locks_held() == []
     assert {message_row(m.pk).status for m in again} <= {Message.Status.SENT, Message.Status.DELIVERED}
     assert [m["body"] for m in sim_of(chip).sent(chip.session_name)] == ["um", "três", "lote 0", "lote 1", "lote 2"]
+
+
+def test_an_early_ack_waits_for_the_record_that_comes_with_the_next_claim(worker, owner_client):
+    """An ack that arrives before its message's SENT is on record (a Sender records it with the next
+    claim) waits for it, then applies: the message ends DELIVERED, not lost as unknown."""
+    import threading
+
+    tenant = owner_client.tenant
+    chip = working_chip(tenant)
+    with scopes_disabled():
+        message = Message.objects.create(tenant=tenant, chip=chip, direction=Message.Direction.OUT,
+                                         peer="+5511988880003", body="cedo", status=Message.Status.QUEUED)
+        message = Message.objects.select_related("tenant", "chip").get(pk=message.pk)
+    session = chip_row(chip.pk).waha_session
+    applied = []
+
+    with services.Sender() as sender:
+        claim = sender.claim(message.pk)
+        sender.attempt(message, session, claim)
+        assert message_row(message.pk).waha_id == ""  # not on record yet
+        ack = {"id": message.waha_id, "to": "5511988880003@c.us", "fromMe": True, "ack": 2, "ackName": "DEVICE"}
+
+        def webhook():
+            from django.db import connection, transaction
+
+            try:
+                with transaction.atomic():
+                    applied.append(services.apply_ack(tenant, chip.session_name, message.waha_id, 2, ack))
+            finally:
+                connection.close()
+
+        thread = threading.Thread(target=webhook)
+        thread.start()
+        thread.join(1.0)
+        assert thread.is_alive()  # waiting on the message's lock
+    thread.join(10)
+    assert not thread.is_alive() and applied and applied[0] is not None
+    assert message_row(message.pk).status == Message.Status.DELIVERED
