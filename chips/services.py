@@ -12,7 +12,9 @@ Messages
         message QUEUED and enqueues the send task on commit. Idempotent per idempotency key.
     deliver(message_id) -> seconds before a retry, or None          (the send task's body)
     deliver_many(message_ids) -> {id: seconds before a retry}       (the batch task's body)
-    attempt(message, session, claim)            the claimed send, shared with campaign lanes
+    attempt(message, session, claim)            the claimed send
+    Sender()                                    claim + attempt for runs of sends (batch tasks,
+                                                campaign lanes): one statement per message
 
 Never sending twice. `deliver` first claims the message (attempted_at, a conditional
 UPDATE committed durably at once, which also takes the message's sender lock: a PostgreSQL
@@ -23,7 +25,9 @@ its connection and lock go with it, and the redelivered task finds attempted_at 
 a WAHA id and nobody holding the lock. WAHA has no lookup by a client key, so WHAGO does not
 guess: the message is marked FAILED with a reason saying it may have been sent, it is NOT
 sent again, and its quota stays counted. (Without the locks, on the embedded SQLite, a claim
-is judged interrupted only once older than any call to WAHA can last.)
+is judged interrupted only once older than any call to WAHA can last.) A Sender keeps the
+same rule with fewer statements: the SENT record travels with the next message's claim (and
+is as durable), and the lock is let go by the statement after, once the record is committed.
 Attempts that provably never reached WAHA (connection refused, 5xx, session not ready)
 clear the mark and are retried with backoff; after CHIPS_SEND_MAX_ATTEMPTS the message is
 FAILED with the reason and its quota is given back.
