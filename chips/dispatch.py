@@ -294,6 +294,7 @@ def send_batch(campaign: Campaign, chip: Chip, token: uuid.UUID, size: int) -> s
                 acquire(campaign.pk, chip.pk, token)
                 stopped = Campaign.objects.filter(pk=campaign.pk).values_list("status", flat=True).first() != RUNNING
                 if stopped or not Chip.objects.filter(pk=chip.pk, status=Chip.Status.WORKING).exists():
+                    sender.finish()  # the last message sent goes on record first
                     for rest, rest_message in pairs[position:]:
                         _requeue(rest.pk, rest_message.pk, token, count_retry=False)
                     outcome = STOP

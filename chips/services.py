@@ -910,8 +910,8 @@ def _one_row(sql: str, params: list) -> tuple | None:
     """Run one statement of the send path and return its first row.
 
     On PostgreSQL it runs as a prepared statement of this connection (server-side binding,
-    prepared once, planned once): the claim and the SENT record run once per message, and
-    parsing them each time is most of what they cost the database.
+    parsed and planned once per connection: settings' prepare_threshold lets psycopg do it);
+    the send path runs it once per message.
     """
     if connection.vendor != "postgresql":
         with connection.cursor() as cursor:
@@ -919,6 +919,7 @@ def _one_row(sql: str, params: list) -> tuple | None:
             return cursor.fetchone()
     import psycopg
 
+    connection.close_if_health_check_failed()
     connection.ensure_connection()
     with connection.wrap_database_errors, psycopg.Cursor(connection.connection) as cursor:
         cursor.execute(sql, params, prepare=True)
@@ -1039,6 +1040,7 @@ class Sender:
 
     def __init__(self):
         self.stepping = _sender_locks()
+        self.claimed: tuple[int, datetime] | None = None  # claimed and locked, not handed to WAHA yet
         self.unrecorded: tuple[Message, str] | None = None  # handed to WAHA, SENT not on record yet
         self.settled: list[int] = []  # outcome committed, lock still held
 
@@ -1051,23 +1053,49 @@ class Sender:
             return
         try:
             self.finish()
-        except Exception:  # the error on its way out matters more; the locks go with the connection
+        except Exception:  # the error on its way out matters more
             log.exception("could not record the last send of an interrupted run")
 
     def finish(self) -> None:
         """Record the last outcome and give up every lock this sender holds."""
-        if self.unrecorded is not None:
-            self._step(None)
-        settled, self.settled = self.settled, []
-        for message_id_ in settled:
-            _release_attempt(message_id_)
+        if not self.stepping:
+            return
+        try:
+            if self.claimed is not None:
+                # Claimed, never handed to WAHA (an error came in between): the claim is given back.
+                message_id_, claimed_at = self.claimed
+                with scopes_disabled():
+                    Message.objects.filter(pk=message_id_, status=Message.Status.QUEUED,
+                                           attempted_at=claimed_at).update(attempted_at=None)
+                self.settled.append(message_id_)
+                self.claimed = None
+            if self.unrecorded is not None:
+                self._step(None)
+            settled, self.settled = self.settled, []
+            for message_id_ in settled:
+                _release_attempt(message_id_)
+        except BaseException:
+            self._abandon()
+            raise
+
+    def _abandon(self) -> None:
+        """After a failed statement: the locks must not outlive it on a connection that stays open
+        (a message would look in flight for good), so the connection is closed and they go with it.
+        A message handed to WAHA but not on record is then judged interrupted, as after a crash."""
+        self.claimed, self.unrecorded, self.settled = None, None, []
+        if not connection.in_atomic_block:
+            connection.close()
 
     def claim(self, message_id_: int) -> tuple[datetime, int] | None:
         """_claim_attempt(), recording the previous message's outcome on the way."""
         if not self.stepping:
             return _claim_attempt(message_id_)
         claimed_at = _now()
-        attempts = self._step(message_id_, claimed_at)
+        try:
+            attempts = self._step(message_id_, claimed_at)
+        except BaseException:
+            self._abandon()
+            raise
         return (claimed_at, attempts) if attempts is not None else None
 
     def _step(self, message_id_: int | None, claimed_at: datetime | None = None) -> int | None:
@@ -1076,14 +1104,20 @@ class Sender:
         recorded, attempts, _locked, _unlocked = _one_row(self.STEP_SQL, params)
         # Committed: the recorded message's lock is given up by the next statement.
         self.unrecorded, self.settled = None, [unrecorded[0].pk] if unrecorded else []
+        if attempts is not None:
+            self.claimed = (message_id_, claimed_at)
         if unrecorded and recorded:
-            _message_changed(*unrecorded)
+            try:
+                _message_changed(*unrecorded)
+            except Exception:  # an announcement lost must not stop the sends (nor hold their locks)
+                log.exception("could not announce message %s as sent", unrecorded[0].pk)
         return attempts
 
     def attempt(self, message: Message, session: WahaSession | None, claim: tuple[datetime, int]) -> float | None:
         """attempt(): the SENT record and the lock wait for the next claim (or finish())."""
         if not self.stepping:
             return attempt(message, session, claim)
+        self.claimed = None
         try:
             return _attempt(message, session, claim, self._defer)
         finally:

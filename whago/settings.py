@@ -116,6 +116,11 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
 else:
     DATABASES["default"]["CONN_MAX_AGE"] = env.int("DB_CONN_MAX_AGE", default=60)
     DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
+    # Django's own queries bind parameters client-side and are never prepared; the send path's
+    # per-message statement (chips.services._one_row) binds server-side and asks to be
+    # prepared, which psycopg does only with a threshold set. (The send path's session advisory
+    # locks already need a session per connection: no transaction-mode pooler in between.)
+    DATABASES["default"].setdefault("OPTIONS", {}).setdefault("prepare_threshold", 5)
 # Several test runs may share one PostgreSQL server: each names its own test database.
 DATABASES["default"]["TEST"] = {"NAME": env.str("TEST_DATABASE_NAME", default="") or None}
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"

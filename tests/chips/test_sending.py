@@ -157,6 +157,7 @@ def test_a_run_of_sends_records_each_outcome_with_the_next_claim_and_holds_each_
         # until the next statement.
         assert sender.attempt(refused, None, claim) is not None
         assert message_row(refused.pk).attempted_at is None
+        assert _sender_locks_held() == [last.pk, refused.pk]
     assert _sender_locks_held() == []
 
     with scopes_disabled():
@@ -169,6 +170,16 @@ def test_a_run_of_sends_records_each_outcome_with_the_next_claim_and_holds_each_
     assert [m["body"] for m in sim_of(chip).sent(chip.session_name)] == ["um", "três", "lote 0", "lote 1", "lote 2"]
 
 
+def _advisory_locks(message_ids, granted: bool) -> int:
+    """Sender locks on these messages held (granted) or waited for, by any connection."""
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND objid = ANY(%s) "
+                       "AND granted = %s", [list(message_ids), granted])
+        return cursor.fetchone()[0]
+
+
 def test_an_early_ack_waits_for_the_record_that_comes_with_the_next_claim(worker, owner_client):
     """An ack that arrives before its message's SENT is on record (a Sender records it with the next
     claim) waits for it, then applies: the message ends DELIVERED, not lost as unknown."""
@@ -176,6 +187,7 @@ def test_an_early_ack_waits_for_the_record_that_comes_with_the_next_claim(worker
 
     tenant = owner_client.tenant
     chip = working_chip(tenant)
+    sim_of(chip).behaviour(server_ms=None, device_ms=None)  # this test sends the ack itself
     with scopes_disabled():
         message = Message.objects.create(tenant=tenant, chip=chip, direction=Message.Direction.OUT,
                                          peer="+5511988880003", body="cedo", status=Message.Status.QUEUED)
@@ -200,8 +212,56 @@ def test_an_early_ack_waits_for_the_record_that_comes_with_the_next_claim(worker
 
         thread = threading.Thread(target=webhook)
         thread.start()
-        thread.join(1.0)
-        assert thread.is_alive()  # waiting on the message's lock
+        wait_until(lambda: _advisory_locks([message.pk], granted=False) == 1, message="the ack waits on the lock")
+        assert not applied
     thread.join(10)
     assert not thread.is_alive() and applied and applied[0] is not None
     assert message_row(message.pk).status == Message.Status.DELIVERED
+
+
+def test_a_run_stopped_by_an_error_gives_back_its_claim_and_holds_no_lock(worker, owner_client):
+    """Between a claim and the call to WAHA an error stops the run: the claim is given back (the
+    message was never sent) and no lock is left. A statement that fails leaves no lock either:
+    the connection goes, and the message handed to WAHA but not on record counts as interrupted."""
+    from django.db import IntegrityError
+
+    tenant = owner_client.tenant
+    chip = working_chip(tenant)
+    sim_of(chip).behaviour(server_ms=None, device_ms=None)
+
+    def new_message(body):
+        with scopes_disabled():
+            made = Message.objects.create(tenant=tenant, chip=chip, direction=Message.Direction.OUT,
+                                          peer="+5511988880004", body=body, status=Message.Status.QUEUED)
+            return Message.objects.select_related("tenant", "chip").get(pk=made.pk)
+
+    untouched = new_message("nunca")
+    try:
+        with services.Sender() as sender:
+            assert sender.claim(untouched.pk)
+            raise RuntimeError("stopped between the claim and the call")
+    except RuntimeError:
+        pass
+    row = message_row(untouched.pk)
+    assert row.status == Message.Status.QUEUED and row.attempted_at is None
+    assert _advisory_locks([untouched.pk], granted=True) == 0
+
+    sent, other, following = new_message("um"), new_message("outro"), new_message("depois")
+    session = chip_row(chip.pk).waha_session
+    try:
+        with services.Sender() as sender:
+            sender.attempt(sent, session, sender.claim(sent.pk))
+            # Its SENT record will break a unique constraint: the statement carrying it fails.
+            with scopes_disabled():
+                Message.objects.filter(pk=other.pk).update(waha_id=sent.waha_id)
+            sender.claim(following.pk)
+    except IntegrityError:
+        pass
+    else:
+        raise AssertionError("the record should have failed")
+    assert _advisory_locks([sent.pk, following.pk], granted=True) == 0
+    row = message_row(sent.pk)
+    assert row.status == Message.Status.QUEUED and row.attempted_at and not row.waha_id  # to be judged interrupted
+    assert message_row(following.pk).attempted_at is None  # rolled back with the statement
+    assert services.deliver(following.pk) is None
+    assert message_row(following.pk).status in {Message.Status.SENT, Message.Status.DELIVERED}
