@@ -55,7 +55,7 @@ from django.conf import settings
 from django.core.cache import cache, caches
 from django.core.exceptions import ValidationError
 from django.core.files.base import ContentFile
-from django.db import IntegrityError, connection, transaction
+from django.db import IntegrityError, OperationalError, connection, transaction
 from django.db.models import Count, Max, Q
 from django.utils import timezone
 from django.utils.text import get_valid_filename
@@ -75,6 +75,7 @@ from waha.client import (
     message_id,
 )
 from waha.models import WahaSession
+from waha.signals import RetryLater
 from whago.models import Tenant
 
 from . import outgoing, signals
@@ -110,6 +111,10 @@ class ContainerUnavailable(ChipError):
 
 class ChipNotReady(ChipError):
     code = "chip_not_ready"
+
+
+class SenderBusy(ChipError, RetryLater):
+    """An ack's message is still being sent (its record is not committed yet): deliver it again later."""
 
 
 class SendRefused(ChipError):
@@ -985,12 +990,23 @@ def _sender_alive(message_id_: int) -> bool:
 def _wait_for_senders(message_ids: list[int]) -> None:
     """In a transaction: wait until these messages' senders (if any) have committed their outcome.
 
-    A shared lock: waiters do not wait for each other, only for the senders.
+    A shared lock: waiters do not wait for each other, only for the senders. The wait is bounded
+    (CHIPS_ACK_WAIT_SECONDS): past it SenderBusy is raised, and the transaction must roll back.
     """
-    if _sender_locks():
-        with connection.cursor() as cursor:
+    if not _sender_locks():
+        return
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT current_setting('lock_timeout'), set_config('lock_timeout', %s, true)",
+                       [f"{max(1, int(settings.CHIPS_ACK_WAIT_SECONDS * 1000))}ms"])
+        previous = cursor.fetchone()[0]
+        try:
             for message_id_ in sorted(message_ids):
                 cursor.execute("SELECT pg_advisory_xact_lock_shared(%s)", [message_id_])
+        except OperationalError as exc:
+            if getattr(exc.__cause__, "sqlstate", None) == "55P03":  # lock_not_available
+                raise SenderBusy(_("the message is still being sent")) from exc
+            raise
+        cursor.execute("SELECT set_config('lock_timeout', %s, true)", [previous])
 
 
 def attempt(message: Message, session: WahaSession | None, claim: tuple[datetime, int]) -> float | None:

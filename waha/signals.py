@@ -1,7 +1,8 @@
 """Signals the waha app sends when a container posts a webhook (`chips` listens to them).
 
 Every signal is sent inside the database transaction that stored the event (a receiver
-that raises rolls the event back and WAHA retries it, so each event is applied once)
+that raises rolls the event back and WAHA retries it, so each event is applied once; a
+receiver that raises RetryLater gets a 503 answered, the other errors a 500)
 and inside `django_scopes.scope(tenant=tenant)`. Keyword arguments of all three:
 
 - container: waha.models.WahaContainer that sent the event
@@ -21,6 +22,12 @@ and in addition:
   -1 ERROR, 0 PENDING, 1 SERVER, 2 DEVICE, 3 READ, 4 PLAYED), ack_name (str)
 """
 from django.dispatch import Signal
+
+
+class RetryLater(Exception):  # noqa: N818 (a request, not an error)
+    """Raised by a receiver that cannot apply the event yet: the event is not stored and the
+    webhook answers 503 with Retry-After, so WAHA delivers it again later."""
+
 
 session_status_changed = Signal()
 message_received = Signal()

@@ -138,6 +138,13 @@ def receive(request: HttpRequest, container_id: int | None = None) -> JsonRespon
                     payload=data,
                 )
                 _dispatch(container, session, event, data)
+        except signals.RetryLater:
+            # E.g. an ack that overtook its message's record, whose sender is slow: nothing was
+            # stored; WAHA delivers the event again, and by then the record is there.
+            log.info("webhook %s of %s: to be delivered again later", event_id, container)
+            response = _answer(503, error="the event cannot be applied yet")
+            response["Retry-After"] = "2"
+            return response
         except IntegrityError:
             if WebhookEvent.objects.filter(container=container, event_id=event_id).exists():
                 return _answer(200, status="duplicate")

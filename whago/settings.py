@@ -375,6 +375,9 @@ CHIPS_POLL_SECONDS = env.float("CHIPS_POLL_SECONDS", default=2.0)
 # Crash tests only: seconds a send task sleeps right after WAHA accepted the message and
 # before recording it (the window in which a killed worker must not cause a second send).
 CHIPS_SEND_PAUSE_AFTER_HTTP = env.float("CHIPS_SEND_PAUSE_AFTER_HTTP", default=0.0)
+# Seconds an ack that arrived before its message's send was recorded waits for that record;
+# past it the webhook answers 503 and WAHA delivers it again later (its retry policy).
+CHIPS_ACK_WAIT_SECONDS = env.float("CHIPS_ACK_WAIT_SECONDS", default=5.0)
 # Redis broker: seconds before a task taken by a worker that died is given to another worker,
 # and seconds between the workers' looks for such tasks (kombu's default period: 100 s).
 if CELERY_BROKER_URL != "filesystem://":

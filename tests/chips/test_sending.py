@@ -7,6 +7,7 @@ from django_scopes import scopes_disabled
 from billing import limits
 from chips import services
 from chips.models import Message
+from waha.models import WebhookEvent
 
 from .conftest import DOCKER, chip_row, message_row, sim_of, wait_message, wait_until, working_chip
 
@@ -216,6 +217,59 @@ def test_an_early_ack_waits_for_the_record_that_comes_with_the_next_claim(worker
         assert not applied
     thread.join(10)
     assert not thread.is_alive() and applied and applied[0] is not None
+    assert message_row(message.pk).status == Message.Status.DELIVERED
+
+
+def test_an_early_ack_waits_a_bounded_time_then_waha_is_asked_to_retry(worker, owner_client, settings):
+    """A sender slower than CHIPS_ACK_WAIT_SECONDS: the ack's webhook gets a 503, nothing is stored;
+    WAHA's retry after the record applies it."""
+    import json
+    import threading
+
+    from django.test import Client
+
+    from waha.webhooks import sign
+
+    settings.CHIPS_ACK_WAIT_SECONDS = 0.3
+    tenant = owner_client.tenant
+    chip = working_chip(tenant)
+    sim_of(chip).behaviour(server_ms=None, device_ms=None)
+    with scopes_disabled():
+        message = Message.objects.create(tenant=tenant, chip=chip, direction=Message.Direction.OUT,
+                                         peer="+5511988880005", body="lento", status=Message.Status.QUEUED)
+        message = Message.objects.select_related("tenant", "chip").get(pk=message.pk)
+    container = chip_row(chip.pk).waha_session.container
+    answers = []
+
+    def deliver_ack():
+        from django.db import connection
+
+        body = json.dumps({
+            "id": f"evt_ack_{message.pk}", "timestamp": 1730000000123, "event": "message.ack",
+            "session": chip.session_name, "payload": {
+                "id": message.waha_id, "from": "5511999990001@c.us", "to": "5511988880005@c.us", "fromMe": True,
+                "ack": 2, "ackName": "DEVICE"}}).encode()
+        try:
+            answers.append(Client().post(
+                f"/api/v1/webhooks/waha/{container.pk}", data=body, content_type="application/json",
+                HTTP_X_WEBHOOK_HMAC=sign(container.webhook_key, body), HTTP_X_WEBHOOK_HMAC_ALGORITHM="sha512"))
+        finally:
+            connection.close()
+
+    with services.Sender() as sender:
+        sender.attempt(message, chip_row(chip.pk).waha_session, sender.claim(message.pk))
+        thread = threading.Thread(target=deliver_ack)
+        thread.start()
+        thread.join(10)  # the sender holds the lock all along: the webhook gives up
+        assert answers and answers[0].status_code == 503
+        assert message_row(message.pk).status == Message.Status.QUEUED
+    with scopes_disabled():
+        assert not WebhookEvent.objects.filter(event_id=f"evt_ack_{message.pk}").exists()
+
+    thread = threading.Thread(target=deliver_ack)  # WAHA's retry
+    thread.start()
+    thread.join(10)
+    assert answers[1].status_code == 200
     assert message_row(message.pk).status == Message.Status.DELIVERED
 
 

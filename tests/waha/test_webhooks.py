@@ -244,6 +244,27 @@ def test_a_failing_receiver_rolls_the_event_back_so_the_retry_applies_it(client,
     assert stored() == 1
 
 
+def test_a_receiver_that_cannot_apply_the_event_yet_gets_a_503_and_the_retry_applies_it(client, placed,
+                                                                                          waha_signals):
+    container, _ = placed
+    body = json.dumps(ack_event("evt_later")).encode()
+    url = f"/api/v1/webhooks/waha/{container.pk}"
+
+    def not_yet(sender, **kwargs):
+        raise signals.RetryLater
+
+    signals.message_ack.connect(not_yet, weak=False)
+    try:
+        response = post(client, body, container.webhook_key, url)
+    finally:
+        signals.message_ack.disconnect(not_yet)
+    assert response.status_code == 503 and response["Retry-After"]
+    assert stored() == 0
+
+    assert post(client, body, container.webhook_key, url).json() == {"status": "stored"}
+    assert stored() == 1
+
+
 def test_invalid_json_with_a_valid_signature_is_a_400(client, placed):
     container, _ = placed
     body = b"{not json"
