@@ -54,7 +54,7 @@ def contact_list(request: HttpRequest) -> HttpResponse:
             rows = rows.filter(lists=form.cleaned_data["contact_list"])
         state = form.cleaned_data["state"]
         if state == "ok":
-            rows = rows.filter(consent_at__isnull=False, unsubscribed_at__isnull=True).exclude(consent_source="")
+            rows = campaigns.reachable(rows)
         elif state == "no_consent":
             rows = rows.filter(Q(consent_at__isnull=True) | Q(consent_source=""))
         elif state == "opted_out":

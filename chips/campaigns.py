@@ -123,7 +123,7 @@ def preview(tenant: Tenant, template: str, lists) -> Preview:
     if unknown:
         result.errors.append(unknown_message(unknown, keys))
     with scopes_disabled():
-        contacts = Contact.objects.filter(tenant_id=tenant.pk, consent_at__isnull=False, unsubscribed_at__isnull=True)
+        contacts = reachable(Contact.objects.filter(tenant_id=tenant.pk))
         if lists:
             contacts = in_lists(contacts, lists)
         contact = contacts.order_by("pk").first()
@@ -269,6 +269,13 @@ def _skip_reason(consent_at, consent_source: str, unsubscribed_at) -> str:
     return ""
 
 
+def reachable(contacts):
+    """The contacts a campaign may send to: the rule of _skip_reason, in SQL (consent recorded,
+    where and when; not opted out)."""
+    return (contacts.filter(consent_at__isnull=False, unsubscribed_at__isnull=True)
+            .annotate(consent_source_trimmed=Trim("consent_source")).exclude(consent_source_trimmed=""))
+
+
 def skip_reason(contact: Contact | None) -> str:
     """Why a contact must not receive a campaign ("" when it may)."""
     if contact is None:
@@ -285,10 +292,7 @@ def _materialize(campaign: Campaign) -> int:
     if CampaignRecipient.objects.filter(campaign_id=campaign.pk).exists():
         return 0
     targets = _targets(campaign)
-    eligible = (
-        targets.filter(consent_at__isnull=False, unsubscribed_at__isnull=True)
-        .annotate(source=Trim("consent_source")).exclude(source="")
-    )
+    eligible = reachable(targets)
     copied = eligible.order_by("pk").annotate(
         r_campaign=Value(campaign.pk), r_status=Value(R.PENDING), r_retries=Value(0), r_error=Value(""),
         r_updated=Value(timezone.now(), output_field=DateTimeField()),

@@ -1243,10 +1243,11 @@ def deliver(message_id_: int) -> float | None:
         message = (
             Message.objects.select_related("tenant", "chip__waha_session__container").filter(pk=message_id_).first()
         )
-        if not _sendable(message):
-            return None
         if claim is None:
-            return _handle_unclaimable(message)
+            return _handle_unclaimable(message) if _sendable(message) else None
+        if not _sendable(message):  # deleted or changed right after the claim: nothing to send
+            _release_attempt(message_id_)
+            return None
         return attempt(message, message.chip.waha_session, claim)
 
 
