@@ -67,6 +67,7 @@ from proxies import services as proxy_services
 from waha import manager
 from waha.client import (
     ContainerUnreachable,
+    FeatureUnavailable,
     SessionNotFound,
     Unauthorized,
     WahaError,
@@ -306,7 +307,14 @@ def provision_problem(chip_id: int, exc: BaseException, final: bool) -> None:
         chip = _locked_chip(chip_id)
         if chip is None or chip.is_deleted:
             return
-        error = _("The WhatsApp server could not be prepared: %(error)s") % {"error": _redacted(chip, exc)}
+        if isinstance(exc, manager.ProxyNotSupported):
+            error = _("This chip's proxy cannot be used by its WhatsApp server. The operators were told; "
+                      "try again later.")
+        elif isinstance(exc, manager.PortRangeExhausted | manager.NoServerWithRoom):
+            error = _("There is no room for a new WhatsApp number right now. The operators were told; "
+                      "try again later.")
+        else:
+            error = _("The WhatsApp server could not be prepared: %(error)s") % {"error": _redacted(chip, exc)}
         if final:
             _set_status(chip, Chip.Status.FAILED, last_error=error)
         else:
@@ -1175,6 +1183,11 @@ def _attempt(message: Message, session: WahaSession | None, claim: tuple[datetim
         return _retry_or_fail(
             message, _("the chip's server refused the message (%(error)s)") % {"error": _redacted(chip, exc)}
         )
+    except FeatureUnavailable:
+        message.attempted_at = None
+        _fail(message, _("This chip's WhatsApp server (WAHA Core) cannot send images or files: send text only."),
+              release=True)
+        return None
     except WahaRequestError as exc:
         message.attempted_at = None
         if exc.status == 422:  # the session is not WORKING right now: it may come back

@@ -29,10 +29,13 @@ from whago.admin_tools import BigTableAdmin, ConsoleAdmin
 from whago.models import AuditLog
 
 from . import manager, ops
+from .client import Unauthorized, WahaClient, WahaError
+from .containers import read_capabilities, record_capabilities
 from .models import (
     AlertState,
     ContainerAlert,
     ContainerStatus,
+    ExternalServer,
     StatsSample,
     WahaContainer,
     WahaSession,
@@ -130,7 +133,8 @@ class WahaContainerAdmin(ConsoleAdmin):
     readonly_fields = [
         "tenant", "name", "runtime", "runtime_id", "port", "image", "engine", "status", "healthy", "started_at",
         "last_health_at", "last_error", "down_since", "restart_count", "last_cpu_percent", "last_memory_bytes",
-        "last_memory_percent", "last_stats_at", "created_at", "updated_at",
+        "last_memory_percent", "last_stats_at", "created_at", "updated_at", "url", "version", "whatsapp_engine",
+        "key_enforced", "capabilities_at",
     ]
     fields = [*readonly_fields[:8], "capacity", *readonly_fields[8:]]
     inlines = [WahaSessionInline]
@@ -380,6 +384,83 @@ def container_chart(series: dict) -> dict:
         ],
         "axes": {"y": str(_("CPU %")), "y1": str(_("GB"))},
     }
+
+
+# --- external servers ----------------------------------------------------------------
+
+
+class ExternalServerForm(forms.ModelForm):
+    """Register a WAHA server: it must answer with the key given; what it can do is read from it."""
+
+    url = forms.URLField(label=_("URL"), assume_scheme="https", max_length=200)
+
+    key = forms.CharField(
+        label=_("API key"), required=False, strip=True, widget=forms.PasswordInput(render_value=False),
+        help_text=_("The server's WHATSAPP_API_KEY. Stored encrypted; leave empty to keep the current one."),
+    )
+
+    class Meta:
+        model = ExternalServer
+        fields = ["name", "url", "capacity"]
+        help_texts = {
+            "url": _("Where WHAGO reaches the server's API, e.g. https://waha.example.com.br"),
+            "capacity": _("Sessions WHAGO may place on it (WAHA Core: always 1)."),
+        }
+
+    def clean(self):
+        cleaned = super().clean()
+        key = cleaned.get("key") or (self.instance.api_key if self.instance.pk else "")
+        if not key:
+            self.add_error("key", _("Give the server's API key."))
+        if self.errors:
+            return cleaned
+        probe = ExternalServer(url=cleaned["url"], api_key=key, runtime="external")
+        try:
+            WahaClient(probe.base_url, key, retries=0, timeout=(3.05, 10)).ping()
+            self.capabilities = read_capabilities(probe)
+        except Unauthorized as exc:
+            raise forms.ValidationError(_("The server refused this API key.")) from exc
+        except WahaError as exc:
+            raise forms.ValidationError(
+                _("WHAGO could not use this WAHA server: %(error)s"), params={"error": str(exc)[:300]}
+            ) from exc
+        self.api_key = key
+        return cleaned
+
+
+@admin.register(ExternalServer)
+class ExternalServerAdmin(ConsoleAdmin):
+    """Operators register the WAHA servers they run (runtime "external"); WHAGO places sessions on them."""
+
+    form = ExternalServerForm
+    list_display = ["name", "url", "version", "engine", "whatsapp_engine", "sessions_in_use", "healthy",
+                    "key_enforced"]
+    readonly_fields = ["version", "engine", "whatsapp_engine", "key_enforced", "capabilities_at", "healthy",
+                       "last_health_at", "last_error"]
+
+    def get_queryset(self, request):
+        return super().get_queryset(request).defer("api_key", "webhook_key").annotate(
+            _sessions=_count(WahaSession, container=OuterRef("pk")))
+
+    @admin.display(description=_("sessions"), ordering="_sessions")
+    def sessions_in_use(self, obj: ExternalServer) -> str:
+        return f"{obj._sessions} / {obj.capacity}"
+
+    def has_delete_permission(self, request, obj=None) -> bool:
+        # A server that holds sessions stays: its chips would lose their session silently.
+        if obj is not None and obj.sessions.exists():
+            return False
+        return super().has_delete_permission(request, obj)
+
+    def save_model(self, request, obj: ExternalServer, form: ExternalServerForm, change: bool) -> None:
+        obj.runtime, obj.tenant, obj.port, obj.image = "external", None, None, ""
+        obj.api_key = form.api_key
+        obj.status = ContainerStatus.RUNNING
+        obj.mark_up()
+        if not change:
+            obj.started_at = timezone.now()
+        super().save_model(request, obj, form, change)
+        record_capabilities(obj, form.capabilities)
 
 
 # --- sessions, events, samples ------------------------------------------------------

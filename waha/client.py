@@ -3,9 +3,11 @@
 Errors become exceptions that say what went wrong (all are WahaError):
 ContainerUnreachable (refused, timed out), WahaServerError (5xx), and WahaRequestError (4xx)
 with its precise kinds Unauthorized (401), SessionNotFound (404), CoreSessionLimit (422 on
-Core), SessionAlreadyExists (422) and SessionNotReady (422: not WORKING yet).
+Core), SessionAlreadyExists (422), SessionAlreadyStarted (422), FeatureUnavailable (422: a
+Plus feature asked of Core) and SessionNotReady (422: not WORKING yet).
 Only safe or idempotent calls are retried (reads, PUT/DELETE, and the session
 start/stop/restart which WAHA documents as idempotent); a send is never repeated.
+Starting a started session is success (Core answers 422 "already started").
 """
 from __future__ import annotations
 
@@ -57,6 +59,14 @@ class CoreSessionLimit(WahaRequestError):
 
 class SessionAlreadyExists(WahaRequestError):
     """422: a session with that name already exists."""
+
+
+class SessionAlreadyStarted(WahaRequestError):
+    """422: the session is already started (WAHA Core; Plus answers 201)."""
+
+
+class FeatureUnavailable(WahaRequestError):
+    """422: the feature needs another tier or engine ("... is available only in Plus version")."""
 
 
 class SessionNotReady(WahaRequestError):
@@ -167,6 +177,10 @@ class WahaClient:
                 raise CoreSessionLimit(f"WAHA Core supports only the session 'default': {text}", status, body)
             if "already exists" in text:
                 raise SessionAlreadyExists(text, status, body)
+            if "already started" in text:
+                raise SessionAlreadyStarted(text, status, body)
+            if "available only in" in text:
+                raise FeatureUnavailable(text, status, body)
             if "status is not as expected" in text:
                 raise SessionNotReady(f"{text} ({where}): {body}", status, body)
         if status >= 500:
@@ -185,6 +199,15 @@ class WahaClient:
         """True when the server answers its version with this API key."""
         self.request("GET", "/api/server/version", timeout=(2, 5))
         return True
+
+    def key_enforced(self) -> bool:
+        """Whether the server refuses a request without its API key (WAHA Core 2024.10 does not)."""
+        try:
+            response = _http().get(f"{self.base_url}/api/sessions", headers={"Accept": "application/json"},
+                                   timeout=self.timeout)
+        except requests.RequestException as exc:
+            raise ContainerUnreachable(f"WAHA at {self.base_url} is unreachable: {exc}") from exc
+        return response.status_code in (401, 403)
 
     # --- sessions ----------------------------------------------------------------
 
@@ -207,7 +230,11 @@ class WahaClient:
         self.request("DELETE", f"/api/sessions/{name}")
 
     def start_session(self, name: str) -> dict:
-        return self.request("POST", f"/api/sessions/{name}/start", safe=True)
+        """Start the session; one already started is left as it is (its state is returned)."""
+        try:
+            return self.request("POST", f"/api/sessions/{name}/start", safe=True)
+        except SessionAlreadyStarted:
+            return self.get_session(name)
 
     def stop_session(self, name: str) -> dict:
         return self.request("POST", f"/api/sessions/{name}/stop", safe=True)
@@ -236,11 +263,11 @@ class WahaClient:
         return content
 
     def request_code(self, name: str, phone_number: str, method: str | None = None) -> dict:
-        """Ask for a pairing code for a phone number (pairing without the QR)."""
+        """Ask for a pairing code for a phone number (pairing without the QR); never repeated."""
         body: dict[str, Any] = {"phoneNumber": phone_number}
         if method:
             body["method"] = method
-        return self.request("POST", f"/api/{name}/auth/request-code", json=body)
+        return self.request("POST", f"/api/{name}/auth/request-code", json=body, safe=False)
 
     # --- messages ----------------------------------------------------------------
 
@@ -274,11 +301,30 @@ def _message(body: Any) -> str:
     return str(body)[:500] if body else ""
 
 
+def chat_id_cus(jid: str) -> str:
+    """A WhatsApp JID in WAHA's chat id form: 5511...@s.whatsapp.net -> 5511...@c.us."""
+    return jid.replace("@s.whatsapp.net", "@c.us") if jid else ""
+
+
 def message_id(sent: dict) -> str:
-    """WAHA's id of a sent message: a string, or {"_serialized": ...} depending on the engine."""
-    value = sent.get("id") if isinstance(sent, dict) else None
+    """The id of a sent message as WAHA's events (message.ack) carry it, whatever the engine.
+
+    WEBJS answers {"id": {"_serialized": "true_<chat>_<id>"}}; GOWS and newer engines a
+    serialized "id" string; NOWEB answers the engine's raw message {"key": {"id", "remoteJid",
+    "fromMe"}}, whose events carry "<fromMe>_<chat in @c.us form>_<id>" (WAHA's buildMessageId).
+    """
+    if not isinstance(sent, dict):
+        return ""
+    value = sent.get("id")
     if isinstance(value, dict):
         value = value.get("_serialized") or value.get("id")
-    if not value and isinstance(sent, dict) and isinstance(sent.get("key"), dict):
-        value = sent["key"].get("id")
-    return str(value or "")
+    if value:
+        return str(value)
+    key = sent.get("key")
+    if isinstance(key, dict) and key.get("id"):
+        from_me = "true" if key.get("fromMe") else "false"
+        parts = [from_me, chat_id_cus(str(key.get("remoteJid") or "")), str(key["id"])]
+        if key.get("participant"):
+            parts.append(chat_id_cus(str(key["participant"])))
+        return "_".join(parts)
+    return ""

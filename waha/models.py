@@ -1,4 +1,7 @@
 """WAHA containers, the sessions placed in them, their webhook events, stats and alerts."""
+import base64
+import hashlib
+import hmac
 import secrets
 
 from django.conf import settings
@@ -26,19 +29,48 @@ class ContainerStatus(models.TextChoices):
     FAILED = "failed", _("Failed")
 
 
-class WahaContainer(models.Model):
-    """One WAHA server (a Docker container or a local simulator process) owned by a tenant."""
+# WAHA versions (year.month.patch) from which the session proxy takes SOCKS5 as well as HTTP(S).
+# 2024.10.8 passes the proxy URL to an HTTPS proxy agent: socks5:// cannot work there (read
+# in its source, src/core/helpers.proxy.ts).
+SOCKS5_SINCE = (2025, 1)
 
-    tenant = models.ForeignKey("whago.Tenant", on_delete=models.CASCADE, related_name="waha_containers")
+
+def _version_tuple(version: str) -> tuple[int, ...]:
+    parts = []
+    for part in (version or "").split("."):
+        if not part.isdigit():
+            break
+        parts.append(int(part))
+    return tuple(parts)
+
+
+class WahaContainer(models.Model):
+    """One WAHA server: a container WHAGO runs for a tenant, or an external server operators registered.
+
+    What the server can do (tier, engine, signed webhooks, media, proxy schemes, whether it
+    enforces its API key) is read from it (waha.containers.detect_capabilities), never assumed.
+    """
+
+    # None for an external server shared by every tenant (their sessions are scoped instead).
+    tenant = models.ForeignKey(
+        "whago.Tenant", on_delete=models.CASCADE, related_name="waha_containers", null=True, blank=True
+    )
     name = models.CharField(_("name"), max_length=100, unique=True)
     runtime = models.CharField(_("runtime"), max_length=16)
     runtime_id = models.CharField(_("runtime id"), max_length=100, blank=True)
-    # Unique: a host port is reserved in the database, never in a cache alone.
-    port = models.PositiveIntegerField(_("port"), unique=True)
+    # Unique: a host port is reserved in the database, never in a cache alone. None for external servers.
+    port = models.PositiveIntegerField(_("port"), unique=True, null=True, blank=True)
+    # External servers: where WHAGO reaches them. Empty for the containers WHAGO runs.
+    url = models.URLField(_("URL"), max_length=200, blank=True)
     api_key = EncryptedTextField(_("API key"), default=_secret, editable=False)
     webhook_key = EncryptedTextField(_("webhook HMAC key"), default=_secret, editable=False)
     image = models.CharField(_("image"), max_length=200, blank=True)
-    engine = models.CharField(_("engine"), max_length=8, choices=Engine.choices, default=Engine.PLUS)
+    # WAHA's tier (Core: only the session "default"); the field keeps its first name.
+    engine = models.CharField(_("tier"), max_length=8, choices=Engine.choices, default=Engine.PLUS)
+    version = models.CharField(_("WAHA version"), max_length=32, blank=True)
+    whatsapp_engine = models.CharField(_("WhatsApp engine"), max_length=16, blank=True)
+    key_enforced = models.BooleanField(_("API key enforced"), null=True, blank=True)
+    capabilities_at = models.DateTimeField(_("capabilities read at"), null=True, blank=True)
     status = models.CharField(
         _("status"), max_length=16, choices=ContainerStatus.choices, default=ContainerStatus.CREATING
     )
@@ -72,14 +104,50 @@ class WahaContainer(models.Model):
     @property
     def base_url(self) -> str:
         """Where the app reaches this container's HTTP API."""
+        if self.url:
+            return self.url.rstrip("/")
         if self.runtime == "docker" and settings.WAHA_NETWORK_MODE == "network":
             return f"http://{self.name}:{self.port}"
         return f"http://{settings.WAHA_HOST}:{self.port}"
 
     @property
+    def webhook_token(self) -> str:
+        """The secret in this container's webhook URL: derived from its webhook key, so it
+        changes when the key is rotated. It authenticates servers that sign nothing (Core)."""
+        digest = hmac.new(self.webhook_key.encode(), f"waha-webhook-url:{self.pk}".encode(), hashlib.sha256)
+        return base64.urlsafe_b64encode(digest.digest()).decode().rstrip("=")
+
+    @property
     def webhook_url(self) -> str:
-        """The URL this container posts its events to (identifies the container)."""
-        return f"{settings.WAHA_WEBHOOK_URL}/{self.pk}"
+        """The URL this container posts its events to (names the container, carries its token)."""
+        return f"{settings.WAHA_WEBHOOK_URL}/{self.pk}/{self.webhook_token}"
+
+    @property
+    def is_core(self) -> bool:
+        """WAHA Core: one session, named "default"; no signed webhooks, retries or media."""
+        return self.engine == Engine.CORE
+
+    @property
+    def signs_webhooks(self) -> bool:
+        """Plus signs each webhook with the session's HMAC key (X-Webhook-Hmac); Core signs nothing."""
+        return not self.is_core
+
+    @property
+    def sends_media(self) -> bool:
+        """sendImage and sendFile: Plus only ("available only in Plus version" on Core)."""
+        return not self.is_core
+
+    @property
+    def proxy_schemes(self) -> frozenset[str]:
+        """The proxy URL schemes this server's session proxy can use."""
+        version = _version_tuple(self.version)
+        if version and version < SOCKS5_SINCE:
+            return frozenset({"http", "https"})
+        return frozenset({"http", "https", "socks5"})
+
+    @property
+    def is_external(self) -> bool:
+        return self.runtime == "external"
 
     def mark_down(self, error: str) -> None:
         """Record that the container is not answering (keeps the first moment it went down)."""
@@ -95,6 +163,22 @@ class WahaContainer(models.Model):
         self.last_health_at = timezone.now()
         self.down_since = None
         self.status = ContainerStatus.RUNNING
+
+
+class ExternalServerManager(models.Manager):
+    def get_queryset(self):
+        return super().get_queryset().filter(runtime="external")
+
+
+class ExternalServer(WahaContainer):
+    """A WAHA server operators run themselves, registered in the admin (runtime "external")."""
+
+    objects = ExternalServerManager()
+
+    class Meta:
+        proxy = True
+        verbose_name = _("external WAHA server")
+        verbose_name_plural = _("external WAHA servers")
 
 
 class SessionStatus(models.TextChoices):
@@ -118,6 +202,9 @@ class WahaSession(models.Model):
     should_run = models.BooleanField(_("should run"), default=True)
     me_id = models.CharField(_("WhatsApp id"), max_length=64, blank=True)
     me_push_name = models.CharField(_("WhatsApp name"), max_length=128, blank=True)
+    # The config last given to WAHA (JSON, encrypted: it holds the proxy password and the
+    # webhook key). Sent again before a start, because WAHA Core forgets it on a restart.
+    config = EncryptedTextField(_("config"), blank=True, editable=False)
     created_at = models.DateTimeField(_("created at"), auto_now_add=True)
     updated_at = models.DateTimeField(_("updated at"), auto_now=True)
 
@@ -186,6 +273,9 @@ class AlertRule(models.TextChoices):
     CPU = "cpu", _("CPU above the limit")
     MEMORY = "memory", _("Memory above the limit")
     ORPHAN = "orphan", _("Orphan container")
+    INSECURE = "insecure", _("API key not enforced")
+    PROXY = "proxy", _("Proxy scheme not supported")
+    CAPACITY = "capacity", _("No room for new sessions")
 
 
 class AlertState(models.TextChoices):

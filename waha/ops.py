@@ -53,7 +53,7 @@ class Action:
 
 def _start(container: WahaContainer, options: dict) -> tuple[str, dict]:
     _refuse_suspended(container)
-    manager._ensure_started(container)  # starts it, or recreates it when the engine lost it
+    manager.ensure_started(container)  # starts it, or recreates it when the engine lost it
     manager.wait_ready(container)
     resumed = manager.resume_sessions(container)
     return ngettext("Started; %(n)d session resumed.", "Started; %(n)d sessions resumed.", len(resumed)) % {
@@ -140,7 +140,7 @@ def _wait_stopped_recorded(container: WahaContainer, names: list[str]) -> None:
 
 def _resume(container: WahaContainer, options: dict) -> tuple[str, dict]:
     """Bring a reactivated tenant's container back, with the sessions that should run."""
-    manager._ensure_started(container)
+    manager.ensure_started(container)
     manager.wait_ready(container)
     resumed = manager.resume_sessions(container)
     return ngettext(

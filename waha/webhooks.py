@@ -1,10 +1,20 @@
-"""The receiver of WAHA webhooks: POST /api/v1/webhooks/waha/<container id>.
+"""The receiver of WAHA webhooks: POST /api/v1/webhooks/waha/<container id>/<token>.
 
-Each container's sessions post to their own URL (see WahaContainer.webhook_url). The
-body must be signed with that container's key (X-Webhook-Hmac: hex HMAC-SHA512 of the
-raw body); without the id in the URL, the containers holding the named session are tried.
-Bad or missing signature → 401 and nothing stored; a repeated event id → 200, applied
-once; an unknown container or session → 202 and a log line, never a 500.
+Each container's sessions post to their own URL (WahaContainer.webhook_url), which carries
+a secret derived from the container's webhook key. How an event is authenticated follows
+what the server can do:
+- a server that signs (Plus) must sign: X-Webhook-Hmac, hex HMAC-SHA512 of the raw body
+  with the container's key;
+- a server that signs nothing (Core 2024.10) is authenticated by the URL token alone,
+  compared in constant time;
+- the older routes without a token (no id, or the id only) need the signature.
+A wrong token or a bad signature → 401 and nothing stored.
+
+Duplicates are dropped only by an id the sender vouches for: the `id` of a signed body.
+Unsigned events carry none (and an unsigned request-id header proves nothing), so each is
+stored and applied; what they do is idempotent (a status is set, an ack only moves a
+message forward, an inbound message is recorded once per WhatsApp id).
+An unknown container or session → 202 and a log line, never a 500.
 """
 from __future__ import annotations
 
@@ -12,6 +22,8 @@ import hashlib
 import hmac
 import json
 import logging
+import re
+import uuid
 
 from django.conf import settings
 from django.core.cache import caches
@@ -28,7 +40,21 @@ log = logging.getLogger(__name__)
 
 HMAC_HEADER = "HTTP_X_WEBHOOK_HMAC"
 ALGORITHM_HEADER = "HTTP_X_WEBHOOK_HMAC_ALGORITHM"
-REQUEST_ID_HEADER = "HTTP_X_WEBHOOK_REQUEST_ID"
+
+
+_UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
+
+
+def clean_text(value):
+    """The event with NUL characters and lone surrogates (which PostgreSQL cannot store)
+    removed from every string: a poison event is stored and acknowledged, never retried forever."""
+    if isinstance(value, str):
+        return _UNSTORABLE.sub("", value) if _UNSTORABLE.search(value) else value
+    if isinstance(value, dict):
+        return {clean_text(k): clean_text(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [clean_text(v) for v in value]
+    return value
 
 
 def sign(key: str, body: bytes) -> str:
@@ -42,6 +68,16 @@ def _signed_by(container: WahaContainer, request: HttpRequest, body: bytes) -> b
     if not given or algorithm != "sha512":
         return False
     return hmac.compare_digest(sign(container.webhook_key, body), given.strip().lower())
+
+
+def _authentic(container: WahaContainer, request: HttpRequest, body: bytes, token: str | None) -> tuple[bool, bool]:
+    """(authentic, signed) for an event posted for `container` with the URL `token`."""
+    signed = _signed_by(container, request, body)
+    if token is not None and not hmac.compare_digest(token.encode(), container.webhook_token.encode()):
+        return False, signed
+    if token is None or container.signs_webhooks:
+        return signed, signed
+    return True, signed
 
 
 def _answer(http_status: int, **data) -> JsonResponse:
@@ -74,7 +110,8 @@ def _session(container: WahaContainer, remote_name: str, fresh: bool) -> WahaSes
     key = f"waha:webhook-session:{container.pk}:{remote_name}"
     session = None if fresh else _lookups().get(key)
     if session is None:
-        found = WahaSession.objects.filter(container_id=container.pk, remote_name=remote_name)[:1]
+        found = WahaSession.objects.select_related("tenant").filter(
+            container_id=container.pk, remote_name=remote_name)[:1]
         session = found[0] if found else None
         if session is not None:
             _lookups().set(key, session, LOOKUP_SECONDS)
@@ -88,8 +125,8 @@ def forget(container_id: int) -> None:
 
 @csrf_exempt
 @require_POST
-def receive(request: HttpRequest, container_id: int | None = None) -> JsonResponse:
-    """Verify, deduplicate, store and dispatch one webhook event."""
+def receive(request: HttpRequest, container_id: int | None = None, token: str | None = None) -> JsonResponse:
+    """Authenticate, deduplicate, store and dispatch one webhook event."""
     length = request.META.get("CONTENT_LENGTH") or "0"
     if not length.isdigit() or int(length) > settings.WAHA_WEBHOOK_MAX_BYTES:
         return _answer(413, error="body too large")
@@ -106,13 +143,18 @@ def receive(request: HttpRequest, container_id: int | None = None) -> JsonRespon
         if not candidates:
             log.warning("webhook for unknown container %s ignored", container_id)
             return _answer(202, status="ignored", reason="unknown container")
-        container = next((c for c in candidates if _signed_by(c, request, body)), None)
+        container, signed = None, False
+        for candidate in candidates:
+            authentic, signed = _authentic(candidate, request, body, token)
+            if authentic:
+                container = candidate
+                break
         if container is None:
-            log.warning("webhook with a bad or missing signature refused (container %s)", container_id)
+            log.warning("webhook with a bad token or signature refused (container %s)", container_id)
             return _answer(401, error="bad signature")
 
         try:
-            data = json.loads(body)
+            data = clean_text(json.loads(body))
         except (ValueError, UnicodeDecodeError):
             return _answer(400, error="body is not JSON")
         if not isinstance(data, dict) or not isinstance(data.get("event"), str):
@@ -122,15 +164,14 @@ def receive(request: HttpRequest, container_id: int | None = None) -> JsonRespon
         if session is None:
             log.warning("webhook %s for unknown session %r of %s ignored", data["event"], remote_name, container)
             return _answer(202, status="ignored", reason="unknown session")
-        event_id = str(data.get("id") or request.META.get(REQUEST_ID_HEADER) or "")
-        if not event_id:
-            event_id = "sha256:" + hashlib.sha256(body).hexdigest()
-        event_id = event_id[:100]
+        # Only a signed body's own id is vouched for by the sender.
+        event_id = str(data.get("id") or "") if signed else ""
+        event_id = event_id[:100] or f"unsigned:{uuid.uuid4().hex}"
 
         try:
             with transaction.atomic():
                 event = WebhookEvent.objects.create(
-                    tenant_id=container.tenant_id,
+                    tenant_id=session.tenant_id,
                     container=container,
                     event_id=event_id,
                     event=data["event"][:64],
@@ -170,9 +211,10 @@ def _dispatch(container: WahaContainer, session: WahaSession, event: WebhookEven
     """Update the session record and send the matching signal (inside the storing transaction)."""
     payload = data.get("payload") if isinstance(data.get("payload"), dict) else {}
     me = data.get("me") if isinstance(data.get("me"), dict) else None
+    tenant = session.tenant  # a shared (external) server has no tenant: its session does
     common = {
         "container": container,
-        "tenant": container.tenant,
+        "tenant": tenant,
         "session": session.name,
         "waha_session": session,
         "event": event,
@@ -180,7 +222,7 @@ def _dispatch(container: WahaContainer, session: WahaSession, event: WebhookEven
         "payload": payload,
         "me": me,
     }
-    with scope(tenant=container.tenant):
+    with scope(tenant=tenant):
         if event.event == "session.status":
             status = str(payload.get("status") or "")
             changes = {}

@@ -287,12 +287,18 @@ if PRODUCTION:
     SECURE_HSTS_PRELOAD = True
 
 # --- WAHA containers (waha app) ------------------------------------------------------
-# Where WAHA containers run: "local" (simulator processes, embedded mode) or "docker".
+# Where WAHA containers run: "local" (simulator processes, embedded mode), "docker", or
+# "external" (WAHA servers operators registered in the admin, shared by every tenant).
 WAHA_RUNTIME = env.str("WAHA_RUNTIME", default="local")
 # Image of the docker runtime. Since WAHA 2026.6.1 the free image has the Plus features.
 WAHA_IMAGE = env.str("WAHA_IMAGE", default="devlikeapro/waha:latest")
-# "plus": many named sessions per container; "core": only the session "default".
+# The tier expected of new containers: "plus" (many named sessions) or "core" (only the
+# session "default"). What a server really is gets read from it once it answers.
 WAHA_ENGINE = env.str("WAHA_ENGINE", default="plus")
+# Seconds after which an external server's version and tier are read again (it may be upgraded).
+WAHA_CAPABILITIES_MAX_AGE = env.int("WAHA_CAPABILITIES_MAX_AGE", default=600)
+# Simulator only: the WAHA it imitates ("plus", or "core-2024.10" for WAHA Core 2024.10.8).
+WAHA_SIM_PROFILE = env.str("WAHA_SIM_PROFILE", default="")
 # WhatsApp engine inside WAHA (NOWEB is the lightest: ~200 MB for 1 session, 4 GB for 50).
 WAHA_WHATSAPP_ENGINE = env.str("WAHA_WHATSAPP_ENGINE", default="NOWEB")
 # Sessions a Plus container holds (WAHA's sizing for NOWEB: 4 GB for 50 sessions).
@@ -310,7 +316,7 @@ WAHA_DOCKER_NETWORK = env.str("WAHA_DOCKER_NETWORK", default="")
 WAHA_HOST = env.str("WAHA_HOST", default="127.0.0.1")
 # Data directory inside a container, where its named volume is mounted.
 WAHA_DATA_DIR = env.str("WAHA_DATA_DIR", default="/app/.sessions")
-# What containers post their webhooks to (the container id is appended).
+# What containers post their webhooks to (the container id and its URL token are appended).
 WAHA_WEBHOOK_URL = (env.str("WAHA_WEBHOOK_URL", default="") or f"{SITE_URL}/api/v1/webhooks/waha").rstrip("/")
 # How sessions are placed in containers: "per_tenant" (one container per tenant, filled up).
 WAHA_PLACEMENT = env.str("WAHA_PLACEMENT", default="per_tenant")

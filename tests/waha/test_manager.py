@@ -157,7 +157,8 @@ def test_session_lifecycle_with_proxy_webhooks_qr_scan_send_and_ack(waha_live, m
     info = manager.session_info(session)
     assert info["config"]["proxy"] == PROXY
     [webhook] = info["config"]["webhooks"]
-    assert webhook["url"] == f"{waha_live.url.replace('localhost', '127.0.0.1')}/api/v1/webhooks/waha/{container.pk}"
+    base = f"{waha_live.url.replace('localhost', '127.0.0.1')}/api/v1/webhooks/waha/{container.pk}/"
+    assert webhook["url"] == base + container.webhook_token and len(container.webhook_token) >= 40
     assert webhook["hmac"] == {"key": container.webhook_key}
     assert set(webhook["events"]) == {"session.status", "message", "message.ack"}
     assert [s["name"] for s in manager.list_sessions(container)] == ["chip_1"]

@@ -1,4 +1,5 @@
-"""Runtimes that run WAHA containers: `docker` (a Docker engine) and `local` (simulator processes)."""
+"""Runtimes of WAHA containers: `docker` (a Docker engine), `local` (simulator processes) and
+`external` (servers operators run and registered in the admin)."""
 from functools import cache
 
 from django.conf import settings
@@ -18,7 +19,11 @@ def _runtime(name: str) -> Runtime:
         from .local import LocalRuntime
 
         return LocalRuntime()
-    raise RuntimeFailure(f"Unknown WAHA_RUNTIME {name!r}: use docker or local.")
+    if name == "external":
+        from .external import ExternalRuntime
+
+        return ExternalRuntime()
+    raise RuntimeFailure(f"Unknown WAHA_RUNTIME {name!r}: use docker, local or external.")
 
 
 def get_runtime(name: str | None = None) -> Runtime:

@@ -1,0 +1,151 @@
+"""The health sweep: every container probed at once; dead ones started, restarted or recreated,
+their sessions resumed with their configs, and what each server can do read again when stale."""
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Any
+
+from django.conf import settings
+from django.utils import timezone
+from django_scopes import scopes_disabled
+
+from .client import WahaError
+from .containers import (
+    WahaManagerError,
+    capabilities_stale,
+    client_for,
+    read_capabilities,
+    record_capabilities,
+    runtime_of,
+    spec_for,
+    wait_ready,
+)
+from .models import ContainerStatus, WahaContainer, WahaSession
+from .runtime import RuntimeFailure
+from .sessions import apply_info, resume, wanted_sessions
+
+log = logging.getLogger(__name__)
+
+
+def concurrently(fn: Callable, items: list) -> list[tuple[Any, Any]]:
+    """Run fn over items on a thread pool; returns (item, result or exception) pairs.
+
+    The threads only talk to runtimes and WAHA; the caller writes to the database.
+    """
+    if not items:
+        return []
+    workers = max(1, min(settings.WAHA_SWEEP_THREADS, len(items)))
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="waha-sweep") as pool:
+        futures = [(item, pool.submit(fn, item)) for item in items]
+        results = []
+        for item, future in futures:
+            try:
+                results.append((item, future.result()))
+            except Exception as exc:  # noqa: BLE001 - one container's failure must not stop a sweep
+                results.append((item, exc))
+        return results
+
+
+@dataclass
+class HealthResult:
+    healthy: bool
+    action: str = ""  # "", "started", "restarted", "recreated"
+    error: str = ""
+    runtime_id: str = ""
+    resumed: list[str] = field(default_factory=list)
+    sessions: dict[str, dict] = field(default_factory=dict)
+    capabilities: dict | None = None
+
+
+def _heal(container: WahaContainer, wanted: list[WahaSession], repair: bool = True) -> HealthResult:
+    """Probe one container; when repair, bring it back (start, restart or recreate) and its sessions."""
+    runtime = runtime_of(container)
+    result = HealthResult(healthy=False, runtime_id=container.runtime_id)
+    try:
+        status = runtime.status(container.runtime_id) if container.runtime_id else "missing"
+        if status == "missing":
+            if not repair:
+                return HealthResult(False, error="the runtime has no such container")
+            result.runtime_id = runtime.create(spec_for(container))
+            result.action = "recreated"
+        elif status != "running":
+            if not repair:
+                return HealthResult(False, error=f"container is {status}")
+            runtime.start(container.runtime_id)
+            result.action = "started"
+        else:
+            try:
+                client_for(container, retries=0, timeout=(2, 5)).ping()
+            except WahaError as exc:
+                stuck = container.down_since and timezone.now() - container.down_since > timedelta(minutes=2)
+                if not (repair and stuck):
+                    return HealthResult(False, error=str(exc), runtime_id=container.runtime_id)
+                runtime.restart(container.runtime_id)
+                result.action = "restarted"
+        if result.action:
+            container.runtime_id = result.runtime_id
+            wait_ready(container, detect=False)
+        if result.action or capabilities_stale(container):
+            result.capabilities = read_capabilities(container)
+        client = client_for(container)
+        sessions = {s["name"]: s for s in client.list_sessions(all=True)}
+        if repair:
+            result.resumed = resume(container, wanted)
+            if result.resumed:
+                sessions = {s["name"]: s for s in client.list_sessions(all=True)}
+        result.sessions = sessions
+        result.healthy = True
+    except (WahaError, RuntimeFailure, WahaManagerError) as exc:
+        result.error = str(exc)
+    return result
+
+
+def _record(container: WahaContainer, result: HealthResult) -> None:
+    with scopes_disabled():
+        if result.healthy:
+            container.mark_up()
+        else:
+            container.mark_down(result.error or "unhealthy")
+        fields = ["healthy", "last_error", "last_health_at", "down_since", "status", "updated_at"]
+        if result.runtime_id and result.runtime_id != container.runtime_id:
+            container.runtime_id = result.runtime_id
+        fields.append("runtime_id")
+        if result.action:
+            container.restart_count += 1
+            container.started_at = timezone.now()
+            fields += ["restart_count", "started_at"]
+            log.warning("health sweep %s %s", result.action, container.name)
+        container.save(update_fields=fields)
+        if result.capabilities:
+            record_capabilities(container, result.capabilities)
+        sessions = {s.remote_name: s for s in WahaSession.objects.filter(container=container)}
+        for remote_name, info in result.sessions.items():
+            if remote_name in sessions:
+                apply_info(sessions[remote_name], info)
+
+
+def check_health(container: WahaContainer) -> bool:
+    """Probe one container now, without repairing it (see health_sweep), and record the result."""
+    result = _heal(container, [], repair=False)
+    _record(container, result)
+    return result.healthy
+
+
+def health_sweep() -> dict[str, list[str]]:
+    """Every running container checked at once; dead ones restarted and their sessions resumed."""
+    with scopes_disabled():
+        containers = list(WahaContainer.objects.filter(status__in=[ContainerStatus.RUNNING, ContainerStatus.FAILED]))
+        wanted = wanted_sessions(containers)
+        report: dict[str, list[str]] = {"healthy": [], "unhealthy": [], "repaired": []}
+        for container, result in concurrently(lambda c: _heal(c, wanted.get(c.pk, [])), containers):
+            if isinstance(result, Exception):
+                result = HealthResult(False, error=repr(result))
+            _record(container, result)
+            report["healthy" if result.healthy else "unhealthy"].append(container.name)
+            if result.action:
+                report["repaired"].append(container.name)
+        return report
