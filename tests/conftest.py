@@ -245,3 +245,16 @@ def _end_stray_connections(django_db_setup, django_db_blocker):
             "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
             "WHERE datname = current_database() AND pid <> pg_backend_pid()"
         )
+
+
+@pytest.fixture(scope="session")
+def real_waha(tmp_path_factory):
+    """Real WAHA Core 2024.10.8 on a loopback port for the whole run (tests/waha/realserver.py)."""
+    from tests.waha.realserver import RealWaha
+
+    server = RealWaha.start_new(tmp_path_factory.mktemp("real-waha"))
+    try:
+        yield server
+    finally:
+        server.stop()
+        server.assert_stayed_on_loopback()

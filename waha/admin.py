@@ -454,6 +454,7 @@ class ExternalServerAdmin(ConsoleAdmin):
 
     def save_model(self, request, obj: ExternalServer, form: ExternalServerForm, change: bool) -> None:
         obj.runtime, obj.tenant, obj.port, obj.image = "external", None, None, ""
+        obj.runtime_id = f"external:{obj.name}"[:100]
         obj.api_key = form.api_key
         obj.status = ContainerStatus.RUNNING
         obj.mark_up()

@@ -148,7 +148,10 @@ def capabilities_stale(container: WahaContainer) -> bool:
 
 
 def ensure_started(container: WahaContainer) -> None:
-    """Start the container if it is not running; recreate it if the runtime lost it."""
+    """Start the container if it is not running; recreate it if the runtime lost it.
+    (An external server is its operator's to run: whether it answers is wait_ready's.)"""
+    if container.is_external:
+        return
     runtime = runtime_of(container)
     status = runtime.status(container.runtime_id) if container.runtime_id else "missing"
     if status == "running" and container.status == ContainerStatus.RUNNING:

@@ -132,11 +132,17 @@ def _configure(session: WahaSession, config: dict, start: bool) -> dict:
     """Create the session in WAHA, or update the one there; then start it if asked."""
     client = client_for(session.container)
     if session.container.is_core:
-        # Core's only session exists from the start ("default", STOPPED, no config): update it.
+        # Core's only session exists from the start ("default", STOPPED, no config): update it,
+        # unless it already runs with this very config (a retried task). Core restarts a running
+        # session on update, and one restarted while its connection attempt is pending can bring
+        # the whole 2024.10 server down (docs/waha.md).
         try:
-            info = client.update_session(session.remote_name, config)
+            current = client.get_session(session.remote_name) or {}
         except SessionNotFound:
             return client.create_session(session.remote_name, config, start=start)
+        if current.get("config") == config and current.get("status") not in ("STOPPED", "FAILED", None):
+            return current
+        info = client.update_session(session.remote_name, config)
     else:
         try:
             return client.create_session(session.remote_name, config, start=start)

@@ -23,6 +23,7 @@ SPECIAL: dict[str, dict] = {
     "django_celery_beat.crontabschedule": {"minute": "0", "hour": "*", "day_of_week": "*", "day_of_month": "*",
                                            "month_of_year": "*"},
     "django_celery_beat.intervalschedule": {"period": "minutes"},
+    "waha.externalserver": {"runtime": "external", "tenant": None, "port": None},
 }
 
 

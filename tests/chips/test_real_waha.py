@@ -1,0 +1,108 @@
+"""WHAGO end to end on real WAHA Core 2024.10.8 (built from ../shared/waha-core), through the
+external runtime: the operator registers the server in the admin, a tenant creates a chip in
+the portal, the worker starts its session on real WAHA, real (unsigned) webhooks move the chip,
+a WAHA restart that forgets the config is healed with the config sent again, and deleting the
+chip removes the session. Every real session carries a proxy on a closed loopback port."""
+import json
+
+import pytest
+from django.urls import reverse
+from django_scopes import scopes_disabled
+
+from chips.models import Chip
+from proxies.models import ProxyProvider
+from tests.waha.simkit import free_port
+from waha import manager
+from waha.models import AlertRule, ContainerAlert, ExternalServer, WebhookEvent
+
+from .conftest import DOCKER, wait_chip, wait_until
+
+pytestmark = DOCKER
+
+
+@pytest.fixture
+def loopback_proxy(db):
+    """An HTTP proxy provider on a closed loopback port: WAHA's only egress goes nowhere."""
+    port = free_port()
+    ProxyProvider.objects.create(name="loopback", kind=ProxyProvider.Kind.GATEWAY, scheme="http",
+                                 host="127.0.0.1", port=port, username="", password="")
+    return f"http://127.0.0.1:{port}"
+
+
+def register(client, real) -> ExternalServer:
+    """The operator registers the real server in the admin (its capabilities are read from it)."""
+    from whago.models import User
+
+    operator = User.objects.create_superuser(email="ops-real@whago.test", password=None)
+    client.force_login(operator)
+    response = client.post(reverse("admin:waha_externalserver_add"), {
+        "name": "waha-core-real", "url": real.url, "capacity": "5", "key": "wrong key",
+    })
+    # Core does not enforce its key, so even a wrong key is "accepted": WHAGO notes it.
+    assert response.status_code == 302, response.content.decode()[:2000]
+    with scopes_disabled():
+        server = ExternalServer.objects.get(name="waha-core-real")
+        server.api_key = real.api_key
+        server.save(update_fields=["api_key"])
+    client.logout()
+    return server
+
+
+def test_a_chip_lives_on_real_waha_core_through_the_external_runtime(
+    real_waha, start_worker, client, owner_client, loopback_proxy, settings
+):
+    real_waha.reset()
+    settings.WAHA_RUNTIME = "external"
+    start_worker(WAHA_RUNTIME="external")
+    server = register(client, real_waha)
+    assert (server.version, server.engine, server.whatsapp_engine) == ("2024.10.8", "core", "NOWEB")
+    assert server.capacity == 1 and server.key_enforced is False
+    manager.alert_sweep(orphans=[])
+    assert ContainerAlert.objects.filter(container=server, rule=AlertRule.INSECURE).exists()
+
+    # The tenant creates a chip; the worker places it on the real server and starts `default`.
+    owner_client.force_login(owner_client.user)
+    assert owner_client.post(reverse("chip_create"), {"alias": "Loja"}).status_code == 302
+    chip = Chip.all_objects.with_scopes_disabled().get(tenant=owner_client.tenant)
+    chip = wait_chip(chip.pk, Chip.Status.STARTING, timeout=60)
+
+    # Real WAHA's own webhooks, unsigned, reached WHAGO's receiver through the URL token.
+    def real_events():
+        with scopes_disabled():
+            return list(WebhookEvent.objects.filter(container=server, event="session.status"))
+
+    events = wait_until(real_events, 60, 0.2, "a session.status event from real WAHA")
+    assert events[0].event_id.startswith("unsigned:")
+    assert events[0].payload["environment"]["tier"] == "CORE"
+    assert events[0].tenant_id == owner_client.tenant.pk
+    with scopes_disabled():
+        session = chip.waha_session
+        session.refresh_from_db()
+    assert (session.remote_name, session.status) == ("default", "STARTING")
+
+    # What WHAGO gave the real session: its webhook with the token, and the loopback proxy.
+    info = real_waha.call("GET", "/api/sessions/default").json()
+    assert info["status"] == "STARTING"
+    assert info["config"]["proxy"] == {"server": loopback_proxy}
+    assert info["config"]["webhooks"][0]["url"] == server.webhook_url
+
+    # Real WAHA restarts and forgets the config; the health sweep sends it again and starts it.
+    real_waha.restart()
+    forgotten = real_waha.call("GET", "/api/sessions?all=true").json()
+    assert forgotten == [{"name": "default", "status": "STOPPED", "config": None, "me": None}]
+    report = manager.health_sweep()
+    assert server.name in report["healthy"], (report, ExternalServer.objects.get(pk=server.pk).last_error)
+    info = real_waha.call("GET", "/api/sessions/default").json()
+    assert info["status"] == "STARTING" and info["config"]["proxy"] == {"server": loopback_proxy}
+    with scopes_disabled():
+        session.refresh_from_db()
+    assert json.loads(session.config)["proxy"] == {"server": loopback_proxy}
+    wait_until(lambda: len(real_events()) > len(events), 60, 0.2, "events after the resume")
+
+    # Deleting the chip removes the real session and frees the server's seat.
+    owner_client.force_login(owner_client.user)
+    assert owner_client.post(reverse("chip_delete", args=[chip.pk])).status_code == 302
+    wait_until(lambda: real_waha.call("GET", "/api/sessions?all=true").json() == [], 60, 0.2,
+               "the session gone from real WAHA")
+    with scopes_disabled():
+        assert not server.sessions.exists()
