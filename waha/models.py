@@ -173,7 +173,7 @@ class ExternalServerManager(models.Manager):
 class ExternalServer(WahaContainer):
     """A WAHA server operators run themselves, registered in the admin (runtime "external")."""
 
-    objects = ExternalServerManager()
+    objects = ScopedManager(tenant="tenant", _manager_class=ExternalServerManager)
 
     class Meta:
         proxy = True

@@ -106,7 +106,7 @@ def test_api_key_is_required_except_on_ping(simulator):
 
 def test_version_health_and_unknown_routes(simulator):
     version = simulator.get("/api/server/version").json()
-    assert version == {"version": "2024.10.8", "engine": "WEBJS", "tier": "PLUS", "browser": "/usr/bin/chromium"}
+    assert version == {"version": "2026.6.1", "engine": "WEBJS", "tier": "PLUS", "browser": "/usr/bin/chromium"}
     health = simulator.get("/health")
     assert health.status_code == 200 and health.json()["status"] == "ok"
     missing = simulator.get("/api/nothing/here/at/all")

@@ -13,7 +13,7 @@ import threading
 import time
 from collections import Counter, deque
 
-from . import BROWSER, ENGINE_NAME, WAHA_VERSION
+from . import BROWSER, ENGINE_NAME, PLUS_VERSION, WAHA_VERSION
 from .config import Config
 from .jobs import Scheduler
 from .qr import png_bytes, raw_value
@@ -307,7 +307,8 @@ class Simulator:
         self.lock = threading.RLock()
         self.jobs = Scheduler(4, "sim-jobs")
         self.sender = WebhookSender(cfg.webhook_workers, cfg.webhook_timeout, cfg.max_pending_webhooks)
-        self.environment = {"version": WAHA_VERSION, "engine": ENGINE_NAME, "tier": cfg.tier, "browser": BROWSER}
+        version = WAHA_VERSION if cfg.tier == "CORE" else PLUS_VERSION
+        self.environment = {"version": version, "engine": ENGINE_NAME, "tier": cfg.tier, "browser": BROWSER}
         self.global_hook = Hook.from_config(cfg.global_hook.as_config()) if cfg.global_hook else None
         self.behaviour = {
             "server_ms": cfg.ack_server_ms,
