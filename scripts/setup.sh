@@ -2,7 +2,8 @@
 # Installs what WHAGO needs on a Debian 12 machine, as root, doing nothing that is done.
 #   scripts/setup.sh venv      the virtual environment in .venv with requirements.txt
 #   scripts/setup.sh services  PostgreSQL, Redis and a Docker engine, running on loopback
-#   scripts/setup.sh all       both, plus the tools the test suite uses and the simulator image
+#   scripts/setup.sh all       both, plus the tools the test suite uses, the simulator image
+#                              and real WAHA Core (built from ../shared/waha-core)
 #   scripts/setup.sh simulator-image   only the WAHA simulator's container image
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -86,6 +87,24 @@ ensure_simulator_image() {
   python3 -m waha.simulator.image
 }
 
+# Real WAHA Core 2024.10.8, built from the pack in ../shared/waha-core (the suite holds WHAGO
+# and the simulator to it). build.sh needs Node >= 18 with its headers; it fetches its npm
+# packages from the machine's npm registry and skips a finished build (about 2 minutes once).
+ensure_real_waha() {
+  local pack="${WAHA_CORE_PACK:-}"
+  for candidate in "$pack" "$ROOT/../shared/waha-core" /work/shared/waha-core; do
+    if [ -n "$candidate" ] && [ -x "$candidate/build.sh" ]; then pack=$candidate; break; fi
+  done
+  if [ ! -x "$pack/build.sh" ]; then
+    echo "The WAHA Core pack (build.sh) was not found: set WAHA_CORE_PACK" >&2; exit 1
+  fi
+  if ! command -v node >/dev/null; then apt_install nodejs libnode-dev npm; fi
+  apt_install make g++ python3
+  local dest="${WAHA_CORE_DIR:-/var/cache/whago/waha-core-2024.10.8}"
+  mkdir -p "$dest"
+  "$pack/build.sh" "$dest" | tail -n 3
+}
+
 case "${1:-all}" in
   venv) ensure_venv ;;
   services) ensure_postgres; ensure_redis; ensure_docker ;;
@@ -94,6 +113,7 @@ case "${1:-all}" in
     apt_install debootstrap zbar-tools microsocks tinyproxy-bin chromium docker-compose
     ensure_postgres; ensure_redis; ensure_docker
     ensure_simulator_image
+    ensure_real_waha
     ;;
   simulator-image) ensure_docker; ensure_simulator_image ;;
   *) echo "usage: $0 venv|services|all|simulator-image" >&2; exit 2 ;;
