@@ -4,6 +4,8 @@ the portal, the worker starts its session on real WAHA, real (unsigned) webhooks
 a WAHA restart that forgets the config is healed with the config sent again, and deleting the
 chip removes the session. Every real session carries a proxy on a closed loopback port."""
 import json
+import subprocess
+import sys
 
 import pytest
 from django.urls import reverse
@@ -11,11 +13,12 @@ from django_scopes import scopes_disabled
 
 from chips.models import Chip
 from proxies.models import ProxyProvider
+from tests.conftest import ROOT, worker_env
 from tests.waha.simkit import free_port
 from waha import manager
 from waha.models import AlertRule, ContainerAlert, ExternalServer, WebhookEvent
 
-from .conftest import DOCKER, wait_chip, wait_until
+from .conftest import DOCKER, chip_row, wait_chip, wait_until
 
 pytestmark = DOCKER
 
@@ -59,12 +62,17 @@ def test_a_chip_lives_on_real_waha_core_through_the_external_runtime(
     assert server.capacity == 1 and server.key_enforced is False
     manager.alert_sweep(orphans=[])
     assert ContainerAlert.objects.filter(container=server, rule=AlertRule.INSECURE).exists()
+    doctor = subprocess.run([sys.executable, "manage.py", "waha_doctor"], cwd=ROOT, capture_output=True, text=True,
+                            env=worker_env(WAHA_RUNTIME="external"), timeout=120)
+    assert f"{server.name} ({real_waha.url}): healthy, WAHA 2024.10.8 core NOWEB" in doctor.stdout, doctor.stdout
+    assert "answers without its API key" in doctor.stdout
 
     # The tenant creates a chip; the worker places it on the real server and starts `default`.
     owner_client.force_login(owner_client.user)
     assert owner_client.post(reverse("chip_create"), {"alias": "Loja"}).status_code == 302
     chip = Chip.all_objects.with_scopes_disabled().get(tenant=owner_client.tenant)
     chip = wait_chip(chip.pk, Chip.Status.STARTING, timeout=60)
+    chip = wait_until(lambda: (row := chip_row(chip.pk)).waha_session_id and row, 60, 0.2, "the session linked")
 
     # Real WAHA's own webhooks, unsigned, reached WHAGO's receiver through the URL token.
     def real_events():
@@ -106,3 +114,27 @@ def test_a_chip_lives_on_real_waha_core_through_the_external_runtime(
                "the session gone from real WAHA")
     with scopes_disabled():
         assert not server.sessions.exists()
+
+
+def test_a_socks5_proxy_is_never_handed_to_a_waha_that_cannot_use_it(
+    real_waha, start_worker, client, owner_client, settings
+):
+    """WAHA 2024.10.8 takes HTTP(S) proxies only: the chip fails with a plain message, the operators
+    get an alert, and the real server is never given the socks5:// URL."""
+    real_waha.reset()
+    ProxyProvider.objects.create(name="socks", kind=ProxyProvider.Kind.GATEWAY, scheme="socks5",
+                                 host="127.0.0.1", port=free_port(), username="", password="")
+    settings.WAHA_RUNTIME = "external"
+    start_worker(WAHA_RUNTIME="external")
+    server = register(client, real_waha)
+
+    owner_client.force_login(owner_client.user)
+    assert owner_client.post(reverse("chip_create"), {"alias": "Loja"}).status_code == 302
+    chip = Chip.all_objects.with_scopes_disabled().get(tenant=owner_client.tenant)
+    chip = wait_chip(chip.pk, Chip.Status.FAILED, timeout=60)
+
+    assert "proxy" in chip.last_error and "socks5" not in chip.last_error and "127.0.0.1" not in chip.last_error
+    alert = ContainerAlert.objects.get(container=server, rule=AlertRule.PROXY)
+    assert "socks5" in alert.message and "HTTP" in alert.message
+    sessions = real_waha.call("GET", "/api/sessions?all=true").json()
+    assert all("socks5" not in json.dumps(s.get("config")) for s in sessions)

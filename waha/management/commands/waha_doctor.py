@@ -83,7 +83,8 @@ class Command(BaseCommand):
             containers = list(WahaContainer.objects.select_related("tenant").order_by("pk"))
         self.stdout.write(f"Containers: {len(containers)}")
         for container in containers:
-            label = f"{container.name} (tenant {container.tenant.name}, port {container.port})"
+            where = f"tenant {container.tenant.name}, port {container.port}" if container.tenant else container.base_url
+            label = f"{container.name} ({where})"
             if container.status == ContainerStatus.STOPPED:
                 self.warn(f"{label}: stopped on purpose")
                 continue
@@ -103,7 +104,13 @@ class Command(BaseCommand):
                 self.bad(f"{label}: running but WAHA does not answer: {exc}")
                 continue
             working = sum(1 for s in sessions if s.get("status") == "WORKING")
-            self.ok(f"{label}: healthy, {len(sessions)} session(s), {working} working")
+            kind = f"WAHA {container.version or '?'} {container.engine} {container.whatsapp_engine}"
+            self.ok(f"{label}: healthy, {kind.strip()}, {len(sessions)} session(s), {working} working")
+            if container.key_enforced is False:
+                self.warn(
+                    f"{label}: answers without its API key: whoever reaches it can use its sessions "
+                    "(keep it on a private network, or run a WAHA that enforces WHATSAPP_API_KEY)"
+                )
 
     def check_orphans(self) -> None:
         orphans = manager.find_orphans(grace=timedelta(0))
