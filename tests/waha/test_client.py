@@ -194,3 +194,34 @@ def test_sending_before_working_is_session_not_ready(plus):
     with pytest.raises(SessionNotReady) as error:
         plus.send_text("chip_1", "5511988887777", "Olá")
     assert error.value.body["status"] == "SCAN_QR_CODE"
+
+
+# What each engine's sendText answers, and the id its message.ack events carry (WAHA's source:
+# src/core/engines/noweb/session.noweb.core.ts buildMessageId; WEBJS's _serialized id).
+ENGINE_SHAPES = {
+    "NOWEB": (
+        {"key": {"remoteJid": "5511988887777@s.whatsapp.net", "fromMe": True, "id": "3EB0C431D0A1B2C3"},
+         "message": {"extendedTextMessage": {"text": "Olá"}}, "messageTimestamp": "1730000000",
+         "status": "PENDING"},
+        "true_5511988887777@c.us_3EB0C431D0A1B2C3",
+    ),
+    "WEBJS": (
+        {"id": {"fromMe": True, "remote": "5511988887777@c.us", "id": "3EB0AA",
+                "_serialized": "true_5511988887777@c.us_3EB0AA"}, "ack": 0},
+        "true_5511988887777@c.us_3EB0AA",
+    ),
+    "serialized string": ({"id": "true_5511988887777@c.us_3EB0BB"}, "true_5511988887777@c.us_3EB0BB"),
+}
+
+
+@pytest.mark.parametrize("engine", ENGINE_SHAPES)
+def test_a_sent_messages_id_is_the_one_its_acks_carry(engine):
+    sent, ack_id = ENGINE_SHAPES[engine]
+    assert message_id(sent) == ack_id
+
+
+def test_a_group_message_id_keeps_its_participant_and_nothing_is_made_up():
+    sent = {"key": {"remoteJid": "1203630@g.us", "fromMe": False, "id": "ABC",
+                    "participant": "5511988887777@s.whatsapp.net"}}
+    assert message_id(sent) == "false_1203630@g.us_ABC_5511988887777@c.us"
+    assert message_id({}) == "" and message_id({"key": {}}) == "" and message_id(None) == ""

@@ -180,3 +180,27 @@ def test_a_poison_character_is_removed_and_the_event_stored_once(client, placed_
     with scopes_disabled():
         [message] = Message.objects.filter(chip=chip, direction=Message.Direction.IN)
     assert message.body == "Oi tudo bem"
+
+
+def test_a_noweb_ack_reaches_the_message_sent_with_nowebs_raw_answer(client, placed_on):
+    """NOWEB's sendText answers {key: {id, remoteJid, fromMe}}; its acks carry true_<chat>@c.us_<id>."""
+    from waha.client import message_id
+
+    container, session = placed_on(Engine.CORE)
+    with scopes_disabled():
+        chip = Chip.all_objects.create(tenant=session.tenant, alias="Loja", session_name="chip_9",
+                                       waha_session=session, status=Chip.Status.WORKING)
+        sent = {"key": {"remoteJid": "5511988887777@s.whatsapp.net", "fromMe": True, "id": "3EB0C431D0"},
+                "message": {"extendedTextMessage": {"text": "Olá"}}, "status": "PENDING"}
+        message = Message.objects.create(tenant=session.tenant, chip=chip, peer="+5511988887777", body="Olá",
+                                         status=Message.Status.SENT, waha_id=message_id(sent))
+    ack = core_event(event="message.ack", payload={
+        "id": "true_5511988887777@c.us_3EB0C431D0", "from": "5511988887777@c.us", "to": "5511988887777@c.us",
+        "fromMe": True, "ack": 2, "ackName": "DEVICE", "body": "Olá", "timestamp": 1730000000,
+    })
+
+    assert post(client, path_of(container), ack).status_code == 200
+
+    with scopes_disabled():
+        message.refresh_from_db()
+    assert message.status == Message.Status.DELIVERED
