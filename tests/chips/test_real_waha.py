@@ -16,6 +16,7 @@ from proxies.models import ProxyProvider
 from tests.conftest import ROOT, worker_env
 from tests.waha.simkit import free_port
 from waha import manager
+from waha.client import FeatureUnavailable, SessionNotReady
 from waha.models import AlertRule, ContainerAlert, ExternalServer, WebhookEvent
 
 from .conftest import DOCKER, chip_row, wait_chip, wait_until
@@ -93,6 +94,13 @@ def test_a_chip_lives_on_real_waha_core_through_the_external_runtime(
     assert info["status"] == "STARTING"
     assert info["config"]["proxy"] == {"server": loopback_proxy}
     assert info["config"]["webhooks"][0]["url"] == server.webhook_url
+
+    # What Core cannot do is refused before WAHA is asked: media, and a pairing code while STARTING.
+    with pytest.raises(FeatureUnavailable):
+        manager.send_image(session, "5511988887777@c.us", {"mimetype": "image/png", "filename": "a.png",
+                                                           "data": "iVBORw0KGgo="})
+    with pytest.raises(SessionNotReady):
+        manager.request_code(session, "5511988887777")
 
     # Real WAHA restarts and forgets the config; the health sweep sends it again and starts it.
     real_waha.restart()
