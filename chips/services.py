@@ -301,6 +301,35 @@ def provision(chip_id: int) -> None:
                 chip.save(update_fields=["waha_session", "updated_at"])
 
 
+def stalled_provisioning() -> list[int]:
+    """Chips still PROVISIONING with no attempt recorded for CHIPS_PROVISION_RETRY_SECONDS."""
+    quiet_since = _now() - timedelta(seconds=settings.CHIPS_PROVISION_RETRY_SECONDS)
+    with scopes_disabled():
+        return list(
+            Chip.objects.filter(status=Chip.Status.PROVISIONING, suspended_at=None, updated_at__lt=quiet_since)
+            .order_by("pk").values_list("pk", flat=True)[:500]
+        )
+
+
+def fail_stale_provisioning() -> int:
+    """FAILED, with what to do, for chips PROVISIONING longer than CHIPS_PROVISION_TIMEOUT_MINUTES."""
+    since = _now() - timedelta(minutes=settings.CHIPS_PROVISION_TIMEOUT_MINUTES)
+    with scopes_disabled():
+        stale = list(
+            Chip.objects.filter(status=Chip.Status.PROVISIONING)
+            .filter(Q(status_changed_at__lt=since) | Q(status_changed_at=None, created_at__lt=since))
+            .values_list("pk", flat=True)[:500]
+        )
+    for chip_id in stale:
+        with scopes_disabled(), transaction.atomic():
+            chip = _locked_chip(chip_id)
+            if chip is not None and chip.status == Chip.Status.PROVISIONING:
+                _set_status(chip, Chip.Status.FAILED, last_error=_(
+                    "The WhatsApp server could not be prepared for a long time. Press Connect to try again; "
+                    "if it keeps failing, contact support."))
+    return len(stale)
+
+
 def provision_problem(chip_id: int, exc: BaseException, final: bool) -> None:
     """Record why provisioning failed; FAILED (with what to do) once the task gives up."""
     with scopes_disabled(), transaction.atomic():

@@ -2,6 +2,7 @@
 from celery import shared_task
 
 from proxies.services import ProxyUnavailable
+from waha import manager
 from waha.client import WahaError
 from waha.manager import WahaManagerError
 from waha.runtime import RuntimeFailure
@@ -10,6 +11,10 @@ from waha.tasks import TRANSIENT
 from . import outgoing, services
 
 PROVISION_RETRIES = 5
+# What may come back by itself: the Docker engine or a server unreachable, no room left. The chip
+# stays PROVISIONING (the tenant sees that WHAGO keeps trying); the task retries with backoff,
+# then provision_sweep takes over until CHIPS_PROVISION_TIMEOUT_MINUTES.
+WAITING = (*TRANSIENT, RuntimeFailure, manager.PortRangeExhausted, manager.NoServerWithRoom)
 
 
 @shared_task(acks_late=True)
@@ -25,13 +30,23 @@ def provision_chip(self, chip_id: int) -> None:
     """Create the chip's WAHA session (and the tenant's container when needed)."""
     try:
         services.provision(chip_id)
-    except TRANSIENT as exc:
-        final = self.request.retries >= self.max_retries
-        services.provision_problem(chip_id, exc, final=final)
-        if not final:
+    except WAITING as exc:
+        services.provision_problem(chip_id, exc, final=False)
+        if self.request.retries < self.max_retries:
             raise self.retry(exc=exc, countdown=min(5 * 2**self.request.retries, 120))
-    except (WahaError, WahaManagerError, RuntimeFailure) as exc:
+    except (WahaError, WahaManagerError) as exc:
         services.provision_problem(chip_id, exc, final=True)
+
+
+@shared_task
+def provision_sweep() -> dict:
+    """Provisioning that stopped half-way (its task gave up, or died with its worker) is tried
+    again; past CHIPS_PROVISION_TIMEOUT_MINUTES the chip fails with what to do."""
+    failed = services.fail_stale_provisioning()
+    waiting = services.stalled_provisioning()
+    for chip_id in waiting:
+        provision_chip.delay(chip_id)
+    return {"retried": len(waiting), "failed": failed}
 
 
 @shared_task(acks_late=True)

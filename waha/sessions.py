@@ -207,7 +207,14 @@ def stop_session(session: WahaSession) -> dict:
 
 
 def restart_session(session: WahaSession) -> dict:
-    info = _session_call(session, "restart_session")
+    """Restart the session with its config: an update restarts a running session (WAHA), then
+    start covers a stopped one ("already started" is success)."""
+    client = client_for(session.container)
+    if session.config:
+        client.update_session(session.remote_name, json.loads(session.config))
+        info = client.start_session(session.remote_name)
+    else:
+        info = client.restart_session(session.remote_name)
     _set_should_run(session, True)
     apply_info(session, info)
     return info

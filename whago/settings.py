@@ -329,6 +329,8 @@ WAHA_READY_TIMEOUT = env.int("WAHA_READY_TIMEOUT", default=60)
 WAHA_ALERT_CPU_PERCENT = env.float("WAHA_ALERT_CPU_PERCENT", default=80.0)
 WAHA_ALERT_MEMORY_PERCENT = env.float("WAHA_ALERT_MEMORY_PERCENT", default=90.0)
 WAHA_ALERT_STOPPED_MINUTES = env.int("WAHA_ALERT_STOPPED_MINUTES", default=60)
+# Seconds the docker runtime waits for one answer of the Docker engine.
+WAHA_DOCKER_TIMEOUT = env.int("WAHA_DOCKER_TIMEOUT", default=30)
 # Threads a sweep (health, stats) uses over many containers.
 WAHA_SWEEP_THREADS = env.int("WAHA_SWEEP_THREADS", default=64)
 # Largest webhook body accepted, in bytes.
@@ -384,6 +386,10 @@ CHIPS_SEND_PAUSE_AFTER_HTTP = env.float("CHIPS_SEND_PAUSE_AFTER_HTTP", default=0
 # Seconds an ack that arrived before its message's send was recorded waits for that record;
 # past it the webhook answers 503 and WAHA delivers it again later (its retry policy).
 CHIPS_ACK_WAIT_SECONDS = env.float("CHIPS_ACK_WAIT_SECONDS", default=5.0)
+# A chip still PROVISIONING with no attempt for this many seconds is tried again by the
+# provisioning sweep (the Docker engine or its server came back); past the timeout it fails.
+CHIPS_PROVISION_RETRY_SECONDS = env.int("CHIPS_PROVISION_RETRY_SECONDS", default=120)
+CHIPS_PROVISION_TIMEOUT_MINUTES = env.int("CHIPS_PROVISION_TIMEOUT_MINUTES", default=60)
 # Redis broker: seconds before a task taken by a worker that died is given to another worker,
 # and seconds between the workers' looks for such tasks (kombu's default period: 100 s).
 if CELERY_BROKER_URL != "filesystem://":

@@ -5,13 +5,19 @@ import contextlib
 from datetime import datetime
 
 import docker
+import requests
 from django.conf import settings
-from docker.errors import APIError, DockerException, ImageNotFound, NotFound
+from docker.errors import DockerException, ImageNotFound, NotFound
 
 from .base import ContainerInfo, ContainerMissing, ContainerSpec, Runtime, RuntimeFailure, Stats
 
 SERVICE_LABEL = "whago.service"
 INSTANCE_LABEL = "whago.instance"
+
+
+# Everything the engine can answer with, and every way it can fail to answer: API errors,
+# a dropped or refused connection, a timeout. All of them become RuntimeFailure.
+ENGINE_ERRORS = (DockerException, requests.RequestException, OSError)
 
 
 def volume_name(container_name: str) -> str:
@@ -31,8 +37,10 @@ class DockerRuntime(Runtime):
         if self._client is None:
             try:
                 # Sweeps call the engine from many threads at once: a pool that size.
-                self._client = docker.from_env(timeout=60, max_pool_size=max(settings.WAHA_SWEEP_THREADS, 10) + 4)
-            except DockerException as exc:
+                self._client = docker.from_env(
+                    timeout=settings.WAHA_DOCKER_TIMEOUT, max_pool_size=max(settings.WAHA_SWEEP_THREADS, 10) + 4
+                )
+            except ENGINE_ERRORS as exc:
                 raise RuntimeFailure(f"Docker engine unreachable: {exc}") from exc
         return self._client
 
@@ -69,7 +77,7 @@ class DockerRuntime(Runtime):
             raise RuntimeFailure(
                 f"Image {spec.image} is not on this Docker engine: build or pull it first ({exc})."
             ) from exc
-        except (APIError, DockerException) as exc:
+        except ENGINE_ERRORS as exc:
             if getattr(exc, "status_code", None) != 409:  # 409: the name is someone else's
                 # Created but not started (a port taken, a bad limit...): leave nothing behind.
                 self._remove_quietly(spec.name)
@@ -79,7 +87,7 @@ class DockerRuntime(Runtime):
         return container.id
 
     def _remove_quietly(self, name: str) -> None:
-        with contextlib.suppress(NotFound, APIError):
+        with contextlib.suppress(*ENGINE_ERRORS):
             self.client.api.remove_container(name, force=True)
 
     def _call(self, what: str, runtime_id: str, fn, *args, **kwargs):
@@ -87,7 +95,7 @@ class DockerRuntime(Runtime):
             return fn(runtime_id, *args, **kwargs)
         except NotFound as exc:
             raise ContainerMissing(f"No container {runtime_id[:12]} on the Docker engine.") from exc
-        except (APIError, DockerException) as exc:
+        except ENGINE_ERRORS as exc:
             raise RuntimeFailure(f"Docker could not {what} {runtime_id[:12]}: {exc}") from exc
 
     def start(self, runtime_id: str) -> None:
@@ -106,7 +114,7 @@ class DockerRuntime(Runtime):
             self.client.api.remove_container(runtime_id, force=True)
         except NotFound:
             pass
-        except (APIError, DockerException) as exc:
+        except ENGINE_ERRORS as exc:
             raise RuntimeFailure(f"Docker could not remove {runtime_id[:12]}: {exc}") from exc
         if volume and labels.get("whago.volume"):
             self._remove_volume(labels["whago.volume"])
@@ -119,13 +127,13 @@ class DockerRuntime(Runtime):
             self.client.api.remove_volume(volume, force=True)
         except NotFound:
             pass
-        except (APIError, DockerException) as exc:
+        except ENGINE_ERRORS as exc:
             raise RuntimeFailure(f"Docker could not remove the volume {volume}: {exc}") from exc
 
     def list_volumes(self) -> list[str]:
         try:
             volumes = self.client.volumes.list(filters=self._filters())
-        except (APIError, DockerException) as exc:
+        except ENGINE_ERRORS as exc:
             raise RuntimeFailure(f"Docker could not list volumes: {exc}") from exc
         return [v.name for v in volumes]
 
@@ -144,13 +152,13 @@ class DockerRuntime(Runtime):
             return self.client.api.inspect_container(runtime_id)["State"]["Status"]
         except NotFound:
             return "missing"
-        except (APIError, DockerException) as exc:
+        except ENGINE_ERRORS as exc:
             raise RuntimeFailure(f"Docker could not inspect {runtime_id[:12]}: {exc}") from exc
 
     def list(self) -> list[ContainerInfo]:
         try:
             raw = self.client.api.containers(all=True, filters=self._filters())
-        except (APIError, DockerException) as exc:
+        except ENGINE_ERRORS as exc:
             raise RuntimeFailure(f"Docker could not list containers: {exc}") from exc
         return [
             ContainerInfo(
@@ -166,7 +174,7 @@ class DockerRuntime(Runtime):
     def check(self) -> str:
         try:
             version = self.client.version()
-        except (APIError, DockerException) as exc:
+        except ENGINE_ERRORS as exc:
             raise RuntimeFailure(f"Docker engine unreachable: {exc}") from exc
         return f"Docker engine {version.get('Version')} (API {version.get('ApiVersion')})"
 
@@ -175,7 +183,7 @@ class DockerRuntime(Runtime):
             self.client.images.get(image)
         except ImageNotFound:
             return False
-        except (APIError, DockerException) as exc:
+        except ENGINE_ERRORS as exc:
             raise RuntimeFailure(f"Docker could not look up the image {image}: {exc}") from exc
         return True
 
