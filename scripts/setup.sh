@@ -99,6 +99,13 @@ ensure_real_waha() {
     echo "The WAHA Core pack (build.sh) was not found: set WAHA_CORE_PACK" >&2; exit 1
   fi
   if ! command -v node >/dev/null; then apt_install nodejs libnode-dev npm; fi
+  local node_prefix
+  node_prefix="$(dirname "$(dirname "$(readlink -f "$(command -v node)")")")"
+  if [ ! -f "$node_prefix/include/node/node_api.h" ]; then
+    echo "Node $(node -v) has no headers in $node_prefix/include/node: real WAHA Core cannot be built." >&2
+    echo "Install them (Debian: apt-get install libnode-dev; nodesource: its nodejs package has them)." >&2
+    exit 1
+  fi
   apt_install make g++ python3
   local dest="${WAHA_CORE_DIR:-/var/cache/whago/waha-core-2024.10.8}"
   mkdir -p "$dest"

@@ -199,3 +199,7 @@ def make_tenant(transactional_db):
 
     return make
 
+
+
+# --- conformance targets: real WAHA Core and the simulator's core-2024.10 profile ---------
+from tests.waha.realwaha import real_target, simulator_target, waha_target  # noqa: E402, F401

@@ -60,9 +60,11 @@ class SimulatorProcess:
         extra_args: list[str] | None = None,
         env: dict | None = None,
         port: int | None = None,
+        profile: str | None = None,
     ) -> None:
         self.data_dir = data_dir
         self.engine = engine
+        self.profile = profile  # --profile (plus | core-2024.10); None = the simulator's default
         self.control = control
         self.api_key = api_key
         self.extra_args = list(extra_args or [])
@@ -92,6 +94,8 @@ class SimulatorProcess:
             cmd += ["--data-dir", str(self.data_dir)]
         if self.control:
             cmd.append("--control")
+        if self.profile:
+            cmd += ["--profile", self.profile]
         return cmd + self.extra_args
 
     def start(self, timeout: float = 10.0) -> SimulatorProcess:
