@@ -85,10 +85,20 @@ def alert_sweep(orphans: list[tuple[str, ContainerInfo]] | None = None) -> dict[
         for c in WahaContainer.objects.select_related("tenant"):
             # A suspended tenant's containers are stopped on purpose: no "stopped" alert.
             down_for = now - c.down_since if c.down_since and (c.tenant is None or c.tenant.is_active) else None
+            stopped_on_purpose = c.status == ContainerStatus.STOPPED
             checks = [
                 (
+                    AlertRule.DOWN,
+                    not stopped_on_purpose and down_for is not None
+                    and down_for > timedelta(minutes=settings.WAHA_ALERT_DOWN_MINUTES),
+                    f"{c.name} has not answered since {c.down_since:%Y-%m-%d %H:%M} ({c.last_error or c.status}); "
+                    "its chips show as reconnecting." if c.down_since else "",
+                    down_for.total_seconds() / 60 if down_for else None,
+                ),
+                (
                     AlertRule.STOPPED,
-                    down_for is not None and down_for > timedelta(minutes=settings.WAHA_ALERT_STOPPED_MINUTES),
+                    stopped_on_purpose and down_for is not None
+                    and down_for > timedelta(minutes=settings.WAHA_ALERT_STOPPED_MINUTES),
                     f"{c.name} has been down since {c.down_since:%Y-%m-%d %H:%M} ({c.last_error or c.status})."
                     if c.down_since
                     else "",

@@ -10,9 +10,12 @@ from datetime import timedelta
 from typing import Any
 
 from django.conf import settings
+from django.db import transaction
 from django.utils import timezone
-from django_scopes import scopes_disabled
+from django_scopes import scope, scopes_disabled
 
+from . import signals
+from .alerts import open_alert
 from .client import WahaError
 from .containers import (
     WahaManagerError,
@@ -24,7 +27,7 @@ from .containers import (
     spec_for,
     wait_ready,
 )
-from .models import ContainerStatus, WahaContainer, WahaSession
+from .models import AlertRule, ContainerStatus, SessionStatus, WahaContainer, WahaSession
 from .runtime import RuntimeFailure
 from .sessions import apply_info, resume, wanted_sessions
 
@@ -58,6 +61,7 @@ class HealthResult:
     runtime_id: str = ""
     resumed: list[str] = field(default_factory=list)
     sessions: dict[str, dict] = field(default_factory=dict)
+    lost: list[str] = field(default_factory=list)  # wanted sessions WAHA no longer had
     capabilities: dict | None = None
 
 
@@ -93,6 +97,7 @@ def _heal(container: WahaContainer, wanted: list[WahaSession], repair: bool = Tr
             result.capabilities = read_capabilities(container)
         client = client_for(container)
         sessions = {s["name"]: s for s in client.list_sessions(all=True)}
+        result.lost = [s.remote_name for s in wanted if s.remote_name not in sessions]
         if repair:
             result.resumed = resume(container, wanted)
             if result.resumed:
@@ -122,10 +127,51 @@ def _record(container: WahaContainer, result: HealthResult) -> None:
         container.save(update_fields=fields)
         if result.capabilities:
             record_capabilities(container, result.capabilities)
-        sessions = {s.remote_name: s for s in WahaSession.objects.filter(container=container)}
-        for remote_name, info in result.sessions.items():
-            if remote_name in sessions:
-                apply_info(sessions[remote_name], info)
+        _reconcile(container, result)
+
+
+def _reconcile(container: WahaContainer, result: HealthResult) -> None:
+    """Compare what WAHA reports with what WHAGO believes, session by session; where they differ,
+    record WAHA's word and tell the chips (the session_status_changed signal, as a webhook would).
+
+    A session WAHA lost entirely is STOPPED (the chip asks for a new scan; connect creates it
+    again) and the operators are alerted. While the container is down, connected sessions show
+    STARTING: they come back when the container does.
+    """
+    down_long = (
+        not result.healthy and container.down_since is not None
+        and timezone.now() - container.down_since >= timedelta(seconds=settings.WAHA_RECONNECTING_SECONDS)
+    )
+    for session in WahaSession.objects.filter(container=container).select_related("tenant"):
+        if result.healthy:
+            info = result.sessions.get(session.remote_name)
+            reported = (info or {}).get("status") or SessionStatus.STOPPED
+            if session.remote_name in result.lost:
+                open_alert(
+                    f"{container.name}/{session.name}", AlertRule.SESSION_LOST,
+                    f"WAHA in {container.name} had lost the session {session.remote_name} of tenant "
+                    f"{session.tenant_id} (its data volume?); "
+                    + ("it was created again and " if info else "")
+                    + "the tenant must scan a new QR code.",
+                    container, None,
+                )
+        elif down_long and session.status in (SessionStatus.WORKING, SessionStatus.SCAN_QR_CODE):
+            info, reported = None, SessionStatus.STARTING
+        else:
+            continue
+        if reported == session.status or reported not in SessionStatus.values:
+            if info:
+                apply_info(session, info)
+            continue
+        me = info.get("me") if isinstance((info or {}).get("me"), dict) else None
+        # One transaction, session row then chip, as a webhook's (the same lock order).
+        with transaction.atomic(), scope(tenant=session.tenant):
+            apply_info(session, {**(info or {}), "status": reported})
+            signals.session_status_changed.send(
+                sender=WahaContainer, container=container, tenant=session.tenant, session=session.name,
+                waha_session=session, event=None, event_id="", payload={"status": reported}, me=me,
+                status=reported,
+            )
 
 
 def check_health(container: WahaContainer) -> bool:

@@ -276,6 +276,8 @@ class AlertRule(models.TextChoices):
     INSECURE = "insecure", _("API key not enforced")
     PROXY = "proxy", _("Proxy scheme not supported")
     CAPACITY = "capacity", _("No room for new sessions")
+    DOWN = "down", _("Down")
+    SESSION_LOST = "session_lost", _("Session lost")
 
 
 class AlertState(models.TextChoices):

@@ -329,6 +329,10 @@ WAHA_READY_TIMEOUT = env.int("WAHA_READY_TIMEOUT", default=60)
 WAHA_ALERT_CPU_PERCENT = env.float("WAHA_ALERT_CPU_PERCENT", default=80.0)
 WAHA_ALERT_MEMORY_PERCENT = env.float("WAHA_ALERT_MEMORY_PERCENT", default=90.0)
 WAHA_ALERT_STOPPED_MINUTES = env.int("WAHA_ALERT_STOPPED_MINUTES", default=60)
+# Minutes a container that should run may stay unreachable before the operators are alerted.
+WAHA_ALERT_DOWN_MINUTES = env.int("WAHA_ALERT_DOWN_MINUTES", default=2)
+# Seconds a container may fail its probes before its connected chips show as reconnecting.
+WAHA_RECONNECTING_SECONDS = env.int("WAHA_RECONNECTING_SECONDS", default=20)
 # Seconds the docker runtime waits for one answer of the Docker engine.
 WAHA_DOCKER_TIMEOUT = env.int("WAHA_DOCKER_TIMEOUT", default=30)
 # Threads a sweep (health, stats) uses over many containers.
