@@ -32,6 +32,12 @@ def raw_post(url: str, **kwargs) -> requests.Response:
     return requests.post(url, timeout=10, **kwargs)
 
 
+@pytest.fixture
+def simulator(simulator_factory):
+    """The plus profile with the WEBJS engine: most tests here read its answers (id._serialized)."""
+    return simulator_factory(env={"WHATSAPP_DEFAULT_ENGINE": "WEBJS"})
+
+
 def decode_qr(png: bytes) -> str:
     """The text zbar reads from a PNG."""
     found = decode(Image.open(io.BytesIO(png)))
@@ -69,7 +75,8 @@ def test_environment_configures_it_and_the_command_line_wins(simulator_factory):
     sim.start()
     sim.port = port
     version = raw_get(sim.url("/api/server/version"), headers={"X-Api-Key": "from-env"})
-    assert version.json() == {"version": "2024.10.8", "engine": "WEBJS", "tier": "CORE", "browser": "/usr/bin/chromium"}
+    # the WhatsApp engine defaults to NOWEB, as WHAGO runs it
+    assert version.json() == {"version": "2024.10.8", "engine": "NOWEB", "tier": "CORE", "browser": "/usr/bin/chromium"}
 
 
 def test_it_stops_at_once_on_sigterm_even_with_a_hanging_webhook_receiver(simulator):
@@ -151,7 +158,7 @@ def test_session_lifecycle_with_status_webhooks(simulator, webhook_receiver):
     assert webhook_receiver.valid_signature(request)
     assert request["headers"]["x-webhook-timestamp"] == str(first["timestamp"])
     assert request["headers"]["x-webhook-request-id"]
-    assert request["headers"]["user-agent"] == "WAHA/2024.10.8"
+    assert request["headers"]["user-agent"] == "WAHA/2026.6.1"
     assert re.fullmatch(r"evt_[0-9a-z]{26}", first["id"])
     assert first["event"] == "session.status" and first["session"] == "chip_1" and first["engine"] == "WEBJS"
     assert first["metadata"] == {"tenant": "7"} and first["me"] is None
@@ -199,7 +206,8 @@ def test_session_lifecycle_with_status_webhooks(simulator, webhook_receiver):
 def test_create_validates_the_config(simulator):
     bad = simulator.post("/api/sessions", {"name": "x", "config": {"webhooks": [{"url": "not a url", "events": 3}]}})
     assert bad.status_code == 400
-    assert bad.json()["statusCode"] == 400 and len(bad.json()["message"]) == 2
+    # class-validator's three messages, as real WAHA answers them
+    assert bad.json()["statusCode"] == 400 and len(bad.json()["message"]) == 3
     assert simulator.post("/api/sessions", {"name": "bad name!"}).status_code == 400
     assert simulator.post("/api/sessions", {"name": "x", "config": {"proxy": {"server": 5}}}).status_code == 400
     assert simulator.http.post(simulator.url("/api/sessions"), data="{nope",
@@ -573,3 +581,168 @@ def test_session_status_events_arrive_in_the_order_they_happened(simulator, webh
         # each payload carries the last 3 status points: the previous event's point comes right before
         assert after["payload"]["statuses"][-2] == before["payload"]["statuses"][-1], seen
     assert seen[-1] == "WORKING" and seen.count("STOPPED") >= 6
+
+
+# --------------------------------------------------------------------------- WhatsApp engines
+
+
+def sent_and_acked(sim, receiver, session: str, events=("message.ack", "message.any")):
+    """A working session that sent one text; returns (answer, its acks, its message.any payload)."""
+    sim.create_working(session, webhooks=[receiver.hook(list(events))])
+    sim.put("/_sim/behaviour", {"server_ms": 10, "device_ms": 60, "read_ms": 120})
+    answer = sim.post("/api/sendText", {"session": session, "chatId": "5511988887777", "text": "Olá"})
+    assert answer.status_code == 201, answer.text
+    return answer.json()
+
+
+def test_noweb_answers_the_raw_baileys_message_and_its_events_carry_wahas_id(simulator_factory, webhook_receiver):
+    sim = simulator_factory()  # WHATSAPP_DEFAULT_ENGINE unset: NOWEB
+    assert sim.get("/api/server/version").json()["engine"] == "NOWEB"
+    sent = sent_and_acked(sim, webhook_receiver, "chip_n")
+    assert set(sent) == {"key", "message", "messageTimestamp", "status"}
+    assert sent["key"]["remoteJid"] == "5511988887777@s.whatsapp.net" and sent["key"]["fromMe"] is True
+    assert re.fullmatch(r"3EB0[0-9A-F]{36}", sent["key"]["id"])
+    assert sent["message"] == {"extendedTextMessage": {"text": "Olá"}}
+    assert re.fullmatch(r"\d+", sent["messageTimestamp"]) and sent["status"] == "PENDING"
+    assert "id" not in sent  # WAHA's own id exists only in the events (buildMessageId)
+
+    waha_id = f"true_5511988887777@c.us_{sent['key']['id']}"
+    acks = webhook_receiver.wait_for(lambda b: b["event"] == "message.ack", count=3)
+    assert [b["payload"] for b in acks] == [
+        {"id": waha_id, "from": "5511988887777@c.us", "fromMe": True, "ack": ack, "ackName": name}
+        for ack, name in ((1, "SERVER"), (2, "DEVICE"), (3, "READ"))
+    ]
+    assert all(b["engine"] == "NOWEB" for b in acks)
+    [own] = webhook_receiver.events("message.any")
+    assert own["payload"]["id"] == waha_id and own["payload"]["from"] == "5511988887777@c.us"
+    assert own["payload"]["timestamp"] == {"low": int(sent["messageTimestamp"]), "high": 0, "unsigned": True}
+    assert own["payload"]["_data"] == sent
+
+
+def test_noweb_inbound_message_has_the_push_name_in_data(simulator_factory, webhook_receiver):
+    sim = simulator_factory()
+    sim.create_working("chip_in", webhooks=[webhook_receiver.hook(["message"])])
+    sim.post("/_sim/sessions/chip_in/inbound", {"from": "5511988887777", "body": "Quero o boleto", "pushName": "Ana"})
+    [event] = webhook_receiver.wait_for(lambda b: b["event"] == "message")
+    payload = event["payload"]
+    assert re.fullmatch(r"false_5511988887777@c\.us_[0-9A-F]{32}", payload["id"])
+    assert set(payload) == {"id", "timestamp", "from", "fromMe", "body", "hasMedia", "ack", "ackName", "replyTo",
+                            "_data"}
+    assert (payload["from"], payload["fromMe"], payload["body"]) == ("5511988887777@c.us", False, "Quero o boleto")
+    assert (payload["ack"], payload["ackName"]) == (None, "UNKNOWN")
+    assert payload["_data"]["pushName"] == "Ana" and "notifyName" not in payload["_data"]
+    assert payload["_data"]["key"] == {"remoteJid": "5511988887777@s.whatsapp.net", "fromMe": False,
+                                       "id": payload["id"].rsplit("_", 1)[1]}
+    assert payload["_data"]["message"] == {"conversation": "Quero o boleto"}
+
+
+def test_gows_answers_a_serialized_id_and_acks_only_from_receipts(simulator_factory, webhook_receiver):
+    sim = simulator_factory(env={"WHATSAPP_DEFAULT_ENGINE": "gows"})
+    assert sim.get("/api/server/version").json()["engine"] == "GOWS"
+    sent = sent_and_acked(sim, webhook_receiver, "chip_g", events=("message.ack", "message"))
+    assert re.fullmatch(r"true_5511988887777@c\.us_3EB0[0-9A-F]{18}", sent["id"])
+    assert sent["_data"] == {"extendedTextMessage": {"text": "Olá"}}
+    acks = webhook_receiver.wait_for(lambda b: b["event"] == "message.ack", count=2)
+    assert [(b["payload"]["ack"], b["payload"]["ackName"], b["payload"]["_data"]["Type"]) for b in acks] == [
+        (2, "DEVICE", ""), (3, "READ", "read")]
+    first = acks[0]["payload"]
+    assert (first["id"], first["from"], first["to"], first["participant"], first["fromMe"]) == (
+        sent["id"], "5511988887777@c.us", None, None, True)
+    assert first["_data"]["MessageIDs"] == [sent["id"].rsplit("_", 1)[1]]
+
+    sim.post("/_sim/sessions/chip_g/inbound", {"from": "5511977776666", "body": "oi", "pushName": "Bia"})
+    [inbound] = webhook_receiver.wait_for(lambda b: b["event"] == "message")
+    assert inbound["payload"]["_data"]["Info"]["PushName"] == "Bia"
+    assert (inbound["payload"]["ack"], inbound["payload"]["ackName"]) == (2, "DEVICE")
+    assert sim.get("/_sim/stats").json()["sessions"]["chip_g"]["acks"] == {"DEVICE": 1, "READ": 1}
+
+
+def test_unknown_engines_and_profiles_are_refused():
+    def run(*args, **env):
+        return subprocess.run([sys.executable, "-m", "waha.simulator", "--port", str(free_port()), *args],
+                              cwd=ROOT, capture_output=True, text=True, timeout=30,
+                              env={"PATH": "/usr/bin:/bin", **env})
+
+    assert "unknown WHATSAPP_DEFAULT_ENGINE 'BAILEYS'" in run(WHATSAPP_DEFAULT_ENGINE="baileys").stderr
+    assert "WAHA 2024.10.8 has no GOWS engine" in run("--profile", "core-2024.10",
+                                                      WHATSAPP_DEFAULT_ENGINE="GOWS").stderr
+    assert "invalid choice: 'core-2099'" in run("--profile", "core-2099").stderr
+
+
+# --------------------------------------------------------------------------- the core-2024.10 profile
+# What real WAHA Core 2024.10.8 does and the simulator imitates is held against the real server in
+# tests/waha/test_conformance.py; here only what real Core cannot show without WhatsApp.
+
+
+@pytest.fixture
+def core2024(simulator_factory):
+    return simulator_factory(profile="core-2024.10", extra_args=["--starting-seconds", "0.1",
+                                                                 "--status-wait-seconds", "1"],
+                             env={"WAHA_SIM_STOP_SECONDS": "0.1", "WAHA_SIM_START_RETRY_SECONDS": "0.3"})
+
+
+def test_core2024_working_session_sends_noweb_messages_and_refuses_media(core2024, webhook_receiver):
+    hook = webhook_receiver.hook(["session.status", "message.ack"])
+    assert core2024.put("/api/sessions/default", {"config": {"webhooks": [hook]}}).status_code == 200
+    assert core2024.post("/api/sessions/default/start").status_code == 201  # no proxy: the fake network
+    core2024.wait_status("default", "SCAN_QR_CODE")
+    assert core2024.post("/_sim/sessions/default/scan", {"phone": "5511999990000", "pushName": "Loja"}).json()[
+        "status"] == "WORKING"
+    assert core2024.get("/api/sessions/default/me").json() == {"id": "5511999990000@c.us", "pushName": "Loja"}
+
+    no_session = core2024.post("/api/sendText", {"chatId": "5511988887777", "text": "x"})
+    assert no_session.status_code == 422 and no_session.json()["message"] == CORE_MESSAGE  # no default name
+    sent = core2024.post("/api/sendText", {"session": "default", "chatId": "5511988887777", "text": "oi"}).json()
+    waha_id = f"true_5511988887777@c.us_{sent['key']['id']}"
+    webhook_receiver.wait_for(lambda b: b["event"] == "message.ack" and b["payload"]["id"] == waha_id)
+    for route in ("/api/sendImage", "/api/sendFile"):
+        media = core2024.post(route, {"session": "default", "chatId": "5511988887777",
+                                      "file": {"mimetype": "image/png", "url": "http://127.0.0.1:9/a.png"}})
+        assert media.status_code == 422
+        assert media.json() == {"statusCode": 422, "error": "Unprocessable Entity", "message":
+                                "The feature is available only in Plus version. Check this out: "
+                                "https://waha.devlike.pro/"}
+    working = [b for b in webhook_receiver.events("session.status") if b["payload"]["status"] == "WORKING"][0]
+    assert working["payload"] == {"name": "default", "status": "WORKING"}
+    assert working["me"] == {"id": "5511999990000@c.us", "pushName": "Loja"} and "metadata" not in working
+    assert all("x-webhook-hmac" not in r["headers"] for r in webhook_receiver.received)
+
+
+def test_core2024_pairing_code_and_a_bounded_answer_while_starting(core2024):
+    closed = {"proxy": {"server": f"http://127.0.0.1:{free_port()}"}}
+    core2024.put("/api/sessions/default", {"config": closed})
+    core2024.post("/api/sessions/default/start")
+    stuck = core2024.post("/api/default/auth/request-code", {"phoneNumber": "5511999990000"}, timeout=10)
+    # real Core never answers here (it waits for a QR the engine never gets): the simulator gives up
+    assert stuck.status_code == 500
+    assert set(stuck.json()) == {"statusCode", "timestamp", "exception", "request", "version"}
+    assert core2024.status("default") == "STARTING"
+
+    with socket.socket() as proxy:  # the proxy comes up: the engine gets through, a QR appears
+        proxy.bind(("127.0.0.1", 0))
+        proxy.listen(8)
+        core2024.post("/api/sessions/default/stop")
+        core2024.put("/api/sessions/default", {"config": {"proxy": {"server": f"127.0.0.1:{proxy.getsockname()[1]}"}}})
+        core2024.post("/api/sessions/default/start")
+        code = core2024.post("/api/default/auth/request-code", {"phoneNumber": "5511999990000"})
+        assert code.status_code == 201 and re.fullmatch(r"[A-Z0-9]{4}-[A-Z0-9]{4}", code.json()["code"])
+        assert core2024.post("/_sim/sessions/default/scan", {"phone": "5511999990000",
+                                                              "code": code.json()["code"]}).status_code == 201
+        late = core2024.post("/api/default/auth/request-code", {"phoneNumber": "5511999990000"})
+        assert late.status_code == 422
+        assert late.json()["message"] == "Can request code only in SCAN_QR_CODE status. The current status is WORKING"
+
+
+def test_core2024_restart_keeps_the_pairing_but_not_the_config(core2024):
+    core2024.post("/api/sessions/default/start")
+    core2024.wait_status("default", "SCAN_QR_CODE")
+    core2024.post("/_sim/sessions/default/scan", {"phone": "5511999990000", "pushName": "Loja"})
+    core2024.put("/api/sessions/default", {"config": {"metadata": {"tenant": "7"}}})
+    core2024.restart()
+    assert core2024.get("/api/sessions", params={"all": "true"}).json() == [
+        {"name": "default", "status": "STOPPED", "config": None, "me": None}]
+    core2024.post("/api/sessions/default/start")
+    core2024.wait_status("default", "WORKING")  # the engine's auth files survived: no QR this time
+    assert core2024.get("/api/sessions/default").json()["me"] == {"id": "5511999990000@c.us", "pushName": "Loja"}
+    assert core2024.post("/api/sessions/default/logout").json()["me"] is None
+    core2024.wait_status("default", "SCAN_QR_CODE")

@@ -87,6 +87,7 @@ def test_container_round_trip_with_webhooks_and_persistence(engine, webhook_rece
         wait_until(health_ok, timeout=20, interval=0.1, message="container never answered /health")
         assert requests.get(base + "/health", timeout=5).status_code == 401
         assert http.get(base + "/api/server/version", timeout=5).json()["tier"] == "PLUS"
+        assert http.get(base + "/api/server/version", timeout=5).json()["engine"] == "NOWEB"
         assert listening_addresses(container, port) == {"0100007F"}  # 127.0.0.1 only
 
         hook = webhook_receiver.hook(["session.status", "message.ack"])
@@ -104,7 +105,7 @@ def test_container_round_trip_with_webhooks_and_persistence(engine, webhook_rece
         webhook_receiver.wait_for(lambda b: b["event"] == "session.status" and b["payload"]["status"] == "WORKING")
         sent = http.post(base + "/api/sendText", json={"session": "chip_img", "chatId": "5511988887777",
                                                         "text": "oi"}, timeout=5).json()
-        msg_id = sent["id"]["_serialized"]
+        msg_id = f"true_5511988887777@c.us_{sent['key']['id']}"  # NOWEB, the image's default engine
         webhook_receiver.wait_for(lambda b: b["event"] == "message.ack" and b["payload"]["id"] == msg_id)
         assert all(webhook_receiver.valid_signature(r) for r in webhook_receiver.received)
 
@@ -122,3 +123,27 @@ def test_container_round_trip_with_webhooks_and_persistence(engine, webhook_rece
             container.remove(force=True)
         volume.remove(force=True)
     assert engine.containers.list(all=True, filters={"label": "whago.test=simulator-image"}) == []
+
+
+def test_the_profile_comes_from_the_environment(engine):
+    port = free_port()
+    container = engine.containers.run(
+        IMAGE, name=f"whago-test-sim-{uuid.uuid4().hex[:10]}", detach=True, network_mode="host",
+        environment={"WHATSAPP_API_PORT": str(port), "WAHA_API_KEY": "image-key", "WAHA_SIM_PROFILE": "core-2024.10"},
+        labels={"whago.test": "simulator-image"},
+    )
+    try:
+        base = f"http://127.0.0.1:{port}"
+
+        def version():
+            try:
+                return requests.get(base + "/api/server/version", timeout=2).json()  # no key: Core does not check
+            except requests.ConnectionError:
+                return None
+
+        assert wait_until(version, timeout=20, interval=0.1) == {
+            "version": "2024.10.8", "engine": "NOWEB", "tier": "CORE", "browser": "/usr/bin/chromium"}
+        assert requests.get(base + "/api/sessions?all=true", timeout=5).json() == [
+            {"name": "default", "status": "STOPPED", "config": None, "me": None}]
+    finally:
+        container.remove(force=True)

@@ -7,13 +7,14 @@ import threading
 
 from .config import load_config
 from .core import Simulator
+from .core2024 import Core2024Simulator
 from .server import SimServer
 
 
 def main(argv: list[str] | None = None) -> int:
     """Run the simulator until SIGTERM or SIGINT."""
     cfg = load_config(argv)
-    sim = Simulator(cfg)
+    sim = Core2024Simulator(cfg) if cfg.profile_name == "core-2024.10" else Simulator(cfg)
     try:
         server = SimServer(sim)
     except OSError as exc:
@@ -28,10 +29,11 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGINT, shutdown)
     host, port = server.server_address[:2]
     shown = f"[{host}]" if ":" in host else host
-    if not cfg.api_key:
-        print("simulator: no API key configured, every request is accepted", file=sys.stderr, flush=True)
+    if not cfg.api_key or not cfg.profile.key_enforced:
+        print("simulator: the API key is not enforced, every request is accepted", file=sys.stderr, flush=True)
     print(
-        f"WAHA simulator listening on http://{shown}:{port} (engine {cfg.engine}, control "
+        f"WAHA simulator listening on http://{shown}:{port} (profile {cfg.profile_name}, tier {cfg.engine}, "
+        f"engine {cfg.wa_engine}, control "
         f"{'on' if cfg.control else 'off'}, data {cfg.data_dir or 'memory'})",
         flush=True,
     )

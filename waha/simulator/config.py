@@ -3,7 +3,11 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 from dataclasses import dataclass, field
+
+from .engines import ENGINES
+from .profiles import PROFILES, Profile
 
 TRUE_VALUES = {"1", "true", "yes", "on", "y", "t"}
 
@@ -58,11 +62,15 @@ class Config:
     host: str = "127.0.0.1"
     api_key: str | None = None
     engine: str = "plus"
+    profile_name: str = "plus"
+    wa_engine: str = "NOWEB"
     data_dir: str | None = None
     control: bool = False
     starting_seconds: float = 0.3
     qr_rotate_seconds: float = 20.0
     status_wait_seconds: float = 1.0
+    stop_seconds: float = 0.0
+    start_retry_seconds: float = 2.0
     restart_sessions: bool = True
     excluded_paths: list[str] = field(default_factory=list)
     global_hook: GlobalHook | None = None
@@ -80,6 +88,11 @@ class Config:
         """WAHA's tier name for the engine option."""
         return "CORE" if self.engine == "core" else "PLUS"
 
+    @property
+    def profile(self) -> Profile:
+        """The imitated release's traits."""
+        return PROFILES[self.profile_name]
+
 
 def build_parser() -> argparse.ArgumentParser:
     """The command line parser."""
@@ -94,9 +107,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--host", help="address to bind [WHATSAPP_API_HOSTNAME; default 127.0.0.1]")
     p.add_argument("--api-key", help="required X-Api-Key value [WAHA_API_KEY, WHATSAPP_API_KEY; default: no auth]")
     p.add_argument(
+        "--profile",
+        choices=sorted(PROFILES),
+        help="WAHA release to imitate: plus, or core-2024.10 (real WAHA Core 2024.10.8 as observed) "
+        "[WAHA_SIM_PROFILE; default plus]",
+    )
+    p.add_argument(
         "--engine",
         choices=["plus", "core"],
-        help="WAHA tier to imitate [WAHA_SIM_ENGINE or WAHA_VERSION; default plus]",
+        help="WAHA tier to imitate; a profile sets it [WAHA_SIM_ENGINE or WAHA_VERSION; default plus]. "
+        "The WhatsApp engine (NOWEB, WEBJS, GOWS) comes from WHATSAPP_DEFAULT_ENGINE (default NOWEB)",
     )
     p.add_argument("--data-dir", help="where sessions persist [WAHA_LOCAL_STORE_BASE_DIR; default: memory only]")
     p.add_argument(
@@ -112,7 +132,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--status-wait-seconds",
         type=float,
-        help="how long a call waits for the status it needs before 422 [WAHA_SIM_STATUS_WAIT_SECONDS; 1]",
+        help="how long a call waits for the status it needs before 422 "
+        "[WAHA_SIM_STATUS_WAIT_SECONDS; 1, core-2024.10: 5]",
     )
     return p
 
@@ -129,13 +150,28 @@ def load_config(argv: list[str] | None = None, env: dict | None = None) -> Confi
     cfg.api_key = args.api_key or _env(env, "WAHA_API_KEY", "WHATSAPP_API_KEY")
 
     engine = args.engine or _env(env, "WAHA_SIM_ENGINE")
+    explicit = engine is not None
     if engine is None:
         version = _env(env, "WAHA_VERSION")
         engine = "core" if version and version.upper() == "CORE" else "plus"
     engine = engine.lower()
     if engine not in {"plus", "core"}:
         raise SystemExit(f"unknown engine {engine!r}: use plus or core")
-    cfg.engine = engine
+    profile = (args.profile or _env(env, "WAHA_SIM_PROFILE") or "plus").lower()
+    if profile not in PROFILES:
+        raise SystemExit(f"unknown profile {profile!r}: use {' or '.join(sorted(PROFILES))}")
+    if profile != "plus":  # a release profile sets the tier
+        tier = "core"
+        if explicit and engine != tier:
+            print(f"simulator: profile {profile} is WAHA {tier}; --engine {engine} ignored", file=sys.stderr)
+        engine = tier
+    cfg.engine, cfg.profile_name = engine, profile
+    wa_engine = (_env(env, "WHATSAPP_DEFAULT_ENGINE") or "NOWEB").upper()
+    if wa_engine not in ENGINES:
+        raise SystemExit(f"unknown WHATSAPP_DEFAULT_ENGINE {wa_engine!r}: use {', '.join(ENGINES)}")
+    if profile == "core-2024.10" and wa_engine == "GOWS":
+        raise SystemExit("WAHA 2024.10.8 has no GOWS engine (Unknown whatsapp engine 'GOWS')")
+    cfg.wa_engine = wa_engine
 
     cfg.data_dir = args.data_dir or _env(env, "WAHA_LOCAL_STORE_BASE_DIR")
     cfg.control = bool(args.control) if args.control is not None else parse_bool(_env(env, "WAHA_SIM_CONTROL"))
@@ -149,8 +185,10 @@ def load_config(argv: list[str] | None = None, env: dict | None = None) -> Confi
     cfg.starting_seconds = number(args.starting_seconds, "WAHA_SIM_STARTING_SECONDS", cfg.starting_seconds)
     cfg.qr_rotate_seconds = number(args.qr_rotate_seconds, "WAHA_SIM_QR_ROTATE_SECONDS", cfg.qr_rotate_seconds)
     cfg.status_wait_seconds = number(
-        args.status_wait_seconds, "WAHA_SIM_STATUS_WAIT_SECONDS", cfg.status_wait_seconds
+        args.status_wait_seconds, "WAHA_SIM_STATUS_WAIT_SECONDS", cfg.profile.status_wait_seconds
     )
+    cfg.stop_seconds = number(None, "WAHA_SIM_STOP_SECONDS", cfg.profile.stop_seconds)
+    cfg.start_retry_seconds = number(None, "WAHA_SIM_START_RETRY_SECONDS", cfg.start_retry_seconds)
     if cfg.qr_rotate_seconds <= 0:
         raise SystemExit("--qr-rotate-seconds must be positive")
 

@@ -8,19 +8,22 @@ import os
 import random
 import re
 import secrets
+import socket
 import tempfile
 import threading
 import time
 from collections import Counter, deque
+from urllib.parse import urlsplit
 
-from . import BROWSER, ENGINE_NAME, PLUS_VERSION, WAHA_VERSION
+from . import BROWSER, PLUS_VERSION, WAHA_VERSION, engines
 from .config import Config
+from .engines import ACK_NAMES
 from .jobs import Scheduler
 from .qr import png_bytes, raw_value
-from .webhooks import ALL_EVENTS, Hook, WebhookSender, dumps, new_event_id
+from .webhooks import ALL_EVENTS, EVENTS, Hook, WebhookSender, dumps, new_event_id
 
 STOPPED, STARTING, SCAN_QR_CODE, WORKING, FAILED = "STOPPED", "STARTING", "SCAN_QR_CODE", "WORKING", "FAILED"
-ACK_NAMES = {-1: "ERROR", 0: "PENDING", 1: "SERVER", 2: "DEVICE", 3: "READ", 4: "PLAYED"}
+LOOPBACK_HOSTS = {"127.0.0.1", "::1", "localhost"}
 DOCS_URL = "https://waha.devlike.pro/"
 CORE_ONLY_DEFAULT = (
     "WAHA Core support only 'default' session. If you want to run more then one WhatsApp account - "
@@ -41,13 +44,33 @@ class SimError(Exception):
         super().__init__(str(body))
         self.status = status
         if isinstance(body, str):
-            body = {"message": body, "error": HTTP_REASONS.get(status, "Error"), "statusCode": status}
+            body = {"statusCode": status, "message": body, "error": HTTP_REASONS.get(status, "Error")}
         self.body = body
 
 
 def bad_request(*messages: str) -> SimError:
     """400 with class-validator style messages."""
-    return SimError(400, {"message": list(messages), "error": "Bad Request", "statusCode": 400})
+    return SimError(400, {"statusCode": 400, "message": list(messages), "error": "Bad Request"})
+
+
+def proxy_reachable(config: dict | None, timeout: float = 1.0) -> bool:
+    """Whether the session's proxy accepts a TCP connection. Only loopback proxies are tried (the
+    simulator never dials out); a session without a proxy, or with a remote one, counts as reachable."""
+    server = ((config or {}).get("proxy") or {}).get("server")
+    if not isinstance(server, str) or not server:
+        return True
+    parts = urlsplit(server if "://" in server else "http://" + server)
+    try:
+        host, port = parts.hostname, parts.port or (443 if parts.scheme == "https" else 80)
+    except ValueError:
+        return False
+    if host not in LOOPBACK_HOSTS:
+        return True
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            return True
+    except OSError:
+        return False
 
 
 def chat_id(value: str) -> str:
@@ -127,17 +150,13 @@ class Store:
     def __init__(self, directory: str) -> None:
         self.dir = directory
         os.makedirs(directory, exist_ok=True)
-        self.sessions_path = os.path.join(directory, "sessions.json")
         self.messages_path = os.path.join(directory, "messages.jsonl")
         self._lock = threading.Lock()
         self._messages = open(self.messages_path, "a", encoding="utf-8")  # noqa: SIM115 - kept open for appends
 
     def load(self) -> tuple[dict, list[dict]]:
         """Saved sessions and message records."""
-        sessions = {}
-        if os.path.exists(self.sessions_path):
-            with open(self.sessions_path, encoding="utf-8") as fh:
-                sessions = json.load(fh).get("sessions", {})
+        sessions = self.read("sessions.json").get("sessions", {})
         records = []
         with open(self.messages_path, encoding="utf-8") as fh:
             for line in fh:
@@ -151,15 +170,27 @@ class Store:
 
     def save(self, sessions: dict) -> None:
         """Write sessions.json atomically."""
-        data = json.dumps({"version": 1, "sessions": sessions}, ensure_ascii=False, indent=1)
+        self.write("sessions.json", {"version": 1, "sessions": sessions})
+
+    def read(self, filename: str) -> dict:
+        """A JSON file of the data dir ({} when missing)."""
+        path = os.path.join(self.dir, filename)
+        if not os.path.exists(path):
+            return {}
+        with open(path, encoding="utf-8") as fh:
+            return json.load(fh)
+
+    def write(self, filename: str, content: dict) -> None:
+        """Replace a JSON file of the data dir atomically."""
+        data = json.dumps(content, ensure_ascii=False, indent=1)
         with self._lock:
-            fd, tmp = tempfile.mkstemp(prefix=".sessions.", dir=self.dir)
+            fd, tmp = tempfile.mkstemp(prefix=f".{filename}.", dir=self.dir)
             try:
                 with os.fdopen(fd, "w", encoding="utf-8") as fh:
                     fh.write(data)
                     fh.flush()
                     os.fsync(fh.fileno())
-                os.replace(tmp, self.sessions_path)
+                os.replace(tmp, os.path.join(self.dir, filename))
             except BaseException:
                 if os.path.exists(tmp):
                     os.unlink(tmp)
@@ -215,12 +246,9 @@ def validate_config(config) -> dict | None:
                 events = hook.get("events")
                 if not isinstance(events, list):
                     errors.append(f"{p}.events must be an array")
-                else:
-                    for event in events:
-                        if event != "*" and event not in ALL_EVENTS:
-                            errors.append(f"{p}.events each value must be one of the following values: "
-                                          + ", ".join(sorted(ALL_EVENTS)))
-                            break
+                if not isinstance(events, list) or any(e != "*" and e not in ALL_EVENTS for e in events):
+                    errors.append(f"{p}.each value in events must be one of the following values: "
+                                  + ", ".join(EVENTS))
                 hmac_cfg = hook.get("hmac")
                 if hmac_cfg is not None and (
                     not isinstance(hmac_cfg, dict) or (hmac_cfg.get("key") is not None
@@ -234,8 +262,7 @@ def validate_config(config) -> dict | None:
                     else:
                         for key in ("delaySeconds", "attempts"):
                             value = retries.get(key)
-                            if value is not None and (isinstance(value, bool) or not isinstance(value, int | float)
-                                                      or value < 0):
+                            if value is not None and (isinstance(value, bool) or not isinstance(value, int | float)):
                                 errors.append(f"{p}.retries.{key} must be a number conforming to the specified "
                                               "constraints")
                         if retries.get("policy") not in (None, "linear", "exponential", "constant"):
@@ -252,12 +279,35 @@ def validate_config(config) -> dict | None:
     if metadata is not None and (
         not isinstance(metadata, dict) or not all(isinstance(v, str) for v in metadata.values())
     ):
-        errors.append("config.metadata must be an object with string values")
+        errors.append("config.metadata accepts string key-value pairs only")
     if config.get("debug") is not None and not isinstance(config.get("debug"), bool):
         errors.append("config.debug must be a boolean value")
     if errors:
         raise bad_request(*errors)
     return config
+
+
+# The SessionConfig fields WAHA 2024.10 knows; its validation pipe (whitelist) drops the others.
+KNOWN_CONFIG = {
+    "proxy": {"server": None, "username": None, "password": None},
+    "webhooks": [{"url": None, "events": None, "hmac": {"key": None},
+                  "retries": {"delaySeconds": None, "attempts": None, "policy": None},
+                  "customHeaders": [{"name": None, "value": None}]}],
+    "metadata": None,
+    "debug": None,
+    "noweb": {"store": {"enabled": None, "fullSync": None}, "markOnline": None},
+}
+
+
+def whitelisted(value, known=KNOWN_CONFIG):
+    """A validated config without the fields WAHA does not know (class-transformer's whitelist)."""
+    if known is None or value is None:
+        return value
+    if isinstance(known, list):
+        return [whitelisted(item, known[0]) for item in value] if isinstance(value, list) else value
+    if isinstance(value, dict):
+        return {key: whitelisted(item, known[key]) for key, item in value.items() if key in known}
+    return value
 
 
 BEHAVIOUR_KEYS = {"server_ms", "device_ms", "read_ms", "fail_rate", "fail_chat_ids", "fail_mode", "seed"}
@@ -306,10 +356,14 @@ class Simulator:
         self.sessions: dict[str, Session] = {}
         self.lock = threading.RLock()
         self.jobs = Scheduler(4, "sim-jobs")
-        self.sender = WebhookSender(cfg.webhook_workers, cfg.webhook_timeout, cfg.max_pending_webhooks)
+        self.profile = cfg.profile
+        self.engine = cfg.wa_engine
         version = WAHA_VERSION if cfg.tier == "CORE" else PLUS_VERSION
-        self.environment = {"version": version, "engine": ENGINE_NAME, "tier": cfg.tier, "browser": BROWSER}
-        self.global_hook = Hook.from_config(cfg.global_hook.as_config()) if cfg.global_hook else None
+        self.environment = {"version": version, "engine": self.engine, "tier": cfg.tier, "browser": BROWSER}
+        self.sender = WebhookSender(cfg.webhook_workers, cfg.webhook_timeout, cfg.max_pending_webhooks,
+                                    f"WAHA/{version}")
+        self.global_hook = (Hook.from_config(cfg.global_hook.as_config(), plain=not self.profile.signed_webhooks)
+                            if cfg.global_hook else None)
         self.behaviour = {
             "server_ms": cfg.ack_server_ms,
             "device_ms": cfg.ack_device_ms,
@@ -335,6 +389,13 @@ class Simulator:
             session = Session(name, data.get("config"), data.get("me"))
             session.hooks = self._hooks_for(session.config)
             self.sessions[name] = session
+        self._restore_records(records)
+        if self.cfg.restart_sessions:
+            for name, data in saved.items():
+                if data.get("running"):
+                    self._start(self.sessions[name])
+
+    def _restore_records(self, records: list[dict]) -> None:
         for rec in records:
             session = self.sessions.get(rec.get("session"))
             if session is None:
@@ -346,10 +407,6 @@ class Simulator:
                     Record(rec["id"], rec["chatId"], rec.get("type", "chat"), rec.get("body", ""), rec["timestamp"])
                 )
                 self.record_count += 1
-        if self.cfg.restart_sessions:
-            for name, data in saved.items():
-                if data.get("running"):
-                    self._start(self.sessions[name])
 
     def close(self) -> None:
         """Stop background work."""
@@ -372,7 +429,7 @@ class Simulator:
     def _hooks_for(self, config: dict | None) -> list[Hook]:
         hooks = []
         for cfg in (config or {}).get("webhooks") or []:
-            hook = Hook.from_config(cfg)
+            hook = Hook.from_config(cfg, plain=not self.profile.signed_webhooks)
             if hook:
                 hooks.append(hook)
         return hooks
@@ -420,8 +477,32 @@ class Simulator:
             "status": session.status,
             "config": session.config,
             "me": session.me,
-            "engine": {"engine": ENGINE_NAME},
+            "engine": {"engine": self.engine},
         }
+
+    def get_info(self, name: str) -> dict:
+        """GET /api/sessions/{name}."""
+        # WAHA Core's getSessionInfo answers null (→ 404) for any name but 'default', not 422
+        session = self.sessions.get(name)
+        if session is None or (self.cfg.engine == "core" and name != "default"):
+            raise SimError(404, "Session not found")
+        return self.info(session)
+
+    def environment_vars(self, everything: bool) -> dict:
+        """GET /api/server/environment: the process environment (WAHA_*, WHATSAPP_*, DEBUG unless all)."""
+        env = dict(os.environ)
+        env.setdefault("WHATSAPP_DEFAULT_ENGINE", self.engine)
+        if self.cfg.api_key:
+            env.setdefault("WHATSAPP_API_KEY", self.cfg.api_key)
+        if not everything:
+            env = {k: v for k, v in env.items() if k.startswith(("WAHA_", "WHATSAPP_")) or k == "DEBUG"}
+        return dict(sorted(env.items()))
+
+    def server_status(self) -> dict:
+        """GET /api/server/status."""
+        now = now_ms()
+        return {"startTimestamp": int(self.started_at * 1000), "uptime": now - int(self.started_at * 1000),
+                "worker": {"id": ""}}
 
     # ----------------------------------------------------------------- webhooks
 
@@ -434,19 +515,12 @@ class Simulator:
             return
         event_id = new_event_id()
         timestamp = now_ms()
-        body = dumps(
-            {
-                "id": event_id,
-                "timestamp": timestamp,
-                "event": event,
-                "session": session.name,
-                "metadata": (session.config or {}).get("metadata"),
-                "me": session.me,
-                "payload": payload,
-                "engine": ENGINE_NAME,
-                "environment": self.environment,
-            }
-        )
+        data = {"id": event_id, "timestamp": timestamp} if self.profile.event_ids else {}
+        data.update(event=event, session=session.name)
+        if self.profile.event_ids or "metadata" in (session.config or {}):
+            data["metadata"] = (session.config or {}).get("metadata")  # Core: undefined → left out
+        data.update(me=session.me, payload=payload, engine=self.engine, environment=self.environment)
+        body = dumps(data)
         ordered = event == "session.status"
         for hook in hooks:
             self.sender.send(hook, body, event_id, event, session.name, timestamp, ordered)
@@ -455,7 +529,9 @@ class Simulator:
         with session.lock:
             session.status = status
             session.statuses.append({"status": status, "timestamp": now_ms()})
-            payload = {"name": session.name, "status": status, "statuses": list(session.statuses)}
+            payload = {"name": session.name, "status": status}
+            if self.profile.status_history:
+                payload["statuses"] = list(session.statuses)
         self.emit(session, "session.status", payload)
 
     # ----------------------------------------------------------------- status machine
@@ -469,6 +545,11 @@ class Simulator:
         self.jobs.call_later(self.cfg.starting_seconds, lambda: self._after_starting(session, gen))
 
     def _after_starting(self, session: Session, gen: int) -> None:
+        if self.profile.probe_proxy and not proxy_reachable(session.config):
+            # NOWEB cannot reach WhatsApp: the connection closes, WAHA starts the client again after
+            # START_ATTEMPT_DELAY_SECONDS (2) and says STARTING again, for ever.
+            self.jobs.call_later(self.cfg.start_retry_seconds, lambda: self._start_again(session, gen))
+            return
         with session.lock:
             if session.gen != gen:
                 return
@@ -476,6 +557,13 @@ class Simulator:
                 self._set_status(session, WORKING)
             else:
                 self._enter_qr(session, gen)
+
+    def _start_again(self, session: Session, gen: int) -> None:
+        with session.lock:
+            if session.gen != gen:
+                return
+            self._set_status(session, STARTING)
+        self.jobs.call_later(self.cfg.starting_seconds, lambda: self._after_starting(session, gen))
 
     def _enter_qr(self, session: Session, gen: int) -> None:
         session.qr_seed = os.urandom(16)
@@ -686,8 +774,7 @@ class Simulator:
                 },
             )
         me_id = (session.me or {}).get("id") or ""
-        short_id = "3EB0" + secrets.token_hex(8).upper()
-        serialized = f"true_{chat}_{short_id}"
+        serialized = engines.serialized(True, chat, engines.sent_short_id(self.engine))
         ts = int(time.time())
         record = Record(serialized, chat, msg_type, content[:1000], ts)
         with session.lock:
@@ -703,43 +790,10 @@ class Simulator:
                 {"session": session.name, "id": serialized, "chatId": chat, "type": msg_type,
                  "body": record.body, "timestamp": ts}
             )
-        message = {
-            "_data": {
-                "id": {"fromMe": True, "remote": chat, "id": short_id, "_serialized": serialized},
-                "body": content,
-                "type": msg_type,
-                "t": ts,
-                "from": me_id,
-                "to": chat,
-                "ack": 0,
-                "isNewMsg": True,
-                "self": "out",
-            },
-            "id": {"fromMe": True, "remote": chat, "id": short_id, "_serialized": serialized},
-            "ack": 0,
-            "hasMedia": media is not None,
-            "body": content,
-            "type": msg_type,
-            "timestamp": ts,
-            "from": me_id,
-            "to": chat,
-            "deviceType": "web",
-            "isForwarded": False,
-            "forwardingScore": 0,
-            "isStatus": False,
-            "isStarred": False,
-            "fromMe": True,
-            "hasQuotedMsg": bool(body.get("reply_to")),
-            "hasReaction": False,
-            "vCards": [],
-            "mentionedIds": [],
-            "links": [],
-        }
-        if media is not None:
-            message["_data"]["mimetype"] = media["mimetype"]
-            message["_data"]["filename"] = media.get("filename")
-            message["_data"]["size"] = media["size"]
-        self.emit(session, "message.any", self._wa_message(session, record, from_me=True, has_media=media is not None))
+        full = Record(serialized, chat, msg_type, content, ts)
+        message = engines.sent_body(self.engine, full, me_id, media, bool(body.get("reply_to")))
+        self.emit(session, "message.any",
+                  engines.own_message_payload(self.engine, full, session.me and me_id, message, media is not None))
         self._schedule_acks(session, record, behaviour, fail, media is not None)
         return message
 
@@ -762,32 +816,13 @@ class Simulator:
             raise bad_request("file must have url (http/https) or data (base64)")
         return {"mimetype": file["mimetype"], "filename": file.get("filename"), "size": size}
 
-    def _wa_message(self, session: Session, record: Record, from_me: bool, has_media: bool = False,
-                    push_name: str | None = None) -> dict:
-        me_id = (session.me or {}).get("id")
-        return {
-            "id": record.id,
-            "timestamp": record.timestamp,
-            "from": me_id if from_me else record.chat_id,
-            "fromMe": from_me,
-            "source": "api" if from_me else "app",
-            "to": record.chat_id if from_me else me_id,
-            "participant": None,
-            "body": record.body,
-            "hasMedia": has_media,
-            "media": None,
-            "ack": record.ack,
-            "ackName": ACK_NAMES.get(record.ack, "UNKNOWN"),
-            "vCards": [],
-            "_data": {"notifyName": push_name} if push_name else {},
-        }
-
     def _schedule_acks(self, session: Session, record: Record, behaviour: dict, fail: bool, has_media: bool) -> None:
         if fail:
             plan = [(-1, behaviour["server_ms"] or 0)]
         else:
+            levels = engines.ack_levels(self.engine)
             plan = [(ack, behaviour[key]) for ack, key in ((1, "server_ms"), (2, "device_ms"), (3, "read_ms"))
-                    if behaviour[key] is not None]
+                    if behaviour[key] is not None and ack in levels]
         for ack, delay_ms in plan:
             self.jobs.call_later(delay_ms / 1000.0,
                                  lambda ack=ack: self._ack(session, record, ack, has_media))
@@ -800,7 +835,8 @@ class Simulator:
                 return
             record.ack = ack
             session.acks[ACK_NAMES[ack]] += 1
-        self.emit(session, "message.ack", self._wa_message(session, record, from_me=True, has_media=has_media))
+        me_id = (session.me or {}).get("id")
+        self.emit(session, "message.ack", engines.ack_payload(self.engine, record, ack, me_id, has_media))
 
     # ----------------------------------------------------------------- fake network (/_sim/)
 
@@ -846,11 +882,12 @@ class Simulator:
         push_name = body.get("pushName")
         self.wait_status(session, [WORKING])
         chat = chat_id(sender)
-        record = Record(f"false_{chat}_{secrets.token_hex(16).upper()}", chat, "chat", text, int(time.time()), 1)
+        record = Record(engines.serialized(False, chat, engines.inbound_short_id()), chat, "chat", text,
+                        int(time.time()), 1)
         with session.lock:
             session.inbound += 1
-        message = self._wa_message(session, record, from_me=False, has_media=bool(body.get("hasMedia")),
-                                   push_name=push_name)
+        message = engines.inbound_payload(self.engine, record, (session.me or {}).get("id"), push_name,
+                                          bool(body.get("hasMedia")))
         self.emit(session, "message", message)
         self.emit(session, "message.any", message)
         return message

@@ -44,6 +44,9 @@ class Router:
             ("GET", r"/health", lambda m, q, b: s.health()),
             ("GET", r"/api/server/version", lambda m, q, b: s.environment),
             ("GET", r"/api/version", lambda m, q, b: s.environment),
+            ("GET", r"/api/server/environment",
+             lambda m, q, b: s.environment_vars(q.get("all", ["false"])[0] == "true")),
+            ("GET", r"/api/server/status", lambda m, q, b: s.server_status()),
             ("GET", r"/api/sessions/?", lambda m, q, b: s.list_sessions(q.get("all", ["false"])[0] == "true")),
             ("POST", r"/api/sessions/?", lambda m, q, b: s.create(b())),
             ("GET", rf"/api/sessions/{SEG}/me", lambda m, q, b: s.me(m[0])),
@@ -51,7 +54,7 @@ class Router:
             ("POST", rf"/api/sessions/{SEG}/stop", lambda m, q, b: s.stop(m[0])),
             ("POST", rf"/api/sessions/{SEG}/restart", lambda m, q, b: s.restart(m[0])),
             ("POST", rf"/api/sessions/{SEG}/logout", lambda m, q, b: s.logout(m[0])),
-            ("GET", rf"/api/sessions/{SEG}", self._session_info),
+            ("GET", rf"/api/sessions/{SEG}", lambda m, q, b: s.get_info(m[0])),
             ("PUT", rf"/api/sessions/{SEG}", lambda m, q, b: s.update(m[0], b())),
             ("DELETE", rf"/api/sessions/{SEG}", lambda m, q, b: s.delete(m[0])),
             ("GET", rf"/api/{SEG}/auth/qr", None),  # handled in the request handler (binary)
@@ -78,13 +81,6 @@ class Router:
         if sim.cfg.control:
             routes += control
         self.routes = [(method, re.compile(pattern + r"\Z"), fn) for method, pattern, fn in routes]
-
-    def _session_info(self, m, q, b):
-        # WAHA Core's getSessionInfo answers null (→ 404) for any name but 'default', not 422
-        session = self.sim.sessions.get(m[0])
-        if session is None or (self.sim.cfg.engine == "core" and m[0] != "default"):
-            raise SimError(404, "Session not found")
-        return self.sim.info(session)
 
     def match(self, method: str, path: str):
         """(handler, groups) or raise the NestJS 404."""
@@ -151,7 +147,8 @@ class Handler(BaseHTTPRequestHandler):
 
     def _authorized(self, path: str, query: dict) -> bool:
         key = self.server.sim.cfg.api_key
-        if not key or path == "/ping" or path.strip("/") in self.server.sim.cfg.excluded_paths:
+        sim = self.server.sim
+        if not key or not sim.profile.key_enforced or path == "/ping" or path.strip("/") in sim.cfg.excluded_paths:
             return True
         given = self.headers.get("X-Api-Key") or query.get("x-api-key", [""])[0]
         return bool(given) and hmac.compare_digest(given.encode(), key.encode())
@@ -181,18 +178,21 @@ class Handler(BaseHTTPRequestHandler):
                     return {}
                 try:
                     return json.loads(raw)
-                except ValueError:
-                    raise bad_request("Unexpected token in JSON body")
+                except ValueError as exc:  # body-parser: one message, not a list
+                    detail = f"{exc.msg} in JSON at position {exc.pos}" if hasattr(exc, "pos") else str(exc)
+                    raise SimError(400, detail) from None
 
             if fn is None:  # the QR route
                 self._qr(groups[0], query)
                 return
             result = fn(groups, query, body)
-            if method == "DELETE" and path.startswith("/api/sessions/") and result is None:
-                self._send(200, b"", content_type=None)
+            # NestJS answers POST with 201 unless told otherwise, and a handler's null/undefined
+            # with an empty body (no Content-Type).
+            status = 201 if method == "POST" else 200
+            if result is None:
+                self._send(status, b"", content_type=None)
             else:
-                # NestJS answers POST with 201 unless told otherwise; WAHA keeps that default.
-                self._send(201 if method == "POST" else 200, _json(result))
+                self._send(status, _json(result))
         except SimError as exc:
             self._send(exc.status, _json(exc.body))
         except Exception as exc:  # WAHA's AllExceptionsFilter shape

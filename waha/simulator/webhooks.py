@@ -1,4 +1,9 @@
-"""Webhook delivery like WAHA Plus: signed (HMAC SHA-512 of the raw body), retried, on background threads."""
+"""Webhook delivery on background threads.
+
+Like WAHA Plus: signed (HMAC SHA-512 of the raw body), custom headers, retried. Like WAHA Core
+2024.10 (a `plain` hook, src/core/webhooks.core.ts): one axios POST, no signature, no custom
+header, no retry, whatever hmac/retries/customHeaders the config has.
+"""
 from __future__ import annotations
 
 import hashlib
@@ -14,34 +19,33 @@ from collections import deque
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
-from . import WAHA_VERSION
 from .jobs import Scheduler
 
-ALL_EVENTS = frozenset(
-    {
-        "session.status",
-        "message",
-        "message.reaction",
-        "message.any",
-        "message.ack",
-        "message.waiting",
-        "message.revoked",
-        "state.change",
-        "group.join",
-        "group.leave",
-        "presence.update",
-        "poll.vote",
-        "poll.vote.failed",
-        "chat.archive",
-        "call.received",
-        "call.accepted",
-        "call.rejected",
-        "label.upsert",
-        "label.deleted",
-        "label.chat.added",
-        "label.chat.deleted",
-    }
+# WAHA's WAHAEvents, in its order (validation messages list them so).
+EVENTS = (
+    "session.status",
+    "message",
+    "message.reaction",
+    "message.any",
+    "message.ack",
+    "message.waiting",
+    "message.revoked",
+    "state.change",
+    "group.join",
+    "group.leave",
+    "presence.update",
+    "poll.vote",
+    "poll.vote.failed",
+    "chat.archive",
+    "call.received",
+    "call.accepted",
+    "call.rejected",
+    "label.upsert",
+    "label.deleted",
+    "label.chat.added",
+    "label.chat.deleted",
 )
+ALL_EVENTS = frozenset(EVENTS)
 DEFAULT_ATTEMPTS = 15
 DEFAULT_DELAY_SECONDS = 2.0
 DEFAULT_POLICY = "linear"
@@ -79,14 +83,17 @@ class Hook:
     delay: float = DEFAULT_DELAY_SECONDS
     policy: str = DEFAULT_POLICY
     headers: list[tuple[str, str]] = field(default_factory=list)
+    plain: bool = False  # WAHA Core 2024.10: unsigned, no custom headers, never retried
 
     @classmethod
-    def from_config(cls, cfg: dict) -> Hook | None:
+    def from_config(cls, cfg: dict, plain: bool = False) -> Hook | None:
         """Build from a WebhookConfig dict (already validated); None when it subscribes to nothing."""
         if not cfg or not cfg.get("url") or not cfg.get("events"):
             return None
         events = list(cfg["events"])
         wanted = ALL_EVENTS if "*" in events else frozenset(e for e in events if e in ALL_EVENTS)
+        if plain:
+            return cls(url=cfg["url"], events=frozenset(wanted), attempts=0, plain=True)
         retries = cfg.get("retries") or {}
         hmac_cfg = cfg.get("hmac") or {}
         headers = [(h["name"], h["value"]) for h in (cfg.get("customHeaders") or [])]
@@ -94,7 +101,7 @@ class Hook:
             url=cfg["url"],
             events=frozenset(wanted),
             hmac_key=hmac_cfg.get("key") or None,
-            attempts=int(retries["attempts"]) if retries.get("attempts") is not None else DEFAULT_ATTEMPTS,
+            attempts=max(int(retries["attempts"]), 0) if retries.get("attempts") is not None else DEFAULT_ATTEMPTS,
             delay=float(retries["delaySeconds"]) if retries.get("delaySeconds") is not None else DEFAULT_DELAY_SECONDS,
             policy=retries.get("policy") or DEFAULT_POLICY,
             headers=headers,
@@ -137,7 +144,8 @@ class Delivery:
 class WebhookSender:
     """Queues deliveries, posts them from a thread pool, retries with backoff."""
 
-    def __init__(self, workers: int, timeout: float, max_pending: int) -> None:
+    def __init__(self, workers: int, timeout: float, max_pending: int, user_agent: str) -> None:
+        self.user_agent = user_agent
         self.scheduler = Scheduler(workers, "sim-hooks")
         self.timeout = timeout
         self.max_pending = max_pending
@@ -187,6 +195,12 @@ class WebhookSender:
                 if key != "pending":
                     self.stats[key] = 0
         self.recent.clear()
+
+    def flush(self, timeout: float) -> None:
+        """Wait (at most timeout seconds) until nothing is pending."""
+        deadline = time.monotonic() + timeout
+        while self.snapshot()["pending"] and time.monotonic() < deadline:
+            time.sleep(0.02)
 
     def stop(self) -> None:
         """Stop delivering."""
@@ -238,18 +252,29 @@ class WebhookSender:
         path = parts.path or "/"
         if parts.query:
             path += "?" + parts.query
-        headers = {
-            "Content-Type": "application/json",
-            "User-Agent": f"WAHA/{WAHA_VERSION}",
-            "X-Webhook-Request-Id": d.request_id,
-            "X-Webhook-Timestamp": str(d.timestamp),
-            "Content-Length": str(len(d.body)),
-        }
-        for name, value in d.hook.headers:
-            headers[name] = value
-        if d.hook.hmac_key:
-            headers["X-Webhook-Hmac"] = sign(d.body, d.hook.hmac_key)
-            headers["X-Webhook-Hmac-Algorithm"] = "sha512"
+        if d.hook.plain:  # what axios sends for WAHA Core 2024.10
+            headers = {
+                "Accept": "application/json, text/plain, */*",
+                "Content-Type": "application/json",
+                "User-Agent": self.user_agent,
+                "Content-Length": str(len(d.body)),
+                "Accept-Encoding": "gzip, compress, deflate, br",
+                "Host": parts.netloc,
+                "Connection": "keep-alive",
+            }
+        else:
+            headers = {
+                "Content-Type": "application/json",
+                "User-Agent": self.user_agent,
+                "X-Webhook-Request-Id": d.request_id,
+                "X-Webhook-Timestamp": str(d.timestamp),
+                "Content-Length": str(len(d.body)),
+            }
+            for name, value in d.hook.headers:
+                headers[name] = value
+            if d.hook.hmac_key:
+                headers["X-Webhook-Hmac"] = sign(d.body, d.hook.hmac_key)
+                headers["X-Webhook-Hmac-Algorithm"] = "sha512"
         key = (scheme, host, port)
         for fresh in (False, True):
             conn = self._conns.pool.get(key)
