@@ -107,9 +107,13 @@ def campaign_recipient_limit(tenant: Tenant) -> int:
     return current_plan(tenant).max_campaign_recipients
 
 
-def container_resources(tenant: Tenant) -> ContainerResources:
-    """Memory and CPU limits of the tenant's WAHA container."""
-    plan = current_plan(tenant)
+def container_resources(tenant: Tenant) -> ContainerResources | None:
+    """Memory and CPU limits of the tenant's WAHA container; None where no plan is set up at all
+    (a bare database: the runtime's own defaults apply)."""
+    try:
+        plan = current_plan(tenant)
+    except Plan.DoesNotExist:
+        return None
     return ContainerResources(memory_mb=plan.container_memory_mb, cpus=plan.container_cpus)
 
 

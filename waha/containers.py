@@ -14,6 +14,8 @@ from django.conf import settings
 from django.utils import timezone
 from django_scopes import scopes_disabled
 
+from billing import limits as plan_limits
+
 from .client import WahaClient, WahaError
 from .models import ContainerStatus, Engine, WahaContainer
 from .runtime import ContainerSpec, Runtime, Stats, get_runtime
@@ -72,7 +74,14 @@ def env_for(container: WahaContainer) -> dict[str, str]:
     return env
 
 
+def limits_of(container: WahaContainer) -> tuple[str, float]:
+    """(memory in docker syntax, CPUs): the container's plan, else WAHA_MEMORY_LIMIT and WAHA_CPU_LIMIT."""
+    memory = f"{container.memory_mb}m" if container.memory_mb else settings.WAHA_MEMORY_LIMIT
+    return memory, float(container.cpus) if container.cpus else settings.WAHA_CPU_LIMIT
+
+
 def spec_for(container: WahaContainer) -> ContainerSpec:
+    memory, cpus = limits_of(container)
     return ContainerSpec(
         name=container.name,
         port=container.port,
@@ -81,8 +90,8 @@ def spec_for(container: WahaContainer) -> ContainerSpec:
         image=container.image,
         engine=container.engine,
         api_key=container.api_key,
-        memory_limit=settings.WAHA_MEMORY_LIMIT,
-        cpu_limit=settings.WAHA_CPU_LIMIT,
+        memory_limit=memory,
+        cpu_limit=cpus,
         data_dir=settings.WAHA_DATA_DIR,
     )
 
@@ -229,6 +238,24 @@ def delete_container(container: WahaContainer, volume: bool = False) -> None:
     with scopes_disabled():
         WahaContainer.objects.filter(pk=container.pk).delete()
     log.info("deleted WAHA container %s (volume %s)", container.name, "removed" if volume else "kept")
+
+
+def resize_containers(tenant_id: int) -> list[str]:
+    """Apply the tenant's plan limits (memory, CPUs) to its containers; returns their names."""
+    with scopes_disabled():
+        containers = list(WahaContainer.objects.filter(tenant_id=tenant_id).select_related("tenant"))
+    resized = []
+    for container in containers:
+        resources = plan_limits.container_resources(container.tenant)
+        if resources is None:
+            continue
+        container.memory_mb, container.cpus = resources.memory_mb, resources.cpus
+        with scopes_disabled():
+            WahaContainer.objects.filter(pk=container.pk).update(memory_mb=container.memory_mb, cpus=container.cpus)
+        if container.runtime_id and container.status == ContainerStatus.RUNNING:
+            runtime_of(container).resize(container.runtime_id, *limits_of(container))
+        resized.append(container.name)
+    return resized
 
 
 def container_logs(container: WahaContainer, tail: int = 200) -> str:

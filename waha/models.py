@@ -75,6 +75,10 @@ class WahaContainer(models.Model):
         _("status"), max_length=16, choices=ContainerStatus.choices, default=ContainerStatus.CREATING
     )
     capacity = models.PositiveIntegerField(_("capacity (sessions)"), default=1)
+    # Limits from the tenant's plan (billing.limits.container_resources); empty: WAHA_MEMORY_LIMIT
+    # and WAHA_CPU_LIMIT. External servers are their operators' to size.
+    memory_mb = models.PositiveIntegerField(_("memory limit (MB)"), null=True, blank=True)
+    cpus = models.DecimalField(_("CPU limit"), max_digits=4, decimal_places=2, null=True, blank=True)
     healthy = models.BooleanField(_("healthy"), default=False)
     last_health_at = models.DateTimeField(_("last health check"), null=True, blank=True)
     last_error = models.TextField(_("last error"), blank=True)

@@ -15,6 +15,7 @@ from django.db.models import Count, F
 from django.utils import timezone
 from django_scopes import scopes_disabled
 
+from billing import limits as plan_limits
 from whago.models import Tenant
 
 from .alerts import open_alert
@@ -65,6 +66,7 @@ def _reserve(tenant: Tenant, engine: str) -> WahaContainer:
             continue
         try:
             with transaction.atomic():
+                resources = plan_limits.container_resources(tenant)
                 return WahaContainer.objects.create(
                     tenant=tenant,
                     name=f"whago-{instance_slug()}-waha-t{tenant.pk}-{secrets.token_hex(3)}",
@@ -73,6 +75,8 @@ def _reserve(tenant: Tenant, engine: str) -> WahaContainer:
                     image=settings.WAHA_IMAGE if settings.WAHA_RUNTIME == "docker" else "waha.simulator",
                     engine=engine,
                     capacity=settings.WAHA_SESSIONS_PER_CONTAINER if engine == Engine.PLUS else 1,
+                    memory_mb=resources.memory_mb if resources else None,
+                    cpus=resources.cpus if resources else None,
                 )
         except IntegrityError:
             continue  # another transaction took this port a moment ago

@@ -17,6 +17,7 @@ from whago import audit
 from . import manager, ops
 from .client import ContainerUnreachable, WahaServerError
 from .models import WahaContainer, WahaSession
+from .runtime import RuntimeFailure
 
 # Transient failures worth retrying: the container is (re)starting or overloaded.
 TRANSIENT = (ContainerUnreachable, WahaServerError, manager.ContainerNotReady)
@@ -30,6 +31,12 @@ def _container(container_id: int) -> WahaContainer:
 def _session(session_id: int) -> WahaSession:
     with scopes_disabled():
         return WahaSession.objects.select_related("container").get(pk=session_id)
+
+
+@shared_task(autoretry_for=(*TRANSIENT, RuntimeFailure), retry_backoff=5, retry_kwargs={"max_retries": 5})
+def resize_containers(tenant_id: int) -> list[str]:
+    """Apply the tenant's plan limits to its containers."""
+    return manager.resize_containers(tenant_id)
 
 
 @shared_task(autoretry_for=TRANSIENT, retry_backoff=5, retry_kwargs={"max_retries": 5})

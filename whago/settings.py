@@ -306,6 +306,12 @@ WAHA_SESSIONS_PER_CONTAINER = env.int("WAHA_SESSIONS_PER_CONTAINER", default=50)
 # Docker limits of each container: memory (docker syntax: 512m, 4g) and CPUs (float).
 WAHA_MEMORY_LIMIT = env.str("WAHA_MEMORY_LIMIT", default="4g")
 WAHA_CPU_LIMIT = env.float("WAHA_CPU_LIMIT", default=2.0)
+# (Containers of a tenant take their plan's memory and CPUs instead; these are the fallback.)
+# Processes a container may run, the size of each of its 3 log files, and the user it runs as
+# (empty: the image's own; WAHA's images run as root).
+WAHA_PIDS_LIMIT = env.int("WAHA_PIDS_LIMIT", default=512)
+WAHA_LOG_MAX_SIZE = env.str("WAHA_LOG_MAX_SIZE", default="10m")
+WAHA_CONTAINER_USER = env.str("WAHA_CONTAINER_USER", default="")
 # Host ports handed to containers, reserved in the database: "first-last".
 WAHA_PORT_RANGE = env.str("WAHA_PORT_RANGE", default="3100-3199")
 # "host": host networking; "publish": the port published on 127.0.0.1 only;

@@ -28,8 +28,9 @@ def test_all_good_exits_zero(waha_docker, make_tenant):
     assert "image whago/waha-simulator:latest is present" in result.stdout
     container.refresh_from_db()
     assert (f"{container.name} (tenant {tenant.name}, port {container.port}): healthy, "
-            f"WAHA {container.version} plus WEBJS, 0 session(s)") in result.stdout
+            f"WAHA {container.version} plus {container.whatsapp_engine}, 0 session(s)") in result.stdout
     assert "answers without its API key" not in result.stdout
+    assert f"{container.name} (tenant {tenant.name}, port {container.port}): limits " in result.stdout
     assert "no orphan containers" in result.stdout
     assert "All good." in result.stdout
 

@@ -3,6 +3,7 @@ import io
 import socket
 import threading
 from datetime import timedelta
+from decimal import Decimal
 
 import pytest
 import requests
@@ -33,7 +34,9 @@ def rows(**filters) -> list[WahaContainer]:
         return list(WahaContainer.objects.filter(**filters))
 
 
-def test_tenant_container_is_created_with_labels_limits_volume_and_key(waha_docker, make_tenant, docker_client):
+def test_tenant_container_is_created_with_labels_limits_volume_and_key(
+    django_db_serialized_rollback, waha_docker, make_tenant, docker_client
+):
     tenant = make_tenant()
 
     container = manager.ensure_container(tenant)
@@ -48,8 +51,14 @@ def test_tenant_container_is_created_with_labels_limits_volume_and_key(waha_dock
     assert attrs["Config"]["Labels"]["whago.container"] == str(container.pk)
     assert attrs["Config"]["Image"] == "whago/waha-simulator:latest"
     assert attrs["HostConfig"]["RestartPolicy"]["Name"] == "unless-stopped"
-    assert attrs["HostConfig"]["Memory"] == 256 * 1024 * 1024
-    assert attrs["HostConfig"]["NanoCpus"] == 1_000_000_000
+    # Bounded by the tenant's plan (FREE: 512 MB, half a CPU), no swap, pids and logs capped, checked.
+    host = attrs["HostConfig"]
+    assert (container.memory_mb, container.cpus) == (512, Decimal("0.50"))
+    assert host["Memory"] == host["MemorySwap"] == 512 * 1024 * 1024
+    assert (host["CpuPeriod"], host["CpuQuota"]) == (100_000, 50_000)
+    assert host["PidsLimit"] == 512
+    assert host["LogConfig"] == {"Type": "json-file", "Config": {"max-file": "3", "max-size": "10m"}}
+    assert "/ping" in " ".join(attrs["Config"]["Healthcheck"]["Test"])
     assert attrs["HostConfig"]["NetworkMode"] == "host"
     [mount] = attrs["Mounts"]
     assert (mount["Type"], mount["Name"]) == ("volume", f"{container.name}-data")
@@ -370,3 +379,23 @@ def test_operators_see_containers_in_the_admin(waha_docker, make_tenant, client)
     page = client.get(f"/admin/waha/wahacontainer/{session.container.pk}/change/").content.decode()
     assert "chip_1" in page
     assert session.container.api_key not in page and session.container.webhook_key not in page
+
+
+def test_a_plan_change_resizes_the_tenants_container(
+    django_db_serialized_rollback, waha_docker, make_tenant, docker_client
+):
+    from billing.models import Plan, Subscription
+
+    tenant = make_tenant()
+    container = manager.ensure_container(tenant)
+    with scopes_disabled():
+        bigger = Plan.objects.create(code="BIGGER", name="Bigger", max_chips=5, messages_per_day=100,
+                                     messages_per_month=1000, container_memory_mb=1024, container_cpus=Decimal("1"))
+        Subscription.objects.update_or_create(
+            tenant=tenant, defaults={"plan": bigger, "status": Subscription.Status.ACTIVE})
+
+    assert manager.resize_containers(tenant.pk) == [container.name]
+
+    host = docker_client.containers.get(container.runtime_id).attrs["HostConfig"]
+    assert host["Memory"] == host["MemorySwap"] == 1024 * 1024 * 1024
+    assert host["CpuQuota"] == 100_000

@@ -71,6 +71,10 @@ class Runtime:
     def restart(self, runtime_id: str) -> None:
         raise NotImplementedError
 
+    def resize(self, runtime_id: str, memory_limit: str, cpu_limit: float) -> None:
+        """Apply new memory and CPU limits to a running container (a plan changed)."""
+        raise NotImplementedError
+
     def remove(self, runtime_id: str, volume: bool = False) -> None:
         """Remove the container (gone already is fine); its data volume only when asked."""
         raise NotImplementedError

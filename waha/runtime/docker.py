@@ -20,6 +20,30 @@ INSTANCE_LABEL = "whago.instance"
 ENGINE_ERRORS = (DockerException, requests.RequestException, OSError)
 
 
+CPU_PERIOD = 100_000  # microseconds: CPU limits as quota / period, which can be updated later
+
+
+def memory_bytes(text: str) -> int:
+    """Docker-style sizes (512m, 4g) in bytes."""
+    units = {"k": 1024, "m": 1024**2, "g": 1024**3}
+    text = text.strip().lower()
+    return int(float(text[:-1]) * units[text[-1]]) if text[-1] in units else int(text)
+
+
+def healthcheck_for(image: str, port: int) -> dict:
+    """Docker's health check of a WAHA container: GET /ping (unauthenticated) with what the image has."""
+    url = f"http://127.0.0.1:{port}/ping"
+    if image.startswith("whago/waha-simulator"):
+        probe = ["CMD", "python3", "-c", f"import urllib.request; urllib.request.urlopen('{url}', timeout=4)"]
+    else:  # WAHA's images run on Node.js
+        probe = ["CMD", "node", "-e",
+                 f"require('http').get('{url}', r => process.exit(r.statusCode === 200 ? 0 : 1))"
+                 ".on('error', () => process.exit(1))"]
+    seconds = 1_000_000_000
+    return {"test": probe, "interval": 30 * seconds, "timeout": 5 * seconds, "retries": 3,
+            "start_period": 30 * seconds}
+
+
 def volume_name(container_name: str) -> str:
     return f"{container_name}-data"
 
@@ -57,11 +81,20 @@ class DockerRuntime(Runtime):
             "environment": spec.env,
             "restart_policy": {"Name": "unless-stopped"},
             "volumes": {volume: {"bind": spec.data_dir, "mode": "rw"}},
+            # Bounded: a runaway container cannot fork without end or fill the disk with logs.
+            "pids_limit": settings.WAHA_PIDS_LIMIT,
+            "log_config": docker.types.LogConfig(
+                type="json-file", config={"max-size": settings.WAHA_LOG_MAX_SIZE, "max-file": "3"}
+            ),
+            "healthcheck": healthcheck_for(spec.image, spec.port),
         }
+        if settings.WAHA_CONTAINER_USER:
+            kwargs["user"] = settings.WAHA_CONTAINER_USER
         if spec.memory_limit:
-            kwargs["mem_limit"] = spec.memory_limit
+            # No swap beyond the memory limit: a container out of memory is restarted, not slowed down.
+            kwargs["mem_limit"] = kwargs["memswap_limit"] = memory_bytes(spec.memory_limit)
         if spec.cpu_limit:
-            kwargs["nano_cpus"] = int(spec.cpu_limit * 1e9)
+            kwargs["cpu_period"], kwargs["cpu_quota"] = CPU_PERIOD, int(spec.cpu_limit * CPU_PERIOD)
         mode = settings.WAHA_NETWORK_MODE
         if mode == "host":
             kwargs["network_mode"] = "host"
@@ -106,6 +139,15 @@ class DockerRuntime(Runtime):
 
     def restart(self, runtime_id: str) -> None:
         self._call("restart", runtime_id, self.client.api.restart, timeout=10)
+
+    def resize(self, runtime_id: str, memory_limit: str, cpu_limit: float) -> None:
+        limits: dict = {}
+        if memory_limit:
+            limits["mem_limit"] = limits["memswap_limit"] = memory_bytes(memory_limit)
+        if cpu_limit:
+            limits.update(cpu_period=CPU_PERIOD, cpu_quota=int(cpu_limit * CPU_PERIOD))
+        if limits:
+            self._call("resize", runtime_id, self.client.api.update_container, **limits)
 
     def remove(self, runtime_id: str, volume: bool = False) -> None:
         labels: dict = {}

@@ -27,6 +27,9 @@ class ExternalRuntime(Runtime):
     def restart(self, runtime_id: str) -> None:
         raise RuntimeFailure(NOT_OURS.format(what="restart"))
 
+    def resize(self, runtime_id: str, memory_limit: str, cpu_limit: float) -> None:
+        """An external server is sized by its operator."""
+
     def remove(self, runtime_id: str, volume: bool = False) -> None:
         """Forgetting a registered server leaves the server itself alone."""
 

@@ -143,6 +143,14 @@ class LocalRuntime(Runtime):
         self.stop(runtime_id)
         self.start(runtime_id)
 
+    def resize(self, runtime_id: str, memory_limit: str, cpu_limit: float) -> None:
+        """Recorded for the stats (a simulator process of the embedded mode is not confined)."""
+        spec = self._spec(runtime_id)
+        spec["memory_limit"] = memory_limit
+        path = self._dir(runtime_id) / "spec.json"
+        path.write_text(json.dumps(spec))
+        path.chmod(0o600)
+
     def remove(self, runtime_id: str, volume: bool = False) -> None:
         folder = self._dir(runtime_id)
         if not folder.exists():

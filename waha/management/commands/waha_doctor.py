@@ -106,6 +106,10 @@ class Command(BaseCommand):
             working = sum(1 for s in sessions if s.get("status") == "WORKING")
             kind = f"WAHA {container.version or '?'} {container.engine} {container.whatsapp_engine}"
             self.ok(f"{label}: healthy, {kind.strip()}, {len(sessions)} session(s), {working} working")
+            if not container.is_external:
+                memory, cpus = manager.limits_of(container)
+                self.ok(f"{label}: limits {memory} memory (no swap), {cpus:g} CPU, "
+                        f"{settings.WAHA_PIDS_LIMIT} processes, logs {settings.WAHA_LOG_MAX_SIZE} x 3")
             if container.key_enforced is False:
                 self.warn(
                     f"{label}: answers without its API key: whoever reaches it can use its sessions "
