@@ -19,6 +19,7 @@ from tests.waha.conftest import (  # noqa: F401 - fixtures shared with the waha 
     remove_run_containers,
     simulator_image,
 )
+from tests.waha.realwaha import real_target, simulator_target, waha_target  # noqa: F401 - conformance targets
 from waha.models import WahaContainer
 from whago.services import create_api_key
 

@@ -1,6 +1,7 @@
-"""WHAGO end to end on real WAHA Core 2024.10.8 (built from ../shared/waha-core), through the
-external runtime: the operator registers the server in the admin, a tenant creates a chip in
-the portal, the worker starts its session on real WAHA, real (unsigned) webhooks move the chip,
+"""WHAGO end to end on real WAHA Core 2024.10.8 (built from ../shared/waha-core) and on the
+simulator's core-2024.10 profile (the same test on both), through the external runtime: the
+operator registers the server in the admin, a tenant creates a chip in the portal, the worker
+starts its session on that WAHA, its own (unsigned) webhooks move the chip,
 a WAHA restart that forgets the config is healed with the config sent again, and deleting the
 chip removes the session. Every real session carries a proxy on a closed loopback port."""
 import json
@@ -40,7 +41,7 @@ def register(client, real) -> ExternalServer:
     operator = User.objects.create_superuser(email="ops-real@whago.test", password=None)
     client.force_login(operator)
     response = client.post(reverse("admin:waha_externalserver_add"), {
-        "name": "waha-core-real", "url": real.url, "capacity": "5", "key": "wrong key",
+        "name": "waha-core-real", "url": real.base_url, "capacity": "5", "key": "wrong key",
     })
     # Core does not enforce its key, so even a wrong key is "accepted": WHAGO notes it.
     assert response.status_code == 302, response.content.decode()[:2000]
@@ -53,9 +54,9 @@ def register(client, real) -> ExternalServer:
 
 
 def test_a_chip_lives_on_real_waha_core_through_the_external_runtime(
-    real_waha, start_worker, client, owner_client, loopback_proxy, settings
+    waha_target, start_worker, client, owner_client, loopback_proxy, settings
 ):
-    real_waha.reset()
+    real_waha = waha_target
     settings.WAHA_RUNTIME = "external"
     start_worker(WAHA_RUNTIME="external")
     server = register(client, real_waha)
@@ -65,7 +66,7 @@ def test_a_chip_lives_on_real_waha_core_through_the_external_runtime(
     assert ContainerAlert.objects.filter(container=server, rule=AlertRule.INSECURE).exists()
     doctor = subprocess.run([sys.executable, "manage.py", "waha_doctor"], cwd=ROOT, capture_output=True, text=True,
                             env=worker_env(WAHA_RUNTIME="external"), timeout=120)
-    assert f"{server.name} ({real_waha.url}): healthy, WAHA 2024.10.8 core NOWEB" in doctor.stdout, doctor.stdout
+    assert f"{server.name} ({real_waha.base_url}): healthy, WAHA 2024.10.8 core NOWEB" in doctor.stdout, doctor.stdout
     assert "answers without its API key" in doctor.stdout
 
     # The tenant creates a chip; the worker places it on the real server and starts `default`.
@@ -125,11 +126,11 @@ def test_a_chip_lives_on_real_waha_core_through_the_external_runtime(
 
 
 def test_a_socks5_proxy_is_never_handed_to_a_waha_that_cannot_use_it(
-    real_waha, start_worker, client, owner_client, settings
+    waha_target, start_worker, client, owner_client, settings
 ):
     """WAHA 2024.10.8 takes HTTP(S) proxies only: the chip fails with a plain message, the operators
     get an alert, and the real server is never given the socks5:// URL."""
-    real_waha.reset()
+    real_waha = waha_target
     ProxyProvider.objects.create(name="socks", kind=ProxyProvider.Kind.GATEWAY, scheme="socks5",
                                  host="127.0.0.1", port=free_port(), username="", password="")
     settings.WAHA_RUNTIME = "external"
