@@ -107,6 +107,14 @@ def campaign_recipient_limit(tenant: Tenant) -> int:
     return current_plan(tenant).max_campaign_recipients
 
 
+def on_free_plan(tenant: Tenant) -> bool:
+    """Whether the FREE plan's limits apply to the tenant now (False where no plan is set up)."""
+    try:
+        return current_plan(tenant).is_free
+    except Plan.DoesNotExist:
+        return False
+
+
 def container_resources(tenant: Tenant) -> ContainerResources | None:
     """Memory and CPU limits of the tenant's WAHA container; None where no plan is set up at all
     (a bare database: the runtime's own defaults apply)."""

@@ -21,6 +21,9 @@ export PYTHONDONTWRITEBYTECODE=1
 export WAHA_RUNTIME=${WAHA_RUNTIME:-docker}
 export WAHA_NETWORK_MODE=${WAHA_NETWORK_MODE:-host}
 export WAHA_IMAGE=${WAHA_IMAGE:-whago/waha-simulator:latest}
+# A container per tenant, FREE tenants included, unless a test asks for shared containers
+# (tests/waha/test_shared_placement.py): most tests look at one tenant's own container.
+export WAHA_FREE_PLACEMENT=${WAHA_FREE_PLACEMENT:-own}
 _waha_base=$(( 20000 + ${WHAGO_TEST_REDIS_DB:-0} * 100 ))
 export WAHA_PORT_RANGE=${WAHA_PORT_RANGE:-${_waha_base}-$(( _waha_base + 99 ))}
 

@@ -42,7 +42,7 @@ def labels_for(container: WahaContainer) -> dict[str, str]:
     return {
         "whago.service": "waha",
         "whago.instance": settings.WHAGO_INSTANCE,
-        "whago.tenant": str(container.tenant_id),
+        "whago.tenant": str(container.tenant_id or "shared"),
         "whago.container": str(container.pk),
     }
 

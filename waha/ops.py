@@ -99,10 +99,14 @@ def _list_sessions(container: WahaContainer, options: dict) -> tuple[str, dict]:
 
 
 def _suspend(container: WahaContainer, options: dict) -> tuple[str, dict]:
-    """Stop a suspended tenant's sessions (their chips hear it by webhook), then the container.
+    """Stop a suspended tenant's sessions (their chips hear it by webhook), then the container —
+    or, in a container shared with other tenants, that tenant's sessions only.
 
-    The sessions keep should_run: reactivation starts them again.
+    The sessions keep should_run: reactivation starts them again (the health sweep leaves the
+    sessions of a suspended tenant alone).
     """
+    if container.tenant_id is None:
+        return _suspend_in_shared(container, options["tenant"])
     stopped: list[str] = []
     if container.status == ContainerStatus.RUNNING:
         client = manager.client_for(container, retries=0)
@@ -138,6 +142,26 @@ def _wait_stopped_recorded(container: WahaContainer, names: list[str]) -> None:
         pending.update(status=SessionStatus.STOPPED, updated_at=timezone.now())
 
 
+def _suspend_in_shared(container: WahaContainer, tenant_id: int) -> tuple[str, dict]:
+    with scopes_disabled():
+        names = list(WahaSession.objects.filter(container=container, tenant_id=tenant_id)
+                     .values_list("remote_name", flat=True))
+    client = manager.client_for(container, retries=0)
+    stopped = []
+    for name in names:
+        try:
+            client.stop_session(name)
+            stopped.append(name)
+        except SessionNotFound:
+            pass
+    _wait_stopped_recorded(container, stopped)
+    return ngettext(
+        "Tenant suspended: %(n)d session stopped in a shared container.",
+        "Tenant suspended: %(n)d sessions stopped in a shared container.",
+        len(stopped),
+    ) % {"n": len(stopped)}, {"stopped": stopped}
+
+
 def _resume(container: WahaContainer, options: dict) -> tuple[str, dict]:
     """Bring a reactivated tenant's container back, with the sessions that should run."""
     manager.ensure_started(container)
@@ -151,6 +175,8 @@ def _resume(container: WahaContainer, options: dict) -> tuple[str, dict]:
 
 
 def _refuse_suspended(container: WahaContainer) -> None:
+    if container.tenant_id is None:
+        return  # shared: the health sweep leaves suspended tenants' sessions stopped
     with scopes_disabled():
         active = Tenant.objects.filter(pk=container.tenant_id, is_active=True).exists()
     if not active:
@@ -253,9 +279,18 @@ def containers_of(tenant: Tenant | int) -> list[WahaContainer]:
         return list(WahaContainer.objects.filter(tenant=getattr(tenant, "pk", tenant)).order_by("pk"))
 
 
+def shared_containers_of(tenant: Tenant | int) -> list[WahaContainer]:
+    """Shared containers and external servers that hold sessions of the tenant."""
+    with scopes_disabled():
+        return list(WahaContainer.objects.filter(tenant=None, sessions__tenant=getattr(tenant, "pk", tenant))
+                    .distinct().order_by("pk"))
+
+
 def on_tenant_suspended(tenant: Tenant, by=None, **kwargs) -> list[AuditLog]:
-    """Stop every container of a suspended tenant (and its sessions), through the worker."""
-    return [enqueue(c, "suspend", actor=by) for c in containers_of(tenant) if c.status != ContainerStatus.CREATING]
+    """Stop every container of a suspended tenant (and its sessions), and its sessions in shared
+    containers, through the worker."""
+    own = [enqueue(c, "suspend", actor=by) for c in containers_of(tenant) if c.status != ContainerStatus.CREATING]
+    return own + [enqueue(c, "suspend", actor=by, tenant=tenant.pk) for c in shared_containers_of(tenant)]
 
 
 def on_tenant_reactivated(tenant: Tenant, by=None, **kwargs) -> list[AuditLog]:
@@ -264,7 +299,9 @@ def on_tenant_reactivated(tenant: Tenant, by=None, **kwargs) -> list[AuditLog]:
         wanted = set(
             WahaSession.objects.filter(tenant=tenant, should_run=True).values_list("container_id", flat=True)
         )
-    return [enqueue(c, "resume", actor=by) for c in containers_of(tenant) if c.pk in wanted]
+    own = [enqueue(c, "resume", actor=by) for c in containers_of(tenant) if c.pk in wanted]
+    return own + [enqueue(c, "resume", actor=by, tenant=tenant.pk) for c in shared_containers_of(tenant)
+                  if c.pk in wanted]
 
 
 # --- log tail -------------------------------------------------------------------------

@@ -1,4 +1,6 @@
-"""Where a session goes: the tenant's own container (ports reserved in the database), or an
+"""Where a session goes: the tenant's own container (ports reserved in the database), a container
+shared by the FREE plan's tenants (WAHA_FREE_PLACEMENT=shared: one Plus container holds many
+tenants' sessions, sized by WAHA's own figures, instead of a container per free sign-up), or an
 external WAHA server that operators registered (shared by every tenant, runtime "external")."""
 from __future__ import annotations
 
@@ -58,7 +60,7 @@ def _port_is_free(port: int) -> bool:
     return True
 
 
-def _reserve(tenant: Tenant, engine: str) -> WahaContainer:
+def _reserve(tenant: Tenant | None, engine: str) -> WahaContainer:
     """Insert a container row on a free port (the unique constraint arbitrates races)."""
     taken = set(WahaContainer.objects.exclude(port=None).values_list("port", flat=True))
     for port in port_range():
@@ -66,10 +68,12 @@ def _reserve(tenant: Tenant, engine: str) -> WahaContainer:
             continue
         try:
             with transaction.atomic():
-                resources = plan_limits.container_resources(tenant)
+                # A shared container is sized by WAHA_MEMORY_LIMIT / WAHA_CPU_LIMIT (its capacity's worth).
+                resources = plan_limits.container_resources(tenant) if tenant else None
+                owner = f"t{tenant.pk}" if tenant else "shared"
                 return WahaContainer.objects.create(
                     tenant=tenant,
-                    name=f"whago-{instance_slug()}-waha-t{tenant.pk}-{secrets.token_hex(3)}",
+                    name=f"whago-{instance_slug()}-waha-{owner}-{secrets.token_hex(3)}",
                     runtime=settings.WAHA_RUNTIME,
                     port=port,
                     image=settings.WAHA_IMAGE if settings.WAHA_RUNTIME == "docker" else "waha.simulator",
@@ -86,7 +90,7 @@ def _reserve(tenant: Tenant, engine: str) -> WahaContainer:
     )
 
 
-def _create_container(tenant: Tenant) -> WahaContainer:
+def _create_container(tenant: Tenant | None) -> WahaContainer:
     """Reserve a port and create the runtime container; call inside the tenant's lock.
 
     If the runtime fails, the exception rolls the row back: nothing is left half-created.
@@ -99,7 +103,8 @@ def _create_container(tenant: Tenant) -> WahaContainer:
     container.status = ContainerStatus.RUNNING
     container.started_at = timezone.now()
     container.save(update_fields=["runtime_id", "status", "started_at", "updated_at"])
-    log.info("created WAHA container %s on port %s for tenant %s", container.name, container.port, tenant.pk)
+    log.info("created WAHA container %s on port %s for %s", container.name, container.port,
+             f"tenant {tenant.pk}" if tenant else "the FREE plan's tenants")
     return container
 
 
@@ -114,15 +119,15 @@ def _own_container_with_room(tenant: Tenant) -> WahaContainer | None:
     )
 
 
-def _external_server_with_room() -> WahaContainer:
-    """The least used registered external server with a free seat, its row locked.
+def _shared_with_room(runtime: str) -> WahaContainer | None:
+    """The least used shared container (or registered server) of a runtime with a free seat.
 
-    Servers are shared by every tenant: their rows are locked (in id order, so concurrent
-    placements queue instead of deadlocking) while the seats are counted.
+    Shared rows are locked (in id order, so concurrent placements queue instead of deadlocking)
+    while the seats of every tenant in them are counted.
     """
     servers = list(
         WahaContainer.objects.select_for_update()
-        .filter(runtime="external", tenant=None, status=ContainerStatus.RUNNING)
+        .filter(runtime=runtime, tenant=None, status=ContainerStatus.RUNNING)
         .order_by("pk")
     )
     used = dict(
@@ -130,17 +135,26 @@ def _external_server_with_room() -> WahaContainer:
     )
     with_room = [s for s in servers if used.get(s.pk, 0) < s.capacity]
     if not with_room:
-        raise NoServerWithRoom(
-            f"No registered WAHA server has room for another session ({len(servers)} registered and running): "
-            "register another server or raise a capacity."
-        )
+        return None
     return min(with_room, key=lambda s: (not s.healthy, used.get(s.pk, 0) / max(s.capacity, 1), s.pk))
+
+
+def _shares_containers(tenant: Tenant) -> bool:
+    return settings.WAHA_FREE_PLACEMENT == "shared" and plan_limits.on_free_plan(tenant)
 
 
 def place(tenant: Tenant) -> WahaContainer:
     """The container a new session of the tenant goes to; call inside lock_tenant's transaction."""
     if settings.WAHA_RUNTIME == "external":
-        return _external_server_with_room()
+        server = _shared_with_room("external")
+        if server is None:
+            raise NoServerWithRoom(
+                "No registered WAHA server has room for another session: register another server or raise a "
+                "capacity."
+            )
+        return server
+    if _shares_containers(tenant):
+        return _shared_with_room(settings.WAHA_RUNTIME) or _create_container(None)
     return _own_container_with_room(tenant) or _create_container(tenant)
 
 
@@ -166,7 +180,8 @@ def lock_tenant(tenant: Tenant | int) -> Tenant:
 
 
 def ensure_container(tenant: Tenant | int, wait: bool = True) -> WahaContainer:
-    """A container with room for one more session of the tenant, created when none has room.
+    """A container with room for one more session of the tenant, created when none has room
+    (its own, or a shared one: see place).
 
     Idempotent under concurrency: the tenant row is locked while choosing or creating,
     so simultaneous calls for one tenant get the same container.

@@ -305,10 +305,12 @@ def resume_sessions(container: WahaContainer) -> list[str]:
 
 
 def wanted_sessions(containers: Iterable[WahaContainer]) -> dict[int, list[WahaSession]]:
-    """The sessions of each container that should be running."""
+    """The sessions of each container that should be running (a suspended tenant's do not, even
+    in a container it shares with others)."""
     wanted: dict[int, list[WahaSession]] = {}
     with scopes_disabled():
-        for session in WahaSession.objects.filter(container__in=list(containers), should_run=True).order_by("pk"):
+        rows = WahaSession.objects.filter(container__in=list(containers), should_run=True, tenant__is_active=True)
+        for session in rows.order_by("pk"):
             wanted.setdefault(session.container_id, []).append(session)
     return wanted
 

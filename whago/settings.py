@@ -231,6 +231,17 @@ CELERY_TASK_SERIALIZER = "json"
 CELERY_ACCEPT_CONTENT = ["json"]
 CELERY_TIMEZONE = TIME_ZONE
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+# A web request that cannot publish fails fast (the API answers 503 with Retry-After): three
+# tries over about a second. Tasks running in the worker keep trying longer (whago.celery):
+# a lane's next slice or a retry published while Redis restarts waits for it instead of failing.
+CELERY_TASK_PUBLISH_RETRY_POLICY = {"max_retries": 3, "interval_start": 0, "interval_step": 0.2, "interval_max": 0.5}
+WORKER_PUBLISH_RETRY_SECONDS = env.int("WORKER_PUBLISH_RETRY_SECONDS", default=120)
+# The threads pool cannot stop a running task; tasks are idempotent and their messages come back.
+CELERY_WORKER_CANCEL_LONG_RUNNING_TASKS_ON_CONNECTION_LOSS = False
+# Heartbeats of the worker and beat processes (whago.heartbeats): written every
+# HEARTBEAT_SECONDS; /status/ and an e-mail to operators say when one is silent for HEARTBEAT_STALE_SECONDS.
+HEARTBEAT_SECONDS = env.int("HEARTBEAT_SECONDS", default=15)
+HEARTBEAT_STALE_SECONDS = env.int("HEARTBEAT_STALE_SECONDS", default=60)
 CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
 
 REST_FRAMEWORK = {
@@ -326,6 +337,9 @@ WAHA_DATA_DIR = env.str("WAHA_DATA_DIR", default="/app/.sessions")
 WAHA_WEBHOOK_URL = (env.str("WAHA_WEBHOOK_URL", default="") or f"{SITE_URL}/api/v1/webhooks/waha").rstrip("/")
 # How sessions are placed in containers: "per_tenant" (one container per tenant, filled up).
 WAHA_PLACEMENT = env.str("WAHA_PLACEMENT", default="per_tenant")
+# The FREE plan's tenants: "shared" (their sessions fill shared Plus containers of
+# WAHA_SESSIONS_PER_CONTAINER sessions each) or "own" (a container each, like paying tenants).
+WAHA_FREE_PLACEMENT = env.str("WAHA_FREE_PLACEMENT", default="shared")
 # Label whago.instance on every container: several deployments (or test runs) can share
 # one Docker engine and each touches only its own containers.
 WHAGO_INSTANCE = env.str("WHAGO_INSTANCE", default="default")
@@ -407,6 +421,9 @@ if CELERY_BROKER_URL != "filesystem://":
         visibility_timeout=env.int("CELERY_VISIBILITY_TIMEOUT", default=3600),
         unacked_restore_interval=env.int("CELERY_RESTORE_INTERVAL", default=100),
         unacked_restore_throttle=1,
+        # A broker that hangs instead of refusing does not hold a request or a task for ever.
+        socket_connect_timeout=env.float("CELERY_BROKER_CONNECT_TIMEOUT", default=5.0),
+        socket_timeout=env.float("CELERY_BROKER_SOCKET_TIMEOUT", default=15.0),
     )
 
 # --- Contacts and campaigns (chips app: contacts.py, campaigns.py, dispatch.py) ------------------
