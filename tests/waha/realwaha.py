@@ -62,7 +62,10 @@ class Target:
         if method == "POST" and path == "/api/sessions" and body.get("start"):
             config = body.get("config")
         elif method == "POST" and path in ("/api/sessions/default/start", "/api/sessions/default/restart"):
-            config = (self._current() or {}).get("config")
+            current = self._current()
+            if current is None:
+                return  # `default` was deleted: WAHA answers 404 and starts nothing
+            config = current.get("config")
         elif method == "PUT" and path == "/api/sessions/default" and (self._current() or {}).get("status") not in (
             None, "STOPPED"
         ):
@@ -111,8 +114,20 @@ class Target:
         self.http.close()
 
 
+# Calls that stop a running session (PUT and logout restart it).
+STOPPING = {("POST", "/api/sessions/default/stop"), ("POST", "/api/sessions/default/restart"),
+            ("POST", "/api/sessions/default/logout"), ("DELETE", "/api/sessions/default"),
+            ("PUT", "/api/sessions/default")}
+
+
 class RealTarget(Target):
-    """Real WAHA Core 2024.10.8 (the session-wide `real_waha` server)."""
+    """Real WAHA Core 2024.10.8 (the session-wide `real_waha` server).
+
+    Real Core dies when a NOWEB session is stopped while its engine is connecting: WAHA removes the
+    WebSocket's listeners, the refused connection then emits an 'error' nobody handles, and node
+    exits (seen here: stop right after start). So before any call that stops a STARTING session,
+    the target waits for the engine's next failed attempt (its log line); the next one is 2 s away.
+    """
 
     kind = "real"
 
@@ -122,7 +137,23 @@ class RealTarget(Target):
         self.base_url = server.url
         self.api_key = server.api_key
 
+    def call(self, method: str, path: str, **kwargs) -> requests.Response:
+        if (method.upper(), path.split("?")[0].rstrip("/")) in STOPPING:
+            self._between_attempts()
+        return super().call(method, path, **kwargs)
+
+    def _failed_attempts(self) -> int:
+        return self.server.log_path.read_text(errors="replace").count("', reconnecting...")
+
+    def _between_attempts(self) -> None:
+        if self.status() != "STARTING":
+            return
+        before = self._failed_attempts()
+        wait_until(lambda: self._failed_attempts() > before, timeout=20, interval=0.01,
+                   message="the engine's next connection attempt never failed")
+
     def restart(self) -> None:
+        self._between_attempts()  # SIGTERM stops the running session too
         self.http.close()
         self.server.restart()
 
