@@ -109,7 +109,8 @@ class CampaignForm(forms.Form):
     template = forms.CharField(
         label=_("Message"), max_length=4096, widget=forms.Textarea(attrs={"rows": 5}),
         help_text=_("Variables between braces are replaced for each contact: {nome}, {primeiro_nome}, {telefone} "
-                    "and the custom fields of your contacts. Write {{ and }} for literal braces."),
+                    "and the custom fields of your contacts. After a |, the text used for contacts without the "
+                    "field: {cidade|nossa loja}. Write {{ and }} for literal braces."),
     )
     media = forms.FileField(label=_("Image or document (optional)"), required=False)
     remove_media = forms.BooleanField(label=_("Remove the attached file"), required=False)

@@ -5,7 +5,10 @@ Building (drafts only)
     pace_limit(tenant) -> int                 messages per minute per chip the plan allows (0: no limit)
 Templates
     template_variables(template) -> list[str] / unknown_variables(template, keys) -> list[str]
-    render(template, name, phone, fields) -> str         {nome}, {primeiro_nome}, {telefone}, custom fields
+    render(template, name, phone, fields) -> str         {nome}, {primeiro_nome}, {telefone}, custom fields;
+                                                         {cidade|nossa loja}: the text after | when empty
+    holes(template, name, fields) -> list[str]           variables left empty for a contact (no fallback)
+    unfilled(tenant, template, lists) -> list[Unfilled]  which recipients lack which variables (count, sample)
     preview(tenant, template, lists) -> Preview          for the builder (htmx)
 Status (every change through Campaign.transition, guarded against concurrent changes)
     start(campaign, scheduled=False)  draft → scheduled (start date ahead) or running; scheduled → running
@@ -31,6 +34,7 @@ from django.db.models import Case, CharField, Count, DateTimeField, Max, Min, Q,
 from django.db.models.functions import Trim, Trunc
 from django.utils import timezone
 from django.utils.translation import gettext as _
+from django.utils.translation import ngettext
 from django_scopes import scopes_disabled
 
 from billing import limits
@@ -44,7 +48,9 @@ Status = Campaign.Status
 R = CampaignRecipient.Status
 
 BUILTIN_VARIABLES = ("nome", "primeiro_nome", "telefone")
-_TOKEN = re.compile(r"\{\{|\}\}|\{([^{}\n]{0,80})\}")
+# {name} or {name|fallback}; {{ and }} are literal braces.
+_TOKEN = re.compile(r"\{\{|\}\}|\{([^{}\n]{0,200})\}")
+UNFILLED_SAMPLE = 5
 MAX_TEXT_LENGTH = 4096
 
 
@@ -64,9 +70,34 @@ def campaign_zone() -> ZoneInfo:
 # --- templates ----------------------------------------------------------------------------------
 
 
+def _parts(inside: str) -> tuple[str, str]:
+    """A variable as written between braces: its name and its fallback ("" when none)."""
+    name, _bar, fallback = inside.partition("|")
+    return name, fallback.strip()
+
+
 def template_variables(template: str) -> list[str]:
-    """The variables a template uses, as written between braces ({{ and }} are literal braces)."""
-    return [m.group(1) for m in _TOKEN.finditer(template or "") if m.group(1) is not None]
+    """The variables a template uses, as written between braces without their fallbacks."""
+    return [_parts(m.group(1))[0] for m in _TOKEN.finditer(template or "") if m.group(1) is not None]
+
+
+def required_variables(template: str) -> list[str]:
+    """The keys of the variables used at least once without a fallback ({telefone} is never empty)."""
+    keys = []
+    for m in _TOKEN.finditer(template or ""):
+        if m.group(1) is None:
+            continue
+        name, fallback = _parts(m.group(1))
+        key = field_key(name)
+        if key and not fallback and key != "telefone" and key not in keys:
+            keys.append(key)
+    return keys
+
+
+def _values(name: str, phone: str, fields: dict | None) -> dict:
+    name = (name or "").strip()
+    return {**(fields or {}), "nome": name, "primeiro_nome": name.split()[0] if name else "",
+            "telefone": display_phone(phone) if phone else ""}
 
 
 def unknown_variables(template: str, keys: set[str]) -> list[str]:
@@ -80,18 +111,26 @@ def unknown_variables(template: str, keys: set[str]) -> list[str]:
 
 
 def render(template: str, name: str = "", phone: str = "", fields: dict | None = None) -> str:
-    """The message a contact receives: variables replaced (a field the contact lacks is left empty)."""
-    name = (name or "").strip()
-    values = {**(fields or {}), "nome": name, "primeiro_nome": name.split()[0] if name else "",
-              "telefone": display_phone(phone) if phone else ""}
+    """The message a contact receives: variables replaced; an empty one by its fallback ({cidade|nossa loja}).
+
+    A variable without fallback that the contact lacks would be left empty: campaigns never start
+    with such recipients (unfilled) and the sender skips one that lost a value since (holes)."""
+    values = _values(name, phone, fields)
 
     def replace(match: re.Match) -> str:
         written = match.group(0)
         if written in ("{{", "}}"):
             return written[0]
-        return str(values.get(field_key(match.group(1)), ""))
+        variable, fallback = _parts(match.group(1))
+        return str(values.get(field_key(variable), "")).strip() or fallback
 
     return _TOKEN.sub(replace, template or "").strip()
+
+
+def holes(template: str, name: str = "", fields: dict | None = None) -> list[str]:
+    """The variables without fallback that would be empty in this contact's message."""
+    values = _values(name, "+0", fields)
+    return [key for key in required_variables(template) if not str(values.get(key, "")).strip()]
 
 
 def variables_help(keys: set[str]) -> str:
@@ -104,11 +143,64 @@ def unknown_message(unknown: list[str], keys: set[str]) -> str:
 
 
 @dataclass
+class Unfilled:
+    """Recipients who lack a variable that has no fallback: how many, and the first few."""
+    variable: str
+    count: int
+    sample: list[dict]  # {"pk", "label"}
+
+    @property
+    def token(self) -> str:
+        return "{" + self.variable + "}"
+
+    @property
+    def example(self) -> str:
+        return "{" + self.variable + "|" + _("fallback text") + "}"
+
+
+def unfilled(tenant: Tenant, template: str, lists) -> list[Unfilled]:
+    """For each variable without fallback, the contacts of the lists (those a campaign would send to)
+    who have no value for it: one count and one sample query per variable, in SQL."""
+    lists = list(lists or [])
+    keys = required_variables(template)
+    if not lists or not keys:
+        return []
+    result = []
+    with scopes_disabled():
+        contacts = reachable(in_lists(Contact.objects.filter(tenant_id=tenant.pk), lists))
+        for key in keys:
+            if key in ("nome", "primeiro_nome"):
+                lacking = contacts.annotate(name_trimmed=Trim("name")).filter(name_trimmed="")
+            else:
+                lacking = contacts.filter(~Q(fields__has_key=key) | Q(**{f"fields__{key}": ""}))
+            count = lacking.count()
+            if count:
+                sample = [{"pk": row["pk"], "label": row["name"] or display_phone(row["phone"])}
+                          for row in lacking.order_by("pk").values("pk", "name", "phone")[:UNFILLED_SAMPLE]]
+                result.append(Unfilled(key, count, sample))
+    return result
+
+
+def unfilled_message(missing: list[Unfilled]) -> str:
+    """Why a campaign cannot start: each variable, how many recipients lack it, and a few of them."""
+    parts = []
+    for item in missing:
+        names = ", ".join(row["label"] for row in item.sample) + (", …" if item.count > len(item.sample) else "")
+        parts.append(ngettext("%(variable)s: %(count)s recipient (%(names)s)",
+                              "%(variable)s: %(count)s recipients (%(names)s)", item.count)
+                     % {"variable": item.token, "count": item.count, "names": names})
+    return _("Some recipients have no value for a variable that has no fallback, so their message would have a "
+             "hole: %(list)s. Fill the field in these contacts, or give the variable a fallback, e.g. "
+             "%(example)s.") % {"list": "; ".join(parts), "example": missing[0].example}
+
+
+@dataclass
 class Preview:
     text: str = ""
     contact_name: str = ""
     errors: list[str] = field(default_factory=list)
     variables: str = ""
+    unfilled: list[Unfilled] = field(default_factory=list)
 
 
 def preview(tenant: Tenant, template: str, lists) -> Preview:
@@ -134,6 +226,8 @@ def preview(tenant: Tenant, template: str, lists) -> Preview:
         result.text = render(template, _("Maria Silva"), "+5511987654321", {key: f"[{key}]" for key in keys})
     if len(result.text) > MAX_TEXT_LENGTH:
         result.errors.append(_("The message is too long: at most %(max)s characters.") % {"max": MAX_TEXT_LENGTH})
+    if not unknown:
+        result.unfilled = unfilled(tenant, template, lists)
     return result
 
 
@@ -350,6 +444,9 @@ def start(campaign: Campaign, scheduled: bool = False) -> Campaign:
         if count > most:
             raise CampaignError(_("The lists hold %(count)s contacts and your plan allows %(max)s per campaign.")
                                 % {"count": count, "max": most})
+        missing = unfilled(tenant, campaign.template, lists)
+        if missing:
+            raise CampaignError(unfilled_message(missing))
         if campaign.status == Status.DRAFT and campaign.start_at and campaign.start_at > now:
             campaign.transition(Status.SCHEDULED)
             return campaign

@@ -270,7 +270,11 @@ def send_batch(campaign: Campaign, chip: Chip, token: uuid.UUID, size: int) -> s
             continue
         contact = recipient.contact
         text = campaigns.render(campaign.template, contact.name, contact.phone, contact.fields)
-        if not text and not campaign.media:
+        missing = campaigns.holes(campaign.template, contact.name, contact.fields)
+        if missing:  # the contact lost a value after the start: never send a message with a hole
+            _settle(recipient.pk, token, R.SKIPPED, error=_("no value for %(variables)s") % {
+                "variables": ", ".join("{" + key + "}" for key in missing)})
+        elif not text and not campaign.media:
             _settle(recipient.pk, token, R.FAILED, error=_("the message is empty for this contact"))
         elif len(text) > campaigns.MAX_TEXT_LENGTH:
             _settle(recipient.pk, token, R.FAILED, error=_("the message is too long for this contact"))
