@@ -287,3 +287,15 @@ def test_delete_removes_default_until_a_create_starts_it(waha_target):
     started = waha_target.call("POST", "/api/sessions", json={"name": "default", "config": config, "start": True})
     assert (started.status_code, started.json()) == (
         201, {"name": "default", "status": "STARTING", "config": config, "me": None, "engine": {"engine": "NOWEB"}})
+
+
+def test_the_kit_never_starts_a_session_without_a_loopback_proxy(waha_target):
+    remote = ({"proxy": {"server": "http://10.0.0.1:3128"}}, {"proxy": {"server": "web.whatsapp.com:443"}})
+    for config in (None, {}, *remote):
+        with pytest.raises(AssertionError, match="127.0.0.1"):
+            waha_target.start_session(config)
+        with pytest.raises(AssertionError, match="without a proxy"):
+            waha_target.call("POST", "/api/sessions", json={"name": "default", "config": config, "start": True})
+    with pytest.raises(AssertionError, match="without a proxy"):  # default's config is null
+        waha_target.call("POST", "/api/sessions/default/restart")
+    assert waha_target.sessions() == BASELINE  # nothing was sent
