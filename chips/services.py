@@ -77,6 +77,7 @@ from waha.client import (
 )
 from waha.models import WahaSession
 from waha.signals import RetryLater
+from whago import services as accounts
 from whago.models import Tenant
 
 from . import outgoing, signals
@@ -253,6 +254,9 @@ def create_chip(tenant: Tenant, alias: str) -> Chip:
     alias = (alias or "").strip()[:80]
     if not alias:
         raise ChipError(_("Give the chip a name."), "invalid")
+    if not accounts.may_connect_numbers(tenant):
+        raise ChipError(_("Confirm your e-mail address first (we sent you a link): a WhatsApp number is "
+                          "connected once it is confirmed."), "email_unconfirmed")
     with scopes_disabled(), transaction.atomic():
         locked = Tenant.objects.select_for_update(no_key=True).get(pk=tenant.pk)
         in_use = Chip.objects.filter(tenant=locked).count()

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 from django.conf import settings
 from django.db import connection
+from django.utils import timezone
 from django_scopes import scopes_disabled
 
 from whago import services
@@ -58,14 +59,18 @@ def _no_console_email(settings):
 def make_owner(db):
     """Sign up a new company through the real service; returns (user, tenant)."""
 
-    def make(company: str | None = None, email: str | None = None):
+    def make(company: str | None = None, email: str | None = None, confirmed: bool = True):
         n = next(_counter)
-        return services.sign_up(
+        user, tenant = services.sign_up(
             email=email or f"owner{n}@example.com.br",
             password=STRONG_PASSWORD,
             full_name=f"Owner {n}",
             company=company or f"Empresa {n}",
         )
+        if confirmed:  # the owner opened the link e-mailed at sign-up
+            services.User.objects.filter(pk=user.pk).update(email_confirmed_at=timezone.now())
+            user.refresh_from_db()
+        return user, tenant
 
     return make
 

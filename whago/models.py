@@ -41,6 +41,8 @@ class User(AbstractUser):
     last_name = None
     full_name = models.CharField(_("full name"), max_length=150, blank=True)
     email = models.EmailField(_("e-mail"), unique=True)
+    # When the person proved the address is theirs (the link e-mailed at sign-up).
+    email_confirmed_at = models.DateTimeField(_("e-mail confirmed at"), null=True, blank=True)
 
     USERNAME_FIELD = "email"
     REQUIRED_FIELDS: list[str] = []

@@ -3,6 +3,7 @@ import hashlib
 import secrets
 
 from django.conf import settings
+from django.core import signing
 from django.core.mail import send_mail
 from django.db import IntegrityError, transaction
 from django.template.loader import render_to_string
@@ -40,13 +41,62 @@ def unique_slug(name: str) -> str:
 
 @transaction.atomic
 def sign_up(*, email: str, password: str, full_name: str, company: str) -> tuple[User, Tenant]:
-    """Create the user, their tenant, the owner membership and the FREE subscription."""
+    """Create the user, their tenant, the owner membership and the FREE subscription; e-mail the
+    link that confirms the address (once the transaction commits)."""
     user = User.objects.create_user(email=email, password=password, full_name=full_name)
     tenant = Tenant.objects.create(name=company, slug=unique_slug(company))
     with scopes_disabled():
         Membership.objects.create(tenant=tenant, user=user, role=Role.OWNER)
     start_free_plan(tenant)
+    transaction.on_commit(lambda: send_email_confirmation(user))
     return user, tenant
+
+
+EMAIL_CONFIRMATION_SALT = "whago.email-confirmation"
+
+
+def email_confirmation_link(user: User) -> str:
+    """A signed link, valid EMAIL_CONFIRMATION_DAYS, that confirms the user's current address."""
+    token = signing.dumps({"user": user.pk, "email": user.email}, salt=EMAIL_CONFIRMATION_SALT)
+    return settings.SITE_URL + reverse("confirm_email", args=[token])
+
+
+def send_email_confirmation(user: User) -> None:
+    context = {"user": user, "link": email_confirmation_link(user), "days": settings.EMAIL_CONFIRMATION_DAYS}
+    send_mail(
+        subject=_("Confirm your e-mail address on WHAGO"),
+        message=render_to_string("registration/confirm_email.txt", context),
+        from_email=None,
+        recipient_list=[user.email],
+    )
+
+
+def confirm_email(token: str) -> User:
+    """Confirm the address a link was sent to; AccountError when the link is bad, old or outdated."""
+    try:
+        data = signing.loads(token, salt=EMAIL_CONFIRMATION_SALT, max_age=settings.EMAIL_CONFIRMATION_DAYS * 86400)
+    except signing.SignatureExpired as exc:
+        raise AccountError(_("This confirmation link has expired: ask for a new one.")) from exc
+    except signing.BadSignature as exc:
+        raise AccountError(_("This confirmation link is not valid.")) from exc
+    user = User.objects.filter(pk=data.get("user"), email__iexact=data.get("email", "")).first()
+    if user is None:
+        raise AccountError(_("This confirmation link is not valid."))
+    if user.email_confirmed_at is None:
+        user.email_confirmed_at = timezone.now()
+        user.save(update_fields=["email_confirmed_at"])
+    return user
+
+
+def may_connect_numbers(tenant: Tenant) -> bool:
+    """Whether the tenant may connect WhatsApp numbers (get a container): an owner confirmed the
+    e-mail address, unless REQUIRE_EMAIL_CONFIRMATION is off."""
+    if not settings.REQUIRE_EMAIL_CONFIRMATION:
+        return True
+    with scopes_disabled():
+        return Membership.objects.filter(
+            tenant_id=tenant.pk, role=Role.OWNER, user__email_confirmed_at__isnull=False
+        ).exists()
 
 
 def invite_member(*, tenant: Tenant, email: str, role: str, invited_by: User) -> Invitation:

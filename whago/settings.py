@@ -65,6 +65,7 @@ INSTALLED_APPS = [
     "django_htmx",
     "axes",
     "waha",
+    "django_ratelimit",
     "proxies",
     "billing",
     "chips",
@@ -141,6 +142,12 @@ CACHES["local"] = {"BACKEND": "django.core.cache.backends.locmem.LocMemCache", "
 
 AUTH_USER_MODEL = "whago.User"
 AUTHENTICATION_BACKENDS = [
+# The sign-up limits count in Redis (atomic increments, shared by every web process); the
+# embedded mode's one web process counts in its own memory.
+RATELIMIT_USE_CACHE = "default" if REDIS_URL else "local"
+# django-ratelimit's checks know django-redis, not Django's own RedisCache (whose increments are
+# atomic too), and refuse local memory, which the embedded mode's one process counts in correctly.
+SILENCED_SYSTEM_CHECKS = ["django_ratelimit.W001"] + ([] if REDIS_URL else ["django_ratelimit.E003"])
     "axes.backends.AxesStandaloneBackend",
     "django.contrib.auth.backends.ModelBackend",
 ]
@@ -160,6 +167,17 @@ AXES_FAILURE_LIMIT = env.int("AXES_FAILURE_LIMIT", default=5)
 AXES_COOLOFF_TIME = timedelta(minutes=env.int("AXES_COOLOFF_MINUTES", default=30))
 AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
 AXES_USERNAME_FORM_FIELD = "username"
+# Sign-ups that cannot be farmed: per client address and for the whole site (django-ratelimit
+# syntax, e.g. 5/h); and a new company connects a WhatsApp number (gets a container) only once
+# its owner confirmed the e-mail address (a link valid for EMAIL_CONFIRMATION_DAYS).
+SIGNUP_RATE_PER_ADDRESS = env.str("SIGNUP_RATE_PER_ADDRESS", default="5/h")
+SIGNUP_RATE_GLOBAL = env.str("SIGNUP_RATE_GLOBAL", default="200/h")
+REQUIRE_EMAIL_CONFIRMATION = env.bool("REQUIRE_EMAIL_CONFIRMATION", default=True)
+EMAIL_CONFIRMATION_DAYS = env.int("EMAIL_CONFIRMATION_DAYS", default=3)
+# Where the client's address is read (the sign-up limit keys on it): REMOTE_ADDR, or behind a
+# reverse proxy that sets it, HTTP_X_FORWARDED_FOR's first entry (CLIENT_IP_HEADER=HTTP_X_FORWARDED_FOR).
+CLIENT_IP_HEADER = env.str("CLIENT_IP_HEADER", default="REMOTE_ADDR")
+RATELIMIT_IP_META_KEY = "whago.ratelimits.client_ip"
 AXES_USERNAME_CALLABLE = "whago.services.login_identifier"
 AXES_LOCKOUT_TEMPLATE = "registration/locked.html"
 AXES_RESET_ON_SUCCESS = True

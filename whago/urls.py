@@ -9,6 +9,8 @@ from .api import Me
 urlpatterns = [
     path("", views.landing, name="landing"),
     path("signup/", views.signup, name="signup"),
+    path("confirmar-email/<str:token>/", views.confirm_email, name="confirm_email"),
+    path("confirmar-email/", views.resend_confirmation, name="resend_confirmation"),
     path("login/", auth_views.LoginView.as_view(redirect_authenticated_user=True), name="login"),
     path("logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("password-reset/", auth_views.PasswordResetView.as_view(), name="password_reset"),

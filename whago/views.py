@@ -2,6 +2,7 @@
 import secrets
 import time
 
+from django.conf import settings
 from django.contrib import messages
 from django.contrib.admin.views.decorators import staff_member_required
 from django.contrib.auth import login
@@ -10,11 +11,12 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django.utils.translation import gettext as _
 from django.views.decorators.http import require_POST
+from django_ratelimit.decorators import ratelimit
 from django_scopes import scopes_disabled
 
 from billing.models import Plan
 
-from . import services
+from . import ratelimits, services
 from .forms import ApiKeyForm, InviteForm, SignUpForm, TenantSettingsForm
 from .models import ApiKey, Invitation, Membership, User, WorkerHeartbeat
 from .tasks import ping
@@ -28,10 +30,16 @@ def landing(request: HttpRequest) -> HttpResponse:
     return render(request, "landing.html", {"plans": plans})
 
 
+@ratelimit(group="signup-address", key="ip", rate=ratelimits.per_address, method="POST", block=False)
+@ratelimit(group="signup-site", key=ratelimits.whole_site, rate=ratelimits.site_wide, method="POST", block=False)
 def signup(request: HttpRequest) -> HttpResponse:
     if request.user.is_authenticated and request.tenant is not None:
         return redirect("dashboard")
     form = SignUpForm(request.POST or None)
+    if getattr(request, "limited", False):
+        # Counted before the form is read: a farm of sign-ups stops here, valid or not.
+        messages.error(request, _("Too many sign-ups right now. Try again in an hour."))
+        return render(request, "registration/signup.html", {"form": SignUpForm()}, status=429)
     if request.method == "POST" and form.is_valid():
         user, tenant = services.sign_up(
             email=form.cleaned_data["email"],
@@ -42,8 +50,32 @@ def signup(request: HttpRequest) -> HttpResponse:
         login(request, user, backend=AUTH_BACKEND)
         activate_tenant(request, tenant)
         messages.success(request, _("Welcome to WHAGO! Your company %(name)s is ready.") % {"name": tenant.name})
+        if settings.REQUIRE_EMAIL_CONFIRMATION:
+            messages.info(request, _("We sent a link to %(email)s: open it to confirm your address and "
+                                     "connect WhatsApp numbers.") % {"email": user.email})
         return redirect("dashboard")
     return render(request, "registration/signup.html", {"form": form})
+
+
+def confirm_email(request: HttpRequest, token: str) -> HttpResponse:
+    """The link e-mailed at sign-up: the address is confirmed (no login needed)."""
+    try:
+        user = services.confirm_email(token)
+    except services.AccountError as exc:
+        messages.error(request, str(exc))
+        return redirect("dashboard" if request.user.is_authenticated else "login")
+    messages.success(request, _("Thank you: %(email)s is confirmed. You can connect WhatsApp numbers now.")
+                     % {"email": user.email})
+    return redirect("dashboard" if request.user.is_authenticated else "login")
+
+
+@require_POST
+@tenant_required
+def resend_confirmation(request: HttpRequest) -> HttpResponse:
+    if request.user.email_confirmed_at is None:
+        services.send_email_confirmation(request.user)
+        messages.success(request, _("We sent a new link to %(email)s.") % {"email": request.user.email})
+    return redirect("dashboard")
 
 
 def no_tenant(request: HttpRequest) -> HttpResponse:
@@ -54,7 +86,19 @@ def no_tenant(request: HttpRequest) -> HttpResponse:
 
 @tenant_required
 def dashboard(request: HttpRequest) -> HttpResponse:
-    return render(request, "portal/dashboard.html", {"section": "dashboard"})
+    return render(request, "portal/dashboard.html", {
+        "section": "dashboard", "email_confirmation_required": settings.REQUIRE_EMAIL_CONFIRMATION})
+
+
+def _settings_page(request: HttpRequest, form=None, invite_form=None, status: int = 200) -> HttpResponse:
+    context = {
+        "section": "settings",
+        "form": form or TenantSettingsForm(initial={"name": request.tenant.name}),
+        "members": Membership.objects.select_related("user").order_by("created_at"),
+        "invitations": Invitation.objects.filter(accepted_at__isnull=True).order_by("-created_at"),
+        "invite_form": invite_form or InviteForm(),
+    }
+    return render(request, "portal/settings.html", context, status=status)
 
 
 @tenant_required

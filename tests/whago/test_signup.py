@@ -68,3 +68,65 @@ def test_bad_signup_explains_in_portuguese_and_creates_nothing(client, make_owne
     assert message in " ".join(str(e) for e in response.context["form"].errors[field])
     assert message in response.content.decode()
     assert (User.objects.count(), Tenant.objects.count()) == (users, tenants)
+
+
+def test_the_new_owner_confirms_the_address_before_connecting_a_number(client, django_capture_on_commit_callbacks):
+    from django.core import mail
+
+    from chips import services as chips
+
+    with django_capture_on_commit_callbacks(execute=True):  # the link is e-mailed once sign-up commits
+        client.post(reverse("signup"), signup_data())
+    user = User.objects.get(email="maria@padaria.com.br")
+    tenant = Tenant.objects.get(name="Padaria Pão Quente")
+    assert user.email_confirmed_at is None
+    assert "maria@padaria.com.br" in client.get(reverse("dashboard")).content.decode()
+
+    # No WhatsApp number (no container) before the address is confirmed.
+    with pytest.raises(chips.ChipError) as refused:
+        chips.create_chip(tenant, "Vendas")
+    assert refused.value.code == "email_unconfirmed"
+    page = client.post(reverse("chip_create"), {"alias": "Vendas"}, follow=True).content.decode()
+    assert "Confirme seu e-mail" in page
+
+    [message] = mail.outbox
+    link = next(word for word in message.body.split() if "/confirmar-email/" in word)
+    assert client.get(link.replace("http://testserver", "")).status_code == 302
+    user.refresh_from_db()
+    assert user.email_confirmed_at is not None
+    assert chips.create_chip(tenant, "Vendas").pk
+
+
+@pytest.mark.parametrize("token", ["garbage", "expired"])
+def test_a_bad_or_old_confirmation_link_confirms_nothing(client, settings, token):
+    from whago import services
+
+    client.post(reverse("signup"), signup_data())
+    user = User.objects.get(email="maria@padaria.com.br")
+    if token == "expired":
+        settings.EMAIL_CONFIRMATION_DAYS = -1
+        token = services.email_confirmation_link(user).rstrip("/").rsplit("/", 1)[1]
+    response = client.get(reverse("confirm_email", args=[token]), follow=True)
+    assert "link" in response.content.decode()
+    user.refresh_from_db()
+    assert user.email_confirmed_at is None
+
+
+def test_signups_are_limited_per_address_and_site_wide(client, settings):
+    settings.SIGNUP_RATE_PER_ADDRESS = "2/h"
+    settings.SIGNUP_RATE_GLOBAL = "4/h"  # every attempt counts, the refused one too
+    for n in range(2):
+        response = client.post(reverse("signup"), signup_data(email=f"a{n}@loja.com.br", company=f"A{n}"))
+        assert response.status_code == 302
+        client.logout()
+    farmed = client.post(reverse("signup"), signup_data(email="a3@loja.com.br", company="A3"))
+    assert farmed.status_code == 429 and "Muitos cadastros" in farmed.content.decode()
+    assert not User.objects.filter(email="a3@loja.com.br").exists()
+
+    # Another address gets one more, then the site-wide limit holds for everybody.
+    other = signup_data(email="b1@loja.com.br", company="B1")
+    assert client.post(reverse("signup"), other, REMOTE_ADDR="127.0.0.2").status_code == 302
+    client.logout()
+    late = client.post(reverse("signup"), signup_data(email="c1@loja.com.br", company="C1"), REMOTE_ADDR="127.0.0.3")
+    assert late.status_code == 429
+    assert User.objects.count() == 3
