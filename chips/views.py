@@ -117,18 +117,23 @@ def _live_context(request: HttpRequest, chip: Chip) -> dict:
     }
 
 
-@tenant_required
-def chip_detail(request: HttpRequest, pk: int) -> HttpResponse:
-    """A chip: QR code until it is connected, then its number; actions and next steps."""
-    chip = _chip(pk)
+def _detail_page(request: HttpRequest, chip: Chip, rename_form: ChipForm | None = None,
+                 status: int = 200) -> HttpResponse:
     context = {
         "section": "chips",
         **_live_context(request, chip),
         "pairing_form": PairingCodeForm(),
+        "rename_form": rename_form or ChipForm(initial={"alias": chip.alias}, auto_id="rename_%s"),
         "egress": proxy_services.egress_summary(chip.proxy_assignment),
         "recent": Message.objects.filter(chip=chip)[:10],
     }
-    return render(request, "portal/chips/detail.html", context)
+    return render(request, "portal/chips/detail.html", context, status=status)
+
+
+@tenant_required
+def chip_detail(request: HttpRequest, pk: int) -> HttpResponse:
+    """A chip: QR code until it is connected, then its number; actions and next steps."""
+    return _detail_page(request, _chip(pk))
 
 
 @never_cache
@@ -209,10 +214,9 @@ def chip_disconnect(request: HttpRequest, pk: int) -> HttpResponse:
 @require_POST
 @manager_required
 def chip_rename(request: HttpRequest, pk: int) -> HttpResponse:
-    form = ChipForm(request.POST)
-    if not form.is_valid():
-        messages.error(request, gettext("Give the chip a name."))
-        return redirect("chip_detail", pk=pk)
+    form = ChipForm(request.POST, auto_id="rename_%s")
+    if not form.is_valid():  # the page again, the error under the name field (too long, empty…)
+        return _detail_page(request, _chip(pk), rename_form=form, status=400)
     return _chip_action(request, pk, lambda chip: services.rename(chip, form.cleaned_data["alias"]),
                         gettext("Chip renamed."))
 

@@ -1,5 +1,6 @@
 from django import forms
 from django.contrib.auth import password_validation
+from django.contrib.auth.forms import AuthenticationForm
 from django.utils.translation import gettext_lazy as _
 
 from .models import Role, User
@@ -54,3 +55,13 @@ class ApiKeyForm(forms.Form):
 
 class TenantSettingsForm(forms.Form):
     name = forms.CharField(label=_("Company name"), max_length=120)
+
+
+class LoginForm(AuthenticationForm):
+    """Log in by e-mail; the error says what matters (e-mails ignore case, passwords do not)."""
+
+    error_messages = {
+        **AuthenticationForm.error_messages,
+        "invalid_login": _("Wrong e-mail or password. Upper and lower case matter in the password, not in the "
+                           "e-mail."),
+    }

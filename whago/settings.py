@@ -58,6 +58,7 @@ INSTALLED_APPS = [
     "whitenoise.runserver_nostatic",
     "django.contrib.staticfiles",
     "django.contrib.humanize",
+    "django.forms",  # widget templates for the project-wide form renderer
     "rest_framework",
     "drf_spectacular",
     "drf_spectacular_sidecar",
@@ -87,6 +88,8 @@ MIDDLEWARE = [
 ]
 
 ROOT_URLCONF = "whago.urls"
+# Every form of the portal renders through templates/forms/ (errors next to their field).
+FORM_RENDERER = "whago.renderers.PortalFormRenderer"
 WSGI_APPLICATION = "whago.wsgi.application"
 
 TEMPLATES = [

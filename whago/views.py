@@ -112,14 +112,8 @@ def settings_page(request: HttpRequest) -> HttpResponse:
             request.tenant.save(update_fields=["name"])
             messages.success(request, _("Settings saved."))
             return redirect("settings")
-    context = {
-        "section": "settings",
-        "form": form,
-        "members": Membership.objects.select_related("user").order_by("created_at"),
-        "invitations": Invitation.objects.filter(accepted_at__isnull=True).order_by("-created_at"),
-        "invite_form": InviteForm(),
-    }
-    return render(request, "portal/settings.html", context)
+        return _settings_page(request, form=form, status=400)
+    return _settings_page(request, form=form)
 
 
 @require_POST
@@ -135,14 +129,12 @@ def invite(request: HttpRequest) -> HttpResponse:
                 invited_by=request.user,
             )
         except services.AccountError as error:
-            messages.error(request, str(error))
+            form.add_error("email", str(error))
         else:
             messages.success(request, _("Invitation sent to %(email)s.") % {"email": form.cleaned_data["email"]})
-    else:
-        for errors in form.errors.values():
-            for error in errors:
-                messages.error(request, error)
-    return redirect("settings")
+            return redirect("settings")
+    # The errors next to the invitation's fields, what was typed kept.
+    return _settings_page(request, invite_form=form, status=400)
 
 
 @require_POST

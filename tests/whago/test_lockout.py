@@ -17,7 +17,7 @@ def test_wrong_password_explains_in_portuguese(client, make_owner):
     user, _ = make_owner()
     response = client.post(reverse("login"), {"username": user.email, "password": "errada"})
     assert response.status_code == 200
-    assert "Por favor, entre com um" in response.content.decode()
+    assert "Senha ou e-mail incorretos" in response.content.decode()
 
 
 def test_lockout_after_repeated_failures_even_with_the_right_password(client, make_owner, settings):
