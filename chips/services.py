@@ -74,6 +74,7 @@ from waha.client import (
     WahaRequestError,
     WahaServerError,
     message_id,
+    push_name,
 )
 from waha.models import WahaSession
 from waha.signals import RetryLater
@@ -1444,7 +1445,7 @@ def record_inbound(tenant: Tenant, session_name: str, payload: dict) -> Message 
                     chip=chip,
                     direction=Message.Direction.IN,
                     peer=peer,
-                    peer_name=str(data.get("notifyName") or "")[:128],
+                    peer_name=push_name(payload)[:128],
                     kind=kind,
                     body=str(payload.get("body") or ""),
                     media_name=str(media.get("filename") or "")[:200],

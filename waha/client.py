@@ -328,3 +328,13 @@ def message_id(sent: dict) -> str:
             parts.append(chat_id_cus(str(key["participant"])))
         return "_".join(parts)
     return ""
+
+
+def push_name(message: dict) -> str:
+    """The name the sender set in WhatsApp, where each engine puts it in a `message` event:
+    WEBJS `_data.notifyName`, NOWEB `_data.pushName`, GOWS `_data.Info.PushName`."""
+    data = message.get("_data") if isinstance(message, dict) else None
+    if not isinstance(data, dict):
+        return ""
+    info = data.get("Info") if isinstance(data.get("Info"), dict) else {}
+    return str(data.get("notifyName") or data.get("pushName") or info.get("PushName") or "")

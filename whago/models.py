@@ -167,6 +167,34 @@ class WorkerHeartbeat(models.Model):
         return self.answered_at - self.requested_at if self.answered_at else None
 
 
+class ProcessHeartbeat(models.Model):
+    """The last sign of life of one `celery worker` or `celery beat` process (whago.heartbeats).
+
+    Kept in the database, which a Redis outage does not take down. `silence_reported_at` is set
+    on the last row of a silent role when operators were e-mailed about it, cleared when that
+    process beats again.
+    """
+
+    class Role(models.TextChoices):
+        WORKER = "worker", _("Celery worker")
+        BEAT = "beat", _("Celery beat")
+
+    role = models.CharField(_("role"), max_length=16, choices=Role.choices)
+    name = models.CharField(_("process"), max_length=200)
+    started_at = models.DateTimeField(_("started at"))
+    seen_at = models.DateTimeField(_("last seen at"))
+    silence_reported_at = models.DateTimeField(_("silence reported at"), null=True, blank=True)
+
+    class Meta:
+        verbose_name = _("process heartbeat")
+        verbose_name_plural = _("process heartbeats")
+        constraints = [models.UniqueConstraint(fields=["role", "name"], name="heartbeat_one_row_per_process")]
+        indexes = [models.Index(fields=["role", "-seen_at"], name="heartbeat_latest")]
+
+    def __str__(self) -> str:
+        return f"{self.role} {self.name}"
+
+
 class ApiKey(models.Model):
     """A tenant's key to the REST API. Only its SHA-256 is stored; the key is shown once."""
 

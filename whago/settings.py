@@ -252,10 +252,11 @@ CELERY_TASK_SERIALIZER = "json"
 CELERY_ACCEPT_CONTENT = ["json"]
 CELERY_TIMEZONE = TIME_ZONE
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
-# A web request that cannot publish fails fast (the API answers 503 with Retry-After): three
-# tries over about a second. Tasks running in the worker keep trying longer (whago.celery):
-# a lane's next slice or a retry published while Redis restarts waits for it instead of failing.
-CELERY_TASK_PUBLISH_RETRY_POLICY = {"max_retries": 3, "interval_start": 0, "interval_step": 0.2, "interval_max": 0.5}
+# A web request that cannot publish fails fast (Celery's publish retry policy: three tries in
+# under a second; the API answers 503 with Retry-After). Tasks running in the worker keep trying
+# for WORKER_PUBLISH_RETRY_SECONDS (whago.celery): a lane's next slice or a retry published
+# while Redis restarts waits for it instead of failing. (Not CELERY_TASK_PUBLISH_RETRY_POLICY
+# here: the worker could not override it.)
 WORKER_PUBLISH_RETRY_SECONDS = env.int("WORKER_PUBLISH_RETRY_SECONDS", default=120)
 # The threads pool cannot stop a running task; tasks are idempotent and their messages come back.
 CELERY_WORKER_CANCEL_LONG_RUNNING_TASKS_ON_CONNECTION_LOSS = False

@@ -1,5 +1,6 @@
 """Plan limits and bad input: chip limit under concurrency, message quota, downgrades, clear errors."""
 import io
+import json
 import threading
 
 import pytest
@@ -24,6 +25,12 @@ TRANSACTIONAL = pytest.mark.django_db(transaction=True, serialized_rollback=True
 def queued_tasks() -> int:
     """Tasks waiting in the broker's default queue."""
     return redis.Redis.from_url(settings.CELERY_BROKER_URL).llen("celery")
+
+
+def queued_task_names() -> list[str]:
+    """The names of the tasks waiting in the broker's default queue (Celery's message headers)."""
+    raw = redis.Redis.from_url(settings.CELERY_BROKER_URL).lrange("celery", 0, -1)
+    return sorted(json.loads(item)["headers"]["task"] for item in raw)
 
 
 @pytest.fixture
@@ -218,7 +225,8 @@ def test_a_lower_plan_stops_the_chips_above_its_limit_and_a_higher_one_lets_them
         stopped = chip_row(chip.pk)
         assert stopped.status == Chip.Status.STOPPED and stopped.suspended_at and stopped.deleted_at is None
         assert "1 chip" in stopped.last_error
-    assert queued_tasks() == 2  # the two sessions are stopped by the worker
+    # The two sessions are stopped by the worker; its containers take the lower plan's limits.
+    assert queued_task_names() == ["chips.tasks.stop_chip", "chips.tasks.stop_chip", "waha.tasks.resize_containers"]
     with pytest.raises(services.ChipLimitReached):
         services.connect(chip_row(third.pk))
 

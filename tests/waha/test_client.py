@@ -21,6 +21,7 @@ from waha.client import (
     WahaRequestError,
     WahaServerError,
     message_id,
+    push_name,
 )
 
 from .conftest import wait_for
@@ -225,3 +226,14 @@ def test_a_group_message_id_keeps_its_participant_and_nothing_is_made_up():
                     "participant": "5511988887777@s.whatsapp.net"}}
     assert message_id(sent) == "false_1203630@g.us_ABC_5511988887777@c.us"
     assert message_id({}) == "" and message_id({"key": {}}) == "" and message_id(None) == ""
+
+
+@pytest.mark.parametrize(("data", "name"), [
+    ({"notifyName": "Ana"}, "Ana"),  # WEBJS
+    ({"pushName": "Ana"}, "Ana"),  # NOWEB
+    ({"Info": {"PushName": "Ana"}}, "Ana"),  # GOWS
+    ({}, ""),
+])
+def test_the_senders_name_is_read_where_each_engine_puts_it(data, name):
+    assert push_name({"_data": data}) == name
+    assert push_name({}) == "" and push_name({"_data": "x"}) == ""
