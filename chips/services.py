@@ -1437,7 +1437,6 @@ def record_inbound(tenant: Tenant, session_name: str, payload: dict) -> Message 
         sent_at = None
         with contextlib.suppress(TypeError, ValueError, OverflowError, OSError):
             sent_at = datetime.fromtimestamp(int(payload.get("timestamp")), tz=UTC)
-        data = payload.get("_data") if isinstance(payload.get("_data"), dict) else {}
         try:
             with transaction.atomic():
                 message = Message.objects.create(
