@@ -28,8 +28,22 @@ def test_lockout_after_repeated_failures_even_with_the_right_password(client, ma
     response = client.post(reverse("login"), {"username": user.email, "password": STRONG_PASSWORD})
 
     assert response.status_code == 429
-    assert "Conta temporariamente bloqueada" in response.content.decode()
+    page = response.content.decode()
+    assert "Conta temporariamente bloqueada" in page
     assert "_auth_user_id" not in client.session
+    # How long, from the settings; and no promise that a password reset lifts it (it does not).
+    assert "bloqueado por 30 minutos" in page
+    assert "não encerra o bloqueio antes" in page and "ou redefina" not in page
+
+
+def test_the_lockout_page_follows_the_cool_off_setting(client, make_owner, settings):
+    from datetime import timedelta
+
+    settings.AXES_COOLOFF_TIME = timedelta(minutes=1)
+    user, _ = make_owner()
+    for _ in range(settings.AXES_FAILURE_LIMIT + 1):
+        response = client.post(reverse("login"), {"username": user.email, "password": "errada"})
+    assert response.status_code == 429 and "bloqueado por 1 minuto " in response.content.decode()
 
 
 def test_failures_on_one_account_do_not_lock_another(client, make_owner, settings):
