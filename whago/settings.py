@@ -65,8 +65,8 @@ INSTALLED_APPS = [
     "django_celery_beat",
     "django_htmx",
     "axes",
-    "waha",
     "django_ratelimit",
+    "waha",
     "proxies",
     "billing",
     "chips",
@@ -142,15 +142,15 @@ else:
     }
 # Per process, for hot lookups of rows that rarely change (kept seconds, see waha.webhooks).
 CACHES["local"] = {"BACKEND": "django.core.cache.backends.locmem.LocMemCache", "LOCATION": "whago-local"}
-
-AUTH_USER_MODEL = "whago.User"
-AUTHENTICATION_BACKENDS = [
 # The sign-up limits count in Redis (atomic increments, shared by every web process); the
 # embedded mode's one web process counts in its own memory.
 RATELIMIT_USE_CACHE = "default" if REDIS_URL else "local"
 # django-ratelimit's checks know django-redis, not Django's own RedisCache (whose increments are
 # atomic too), and refuse local memory, which the embedded mode's one process counts in correctly.
 SILENCED_SYSTEM_CHECKS = ["django_ratelimit.W001"] + ([] if REDIS_URL else ["django_ratelimit.E003"])
+
+AUTH_USER_MODEL = "whago.User"
+AUTHENTICATION_BACKENDS = [
     "axes.backends.AxesStandaloneBackend",
     "django.contrib.auth.backends.ModelBackend",
 ]
