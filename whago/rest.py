@@ -2,9 +2,14 @@
 
 Kept free of rest_framework.views imports: DRF loads these classes from its settings.
 """
+import logging
+
 from django.conf import settings
 from django.http import Http404
 from django.utils.translation import gettext as _
+from kombu.exceptions import OperationalError as BrokerUnavailable
+from redis.exceptions import ConnectionError as RedisUnavailable
+from redis.exceptions import TimeoutError as RedisTimeout
 from rest_framework import exceptions, status
 from rest_framework.authentication import BaseAuthentication
 from rest_framework.permissions import BasePermission
@@ -13,6 +18,11 @@ from rest_framework.throttling import SimpleRateThrottle
 
 from .models import ApiKey, Tenant
 from .tenancy import presented_key
+
+log = logging.getLogger(__name__)
+# The broker or the Redis cache (throttle counters) unreachable: a restart takes seconds.
+UNAVAILABLE = (BrokerUnavailable, RedisUnavailable, RedisTimeout)
+RETRY_AFTER_SECONDS = 15
 
 
 class ApiClient:
@@ -31,6 +41,12 @@ class ApiClient:
         return f"api:{self.key.prefix}"
 
 
+class TenantSuspended(exceptions.PermissionDenied):
+    """A valid key of a suspended company: 403 with its own code, the reason and whom to contact."""
+
+    default_code = "tenant_suspended"
+
+
 class ApiKeyAuthentication(BaseAuthentication):
     """Uses the key the TenantMiddleware already resolved (and scoped the request with)."""
 
@@ -40,6 +56,11 @@ class ApiKeyAuthentication(BaseAuthentication):
             return None
         key = getattr(django_request, "api_key", None)
         if key is None:
+            from .services import suspended_tenant_of_key, suspension_message
+
+            suspended = suspended_tenant_of_key(presented_key(django_request))
+            if suspended is not None:
+                raise TenantSuspended(suspension_message(suspended))
             raise exceptions.AuthenticationFailed(_("Invalid or revoked API key."))
         return ApiClient(key), key
 
@@ -72,6 +93,8 @@ def exception_handler(exc, context):
     """Every API error as {"error": {"code", "message", "fields"?}}."""
     from rest_framework.views import exception_handler as drf_exception_handler
 
+    if isinstance(exc, UNAVAILABLE):
+        return unavailable(exc)
     if isinstance(exc, Http404):
         exc = exceptions.NotFound(_("Not found."))
     response = drf_exception_handler(exc, context)
@@ -94,6 +117,17 @@ def exception_handler(exc, context):
         body["retry_after"] = int(exc.wait)
     response.data = {"error": body}
     return response
+
+
+def unavailable(exc: Exception) -> Response:
+    """503 with Retry-After while the broker or Redis is down. A message stored before its task could
+    be queued stays QUEUED and is sent by the re-queue sweep; sent again with the same Idempotency-Key
+    it is not queued twice."""
+    log.warning("API request refused, broker or Redis unavailable: %r", exc)
+    message = _("The service is briefly unavailable. Try again in %(seconds)s seconds; a message sent with an "
+                "Idempotency-Key is never sent twice.") % {"seconds": RETRY_AFTER_SECONDS}
+    return Response({"error": {"code": "unavailable", "message": message, "retry_after": RETRY_AFTER_SECONDS}},
+                    status=status.HTTP_503_SERVICE_UNAVAILABLE, headers={"Retry-After": str(RETRY_AFTER_SECONDS)})
 
 
 def api_error(message: str, code: str, http_status: int = status.HTTP_400_BAD_REQUEST) -> Response:
