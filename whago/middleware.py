@@ -1,10 +1,23 @@
 """Sets request.tenant and runs the rest of the request inside that tenant's scope."""
+from django.urls import Resolver404, resolve
 from django_scopes import scope
 
 from .services import authenticate_api_key
-from .tenancy import presented_key, resolve_membership
+from .tenancy import presented_key, resolve_membership, suspended_membership
 
 API_PREFIX = "/api/v1/"
+# The pages a suspended company's members still reach: it may be suspended for not paying.
+OPEN_WHILE_SUSPENDED = {
+    "billing", "billing_checkout", "billing_payment", "billing_return", "billing_payment_check", "billing_receipt",
+    "billing_sandbox_checkout",
+}
+
+
+def open_while_suspended(request) -> bool:
+    try:
+        return resolve(request.path_info).url_name in OPEN_WHILE_SUSPENDED
+    except Resolver404:
+        return False
 
 
 class TenantMiddleware:
@@ -22,6 +35,8 @@ class TenantMiddleware:
                 request.tenant = request.api_key.tenant
         elif request.user.is_authenticated:
             request.membership = resolve_membership(request)
+            if request.membership is None and open_while_suspended(request):
+                request.membership = suspended_membership(request)
             if request.membership is not None:
                 request.tenant = request.membership.tenant
         if request.tenant is None:

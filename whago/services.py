@@ -186,11 +186,32 @@ def authenticate_api_key(raw: str) -> ApiKey | None:
     return key
 
 
+def suspended_tenant_of_key(raw: str) -> Tenant | None:
+    """The suspended tenant whose active key this is (the API then says so instead of "invalid")."""
+    if not raw or not raw.startswith(ApiKey.PREFIX):
+        return None
+    with scopes_disabled():
+        key = ApiKey.objects.select_related("tenant").filter(key_hash=hash_api_key(raw)).first()
+    if key is None or not key.is_active or key.tenant.is_active:
+        return None
+    return key.tenant
+
+
+def suspension_message(tenant: Tenant) -> str:
+    """Why a tenant is suspended and whom to contact (the API's and the portal's words)."""
+    message = _("The account of %(name)s is suspended.") % {"name": tenant.name}
+    if tenant.suspension_reason:
+        message += " " + _("Reason: %(reason)s.") % {"reason": tenant.suspension_reason.rstrip(".")}
+    return message + " " + _("Contact %(support)s to reactivate it; the Billing page stays open to pay.") % {
+        "support": settings.SUPPORT_EMAIL}
+
+
 @transaction.atomic
 def suspend_tenant(tenant: Tenant, *, by: User | None = None, reason: str = "") -> bool:
     """Suspend a tenant: no portal, no API, its sessions stopped; its data kept. False if it already was.
 
-    Members then see a "suspended" page and API keys answer 401 (both check is_active);
+    Members then see a "suspended" page (Billing stays open) and API keys answer 403
+    tenant_suspended (both check is_active);
     receivers of `tenant_suspended` stop what runs for the tenant.
     """
     reason = reason.strip()[:300]

@@ -214,6 +214,9 @@ if env.str("EMAIL_URL", default=""):
 else:
     EMAIL_BACKEND = "django.core.mail.backends.console.EmailBackend"
 DEFAULT_FROM_EMAIL = env.str("DEFAULT_FROM_EMAIL", default="WHAGO <no-reply@whago.local>")
+# Where customers write for help (suspension page, API refusals); the product's name in e-mails.
+SUPPORT_EMAIL = env.str("SUPPORT_EMAIL", default="suporte@whago.local")
+SITE_NAME = env.str("SITE_NAME", default="WHAGO")
 SERVER_EMAIL = DEFAULT_FROM_EMAIL
 # Operators who receive platform alerts by e-mail (empty: staff users allowed to see alerts).
 OPERATOR_EMAILS = env.list("OPERATOR_EMAILS", default=[])

@@ -36,6 +36,18 @@ def resolve_membership(request: HttpRequest) -> Membership | None:
     return memberships[0]
 
 
+def suspended_membership(request: HttpRequest) -> Membership | None:
+    """A membership of a suspended tenant (the one chosen in the session, else the first), for the
+    pages that stay open while suspended (Billing); None when the user has none."""
+    with scopes_disabled():
+        memberships = list(
+            Membership.objects.filter(user=request.user, tenant__is_active=False)
+            .select_related("tenant").order_by("tenant__name")
+        )
+    wanted = request.session.get(SESSION_KEY)
+    return next((m for m in memberships if m.tenant_id == wanted), memberships[0] if memberships else None)
+
+
 def activate_tenant(request: HttpRequest, tenant: Tenant) -> None:
     request.session[SESSION_KEY] = tenant.pk
 

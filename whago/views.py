@@ -81,7 +81,8 @@ def resend_confirmation(request: HttpRequest) -> HttpResponse:
 def no_tenant(request: HttpRequest) -> HttpResponse:
     """A logged-in user who belongs to no active tenant: an operator, a removed member, or a suspended company."""
     suspended = services.suspended_tenants_of(request.user) if request.user.is_authenticated else []
-    return render(request, "portal/no_tenant.html", {"suspended_tenants": suspended})
+    return render(request, "portal/no_tenant.html", {"suspended_tenants": suspended,
+                                                     "support_email": settings.SUPPORT_EMAIL})
 
 
 @tenant_required
@@ -187,6 +188,12 @@ def switch_tenant(request: HttpRequest) -> HttpResponse:
         if str(membership.tenant_id) == wanted:
             activate_tenant(request, membership.tenant)
             return redirect("dashboard")
+    with scopes_disabled():
+        suspended = Membership.objects.filter(user=request.user, tenant__is_active=False,
+                                              tenant_id=wanted if str(wanted).isdigit() else None).first()
+    if suspended is not None:  # a suspended company: only its Billing page is open
+        activate_tenant(request, suspended.tenant)
+        return redirect("billing")
     return HttpResponse(status=404)
 
 

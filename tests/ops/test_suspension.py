@@ -58,9 +58,11 @@ def test_suspend_and_reactivate_a_tenant(ops_worker, ops_client, client_factory,
 
     tenant.refresh_from_db()
     assert not tenant.is_active and tenant.suspension_reason == "Pagamento em atraso"
-    assert api.get(reverse("api_me"), **bearer).status_code == 401
+    refused = api.get(reverse("api_me"), **bearer)
+    assert refused.status_code == 403 and refused.json()["error"]["code"] == "tenant_suspended"
+    assert "Pagamento em atraso" in refused.json()["error"]["message"]
     page = member.get(reverse("dashboard"), follow=True)
-    assert f'id="suspended-{tenant.pk}"' in page.content.decode()
+    assert f'id="suspended-{tenant.pk}"' in page.content.decode() and "Pagamento em atraso" in page.content.decode()
     # The worker stops the session (the chip hears it by webhook) and then the container.
     wait_chip(chip.pk, Chip.Status.STOPPED, timeout=40)
     wait_for(lambda: docker_client.containers.get(container.runtime_id).status == "exited", timeout=40)

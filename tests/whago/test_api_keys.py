@@ -49,12 +49,20 @@ def test_revoked_keys_stop_working(owner_client, client_factory):
     assert "revogada" in response.json()["error"]["message"]
 
 
-def test_keys_of_a_suspended_tenant_are_refused(client, make_owner):
-    owner, tenant = make_owner()
+def test_keys_of_a_suspended_tenant_are_refused_with_their_own_code_and_reason(client, make_owner, settings):
+    owner, tenant = make_owner(company="Padaria Central")
     _, raw = services.create_api_key(tenant=tenant, name="ERP", created_by=owner)
-    tenant.is_active = False
-    tenant.save()
-    assert client.get(reverse("api_me"), **bearer(raw)).status_code == 401
+    settings.SUPPORT_EMAIL = "ajuda@whago.example"
+    services.suspend_tenant(tenant, reason="Pagamento em atraso")
+    response = client.get(reverse("api_me"), **bearer(raw))
+    assert response.status_code == 403
+    error = response.json()["error"]
+    assert error["code"] == "tenant_suspended"
+    assert "Padaria Central" in error["message"] and "Pagamento em atraso" in error["message"]
+    assert "ajuda@whago.example" in error["message"] and "revogada" not in error["message"]
+    # A wrong key is still just invalid: the suspension says nothing to someone without a key.
+    wrong = client.get(reverse("api_me"), **bearer(raw[:-2] + "xx"))
+    assert wrong.status_code == 401 and wrong.json()["error"]["code"] != "tenant_suspended"
 
 
 def test_portal_session_does_not_open_the_api(owner_client):
