@@ -5,8 +5,10 @@ Kept free of rest_framework.views imports: DRF loads these classes from its sett
 import logging
 
 from django.conf import settings
+from django.core.exceptions import RequestDataTooBig
 from django.http import Http404
 from django.utils.translation import gettext as _
+from django.utils.translation import gettext_lazy
 from kombu.exceptions import OperationalError as BrokerUnavailable
 from redis.exceptions import ConnectionError as RedisUnavailable
 from redis.exceptions import TimeoutError as RedisTimeout
@@ -89,6 +91,12 @@ class ApiKeyRateThrottle(SimpleRateThrottle):
         return self.cache_format % {"scope": self.scope, "ident": self.get_ident(request)}
 
 
+class BodyTooLarge(exceptions.APIException):
+    status_code = 413
+    default_code = "too_large"
+    default_detail = gettext_lazy("The request body is too large.")
+
+
 def exception_handler(exc, context):
     """Every API error as {"error": {"code", "message", "fields"?}}."""
     from rest_framework.views import exception_handler as drf_exception_handler
@@ -97,6 +105,8 @@ def exception_handler(exc, context):
         return unavailable(exc)
     if isinstance(exc, Http404):
         exc = exceptions.NotFound(_("Not found."))
+    if isinstance(exc, RequestDataTooBig):
+        exc = BodyTooLarge()
     response = drf_exception_handler(exc, context)
     if response is None:
         return None

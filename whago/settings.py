@@ -293,6 +293,8 @@ SPECTACULAR_SETTINGS = {
     "DESCRIPTION": "WhatsApp chips, messages and campaigns for your business.",
     "VERSION": "1.0.0",
     "SERVE_INCLUDE_SCHEMA": False,
+    # The schema and docs are public: no key needed, and a key given is not checked there.
+    "SERVE_AUTHENTICATION": [],
     # Swagger UI served from our own static files: no CDN.
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
@@ -427,6 +429,8 @@ CHIPS_SEND_MAX_ATTEMPTS = env.int("CHIPS_SEND_MAX_ATTEMPTS", default=6)
 CHIPS_SEND_BACKOFF_SECONDS = env.float("CHIPS_SEND_BACKOFF_SECONDS", default=10.0)
 # Largest image or document a message may carry, in bytes (sent to WAHA as base64).
 CHIPS_MAX_MEDIA_BYTES = env.int("CHIPS_MAX_MEDIA_BYTES", default=16 * 1024 * 1024)
+# A request body may carry such a file as base64 in JSON (4/3 of its size) plus the rest.
+DATA_UPLOAD_MAX_MEMORY_SIZE = CHIPS_MAX_MEDIA_BYTES * 4 // 3 + 1024 * 1024
 # Seconds between the portal's refreshes of a chip's status and QR code (htmx polling).
 CHIPS_POLL_SECONDS = env.float("CHIPS_POLL_SECONDS", default=2.0)
 # Crash tests only: seconds a send task sleeps right after WAHA accepted the message and
