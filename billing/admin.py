@@ -44,7 +44,8 @@ class PaymentAdmin(ConsoleAdmin):
     list_filter = ["status", "gateway", "kind", "method"]
     list_select_related = ["tenant", "plan"]
     search_fields = ["tenant__name", "reference", "external_id", "external_payment_id"]
-    readonly_fields = ["reference", "created_at", "paid_at", "pix_qr_code", "pix_qr_code_base64", "created_by"]
+    readonly_fields = ["reference", "created_at", "paid_at", "checkout_url", "pix_qr_code", "pix_qr_code_base64",
+                       "created_by"]
     date_hierarchy = "created_at"
 
 

@@ -8,6 +8,8 @@ from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 from django_scopes import ScopedManager
 
+from .failures import FailureCode, failure_message
+
 
 class Plan(models.Model):
     """What a tenant may do, for a monthly price in BRL; editable by operators."""
@@ -131,7 +133,10 @@ class Payment(models.Model):
     checkout_url = models.URLField(_("checkout address"), max_length=1000, blank=True)
     pix_qr_code = models.TextField(_("PIX copy-and-paste code"), blank=True)
     pix_qr_code_base64 = models.TextField(_("PIX QR code image"), blank=True)
-    failure_reason = models.CharField(_("failure reason"), max_length=300, blank=True)
+    # Why it failed: failure_code is what the buyer reads (failure_message, translated); failure_reason is
+    # the technical detail (provider's answer, exception text) for operators only: the console, never the portal.
+    failure_code = models.CharField(_("failure"), max_length=16, choices=FailureCode.choices, blank=True)
+    failure_reason = models.TextField(_("technical detail (operators only)"), blank=True)
     created_at = models.DateTimeField(_("created at"), auto_now_add=True)
     paid_at = models.DateTimeField(_("paid at"), null=True, blank=True)
     created_by = models.ForeignKey(
@@ -160,6 +165,13 @@ class Payment(models.Model):
     @property
     def receipt_number(self) -> str:
         return f"WHG-{self.created_at:%Y%m}-{self.pk:06d}"
+
+    @property
+    def failure_message(self) -> str:
+        """The plain, translated reason shown to the buyer; "" when there is nothing to explain."""
+        code = self.failure_code or {self.Status.FAILED: FailureCode.DECLINED,
+                                     self.Status.CANCELED: FailureCode.CANCELED}.get(self.status, "")
+        return failure_message(code, self.get_gateway_display()) if code else ""
 
     @property
     def description(self) -> str:

@@ -18,6 +18,7 @@ from django_scopes import scopes_disabled
 from whago.models import Tenant, User
 
 from . import gateways
+from .failures import FailureCode
 from .gateways import base
 from .models import CreditLedger, GatewayEvent, Payment, Plan, Subscription
 from .signals import plan_changed, usage_requested
@@ -27,6 +28,21 @@ log = logging.getLogger(__name__)
 
 class BillingError(Exception):
     """An operation the user asked for cannot be done; the message says why."""
+
+
+class CheckoutFailed(BillingError):
+    """The gateway could not start the checkout: the Payment is marked failed; its page explains and offers
+    to try again."""
+
+    def __init__(self, payment: "Payment"):
+        self.payment = payment
+        super().__init__(payment.failure_message)
+
+
+def _gateway_failure(provider: base.PaymentGateway, exc: base.GatewayError, what: str) -> BillingError:
+    """Log the technical detail for operators; give the user the plain message."""
+    log.warning("%s %s failed (%s): %s", provider.code, what, exc.code, exc.detail)
+    return BillingError(str(exc))
 
 
 @dataclass(frozen=True)
@@ -128,10 +144,14 @@ def start_checkout(
         try:
             result = provider.create_checkout(payment, method=method, **_urls(payment))
         except base.GatewayError as exc:
-            payment.status = Payment.Status.FAILED
-            payment.failure_reason = str(exc)[:300]
-            payment.save(update_fields=["status", "failure_reason"])
-            raise BillingError(str(exc))
+            log.warning("%s checkout %s failed (%s): %s", gateway, payment.reference, exc.code, exc.detail)
+            _fail_checkout(payment, exc.code, exc.detail)
+            raise CheckoutFailed(payment)
+        except Exception as exc:
+            # Whatever else went wrong (an answer of an unexpected shape...): never a pending Payment left behind.
+            log.exception("%s checkout %s failed", gateway, payment.reference)
+            _fail_checkout(payment, FailureCode.REFUSED, f"{type(exc).__name__}: {exc}")
+            raise CheckoutFailed(payment)
         payment.external_id = result.external_id
         payment.external_payment_id = result.external_payment_id
         payment.checkout_url = result.redirect_url
@@ -140,6 +160,13 @@ def start_checkout(
         payment.save(update_fields=["external_id", "external_payment_id", "checkout_url", "pix_qr_code",
                                     "pix_qr_code_base64"])
     return payment
+
+
+def _fail_checkout(payment: Payment, code: str, detail: str) -> None:
+    payment.status = Payment.Status.FAILED
+    payment.failure_code = code
+    payment.failure_reason = detail[:4000]
+    payment.save(update_fields=["status", "failure_code", "failure_reason"])
 
 
 # --- applying what gateways report -------------------------------------------------
@@ -183,7 +210,9 @@ def _announce_plan_change(tenant: Tenant, old_plan: Plan, new_plan: Plan) -> Non
 def _cancel_at_gateway(gateway: str, subscription_id: str) -> None:
     try:
         gateways.get_gateway(gateway).cancel_subscription(subscription_id)
-    except (base.GatewayError, KeyError):
+    except base.GatewayError as exc:
+        log.error("could not cancel %s subscription %s (%s): %s", gateway, subscription_id, exc.code, exc.detail)
+    except KeyError:
         log.exception("could not cancel %s subscription %s", gateway, subscription_id)
 
 
@@ -199,24 +228,26 @@ def apply_confirmation(payment: Payment, confirmation: base.PaymentConfirmation)
         return GatewayEvent.Result.IGNORED, f"payment already {payment.status}"
     if confirmation.status != Payment.Status.PAID:
         payment.status = confirmation.status
+        payment.failure_code = {Payment.Status.FAILED: FailureCode.DECLINED,
+                                Payment.Status.CANCELED: FailureCode.CANCELED}.get(confirmation.status, "")
         payment.failure_reason = f"gateway reported {confirmation.status}"
-        payment.save(update_fields=["status", "failure_reason"])
+        payment.save(update_fields=["status", "failure_code", "failure_reason"])
         return GatewayEvent.Result.APPLIED, f"payment {confirmation.status}"
     if not _same_money(payment, confirmation):
         detail = (
             f"expected {payment.amount} {payment.currency}, gateway reported "
             f"{confirmation.amount} {confirmation.currency}"
         )
-        payment.failure_reason = detail[:300]
+        payment.failure_reason = detail
         payment.save(update_fields=["failure_reason"])
         log.warning("payment %s not applied: %s", payment.reference, detail)
         return GatewayEvent.Result.MISMATCH, detail
     payment.status = Payment.Status.PAID
     payment.paid_at = timezone.now()
-    payment.failure_reason = ""
+    payment.failure_code = payment.failure_reason = ""
     if confirmation.external_payment_id:
         payment.external_payment_id = confirmation.external_payment_id
-    payment.save(update_fields=["status", "paid_at", "failure_reason", "external_payment_id"])
+    payment.save(update_fields=["status", "paid_at", "failure_code", "failure_reason", "external_payment_id"])
     if payment.kind == Payment.Kind.CREDITS:
         CreditLedger.objects.create(
             tenant_id=payment.tenant_id, amount=payment.credits, reason=CreditLedger.Reason.PURCHASE, payment=payment,
@@ -318,7 +349,8 @@ def confirm_with_gateway(payment: Payment, params: dict) -> str:
     try:
         confirmation = provider.confirm_return(payment, params)
     except base.GatewayError as exc:
-        raise BillingError(str(exc))
+        # Not a verdict on the payment (the buyer may have paid): it stays pending, to be checked again.
+        raise _gateway_failure(provider, exc, f"confirmation of {payment.reference}")
     if confirmation is None:
         return GatewayEvent.Result.IGNORED
     with transaction.atomic(), scopes_disabled():
@@ -366,10 +398,11 @@ def downgrade_to_free(tenant: Tenant) -> Subscription:
     if subscription.plan.code == Plan.FREE:
         raise BillingError(_("You are already on the free plan."))
     if subscription.gateway and subscription.external_id:
+        provider = gateways.get_gateway(subscription.gateway)
         try:
-            gateways.get_gateway(subscription.gateway).cancel_subscription(subscription.external_id)
+            provider.cancel_subscription(subscription.external_id)
         except base.GatewayError as exc:
-            raise BillingError(str(exc))
+            raise _gateway_failure(provider, exc, f"cancellation of {subscription.external_id}")
     with transaction.atomic(), scopes_disabled():
         locked = Subscription.objects.select_for_update().select_related("plan", "tenant").get(pk=subscription.pk)
         _move_to_free(locked)

@@ -17,6 +17,8 @@ from .models import GatewayEvent, Payment, Plan
 
 log = logging.getLogger(__name__)
 MAX_WEBHOOK_BYTES = 512 * 1024
+# When the provider we must ask is unreachable: the gateway retries the webhook (and may wait longer).
+WEBHOOK_RETRY_AFTER_SECONDS = 120
 
 
 def pricing(request: HttpRequest) -> HttpResponse:
@@ -64,6 +66,9 @@ def checkout(request: HttpRequest) -> HttpResponse:
             request.tenant, request.user, gateway=data["gateway"], plan=data["plan"], credits=data["credits"],
             method=data["method"],
         )
+    except services.CheckoutFailed as exc:
+        # The payment's page explains what happened, plainly, with "Try again".
+        return redirect("billing_payment", reference=exc.payment.reference)
     except services.BillingError as exc:
         messages.error(request, str(exc))
         return redirect("billing")
@@ -91,7 +96,16 @@ def downgrade(request: HttpRequest) -> HttpResponse:
 @tenant_required
 def payment_detail(request: HttpRequest, reference) -> HttpResponse:
     payment = get_object_or_404(Payment.objects.select_related("plan"), reference=reference)
-    return render(request, "billing/payment.html", {"section": "billing", "payment": payment})
+    context = {"section": "billing", "payment": payment, "can_manage": request.membership.can_manage}
+    if payment.status in (Payment.Status.FAILED, Payment.Status.CANCELED) and context["can_manage"]:
+        # "Try again": the same purchase, a new checkout.
+        context["retry"] = {
+            "plan": payment.plan.code if payment.kind == Payment.Kind.PLAN and payment.plan_id else "",
+            "credits": payment.credits if payment.kind == Payment.Kind.CREDITS else "",
+            "gateway": payment.gateway,
+            "method": "pix" if payment.method == Payment.Method.PIX else "",
+        }
+    return render(request, "billing/payment.html", context)
 
 
 @tenant_required
@@ -170,8 +184,11 @@ def webhook(request: HttpRequest, gateway: str) -> HttpResponse:
         log.warning("rejected %s webhook: %s", gateway, exc)
         return JsonResponse({"error": "rejected"}, status=400)
     except GatewayError as exc:
-        log.warning("%s webhook could not be confirmed with the provider: %s", gateway, exc)
-        return JsonResponse({"error": "provider unavailable, retry later"}, status=503)
+        # Nothing stored, nothing changed: the provider delivers again later.
+        log.warning("%s webhook could not be confirmed with the provider (%s): %s", gateway, exc.code, exc.detail)
+        response = JsonResponse({"error": "provider unavailable, retry later"}, status=503)
+        response["Retry-After"] = str(WEBHOOK_RETRY_AFTER_SECONDS)
+        return response
     try:
         record = services.process_event(gateway, event)
     except Exception:

@@ -1,5 +1,4 @@
 """PayPal REST: Orders v2 (create, capture) and webhooks verified by PayPal's own API."""
-import json
 import threading
 import time
 from datetime import datetime
@@ -9,7 +8,6 @@ import requests
 from django.conf import settings
 from django.http import HttpRequest
 from django.utils import timezone
-from django.utils.translation import gettext as _
 
 from . import base
 
@@ -52,19 +50,15 @@ class PayPalGateway(base.PaymentGateway):
         headers = kwargs.pop("headers", {})
         if authenticated:
             headers["Authorization"] = f"Bearer {self._access_token()}"
-        try:
-            response = requests.request(method, self.api + path, headers=headers, timeout=30, **kwargs)
-        except requests.RequestException as exc:
-            raise base.GatewayError(_("PayPal could not be reached: %(error)s") % {"error": exc})
+        # Network errors (requests) become GatewayUnavailable in the base class, for every call.
+        response = requests.request(method, self.api + path, headers=headers, timeout=30, **kwargs)
         if response.status_code not in ok:
             try:
                 message = response.json().get("message", "")
-            except ValueError:
+            except (ValueError, AttributeError):
                 message = ""
-            raise base.GatewayError(
-                _("PayPal refused the request (%(status)s): %(error)s")
-                % {"status": response.status_code, "error": message}
-            )
+            raise self.refusal_for_status(response.status_code,
+                                          f"{method.upper()} {path}: HTTP {response.status_code} {message}".strip())
         return response.json() if response.content else {}
 
     def create_checkout(self, payment, *, success_url, cancel_url, notification_url, method=""):
@@ -168,10 +162,8 @@ class PayPalGateway(base.PaymentGateway):
         age = abs((timezone.now() - sent_at).total_seconds()) if sent_at.tzinfo else None
         if age is None or age > settings.BILLING_WEBHOOK_TOLERANCE:
             raise base.WebhookRejected("paypal: stale transmission time")
-        try:
-            payload = json.loads(request.body)
-        except ValueError:
-            raise base.WebhookRejected("paypal: body is not JSON")
+        # Checked before PayPal is asked: only an object can be an event.
+        payload = base.json_object(request.body, "paypal")
         verification = self._send("post", "/v1/notifications/verify-webhook-signature", json={
             "auth_algo": request.headers["PAYPAL-AUTH-ALGO"],
             "cert_url": request.headers["PAYPAL-CERT-URL"],
@@ -183,16 +175,18 @@ class PayPalGateway(base.PaymentGateway):
         })
         if verification.get("verification_status") != "SUCCESS":
             raise base.WebhookRejected(f"paypal verification: {verification.get('verification_status')}")
-        event_type = payload.get("event_type", "")
-        resource = payload.get("resource") or {}
-        event = base.WebhookEvent(event_id=payload.get("id", ""), event_type=event_type, payload=payload)
-        if not event.event_id:
+        # PayPal verified the whole event we sent it, id included: the id is signed data.
+        event_type = str(payload.get("event_type") or "")
+        resource = base.member(payload, "resource")
+        event_id = payload.get("id")
+        if not isinstance(event_id, str) or not event_id:
             raise base.WebhookRejected("paypal event without id")
+        event = base.WebhookEvent(event_id=event_id, event_type=event_type, payload=payload)
         order_id = ""
         if event_type == "CHECKOUT.ORDER.APPROVED":
             order_id = resource.get("id", "")
         elif event_type in ("PAYMENT.CAPTURE.COMPLETED", "PAYMENT.CAPTURE.DENIED", "PAYMENT.CAPTURE.PENDING"):
-            order_id = ((resource.get("supplementary_data") or {}).get("related_ids") or {}).get("order_id", "")
+            order_id = base.member(base.member(resource, "supplementary_data"), "related_ids").get("order_id", "")
         elif event_type == "PAYMENT.SALE.COMPLETED" and resource.get("billing_agreement_id"):
             # A subscription charge (first or recurring): amount and state from the subscription itself.
             event.action = base.PAYMENT

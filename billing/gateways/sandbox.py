@@ -41,7 +41,7 @@ class SandboxGateway(base.PaymentGateway):
         raise base.WebhookRejected("the sandbox gateway confirms payments on its local page, not by webhook")
 
     def fetch_payment(self, external_payment_id: str) -> base.PaymentConfirmation:
-        raise base.GatewayError("the sandbox gateway keeps no payments of its own")
+        raise self.refused("the sandbox gateway keeps no payments of its own")
 
     def cancel_subscription(self, subscription_id: str) -> None:
         return None

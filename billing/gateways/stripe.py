@@ -1,12 +1,12 @@
 """Stripe: Checkout Sessions (subscription mode for plans, payment mode for credits)."""
-import json
+import time
 from datetime import UTC, datetime
 from decimal import Decimal
 
+import requests
 import stripe
 from django.conf import settings
 from django.http import HttpRequest
-from django.utils.translation import gettext as _
 
 from . import base
 
@@ -17,16 +17,32 @@ def _amount(cents) -> Decimal:
 
 def _subscription_of_invoice(invoice: dict) -> str:
     """Invoices name their subscription at the top (old API versions) or under parent (new ones)."""
-    if invoice.get("subscription"):
-        sub = invoice["subscription"]
-        return sub if isinstance(sub, str) else sub.get("id", "")
-    details = (invoice.get("parent") or {}).get("subscription_details") or {}
-    return details.get("subscription") or ""
+    sub = invoice.get("subscription")
+    if isinstance(sub, str) and sub:
+        return sub
+    if sub:
+        return str(base.member(invoice, "subscription").get("id") or "")
+    details = base.member(base.member(invoice, "parent"), "subscription_details")
+    return str(details.get("subscription") or "")
+
+
+def _signed_timestamp(header: str) -> int:
+    """The t= of a Stripe-Signature header (already verified)."""
+    for part in header.split(","):
+        key, _sep, value = part.partition("=")
+        if key.strip() == "t":
+            return int(value)
+    raise ValueError("no timestamp")
 
 
 class StripeGateway(base.PaymentGateway):
     code = "stripe"
     label = "Stripe"
+    provider_errors = (stripe.StripeError, requests.RequestException)
+
+    def is_unavailable(self, exc: Exception) -> bool:
+        return isinstance(exc, (stripe.APIConnectionError, stripe.APIError, stripe.RateLimitError,
+                                requests.RequestException))
 
     @classmethod
     def is_configured(cls) -> bool:
@@ -58,26 +74,29 @@ class StripeGateway(base.PaymentGateway):
         else:
             params["mode"] = "payment"
             params["payment_intent_data"] = {"metadata": params["metadata"]}
-        try:
-            session = self._client().v1.checkout.sessions.create(params=params)
-        except stripe.StripeError as exc:
-            raise base.GatewayError(_("Stripe refused the checkout: %(error)s") % {"error": exc.user_message or exc})
+        session = self._client().v1.checkout.sessions.create(params=params)
         return base.CheckoutResult(external_id=session.id, redirect_url=session.url or "")
 
     def parse_webhook(self, request: HttpRequest) -> base.WebhookEvent:
+        header = request.headers.get("Stripe-Signature", "")
+        tolerance = settings.BILLING_WEBHOOK_TOLERANCE
         try:
-            stripe.Webhook.construct_event(
-                request.body, request.headers.get("Stripe-Signature", ""), settings.STRIPE_WEBHOOK_SECRET,
-                tolerance=settings.BILLING_WEBHOOK_TOLERANCE,
-            )
+            # Signature over "t.body", and t not older than the tolerance...
+            stripe.WebhookSignature.verify_header(request.body, header, settings.STRIPE_WEBHOOK_SECRET, tolerance)
+            signed_at = _signed_timestamp(header)
         except (stripe.SignatureVerificationError, ValueError) as exc:
             raise base.WebhookRejected(f"stripe signature: {exc}")
-        payload = json.loads(request.body)
-        event_type = payload.get("type", "")
-        obj = (payload.get("data") or {}).get("object") or {}
-        event = base.WebhookEvent(event_id=payload.get("id", ""), event_type=event_type, payload=payload)
-        if not event.event_id:
+        if signed_at > time.time() + tolerance:
+            # ...nor further ahead than the tolerance (the SDK checks only the past).
+            raise base.WebhookRejected("stripe signature: timestamp in the future")
+        # The whole body is signed: the event id in it is signed data.
+        payload = base.json_object(request.body, "stripe")
+        event_type = str(payload.get("type") or "")
+        obj = base.member(base.member(payload, "data"), "object")
+        event_id = payload.get("id")
+        if not isinstance(event_id, str) or not event_id:
             raise base.WebhookRejected("stripe event without id")
+        event = base.WebhookEvent(event_id=event_id, event_type=event_type, payload=payload)
         if event_type in ("checkout.session.completed", "checkout.session.async_payment_succeeded",
                           "checkout.session.async_payment_failed", "checkout.session.expired"):
             event.action = base.PAYMENT
@@ -86,8 +105,9 @@ class StripeGateway(base.PaymentGateway):
         elif event_type == "invoice.paid" and obj.get("billing_reason") == "subscription_cycle":
             event.action = base.RENEWAL
             event.subscription_id = _subscription_of_invoice(obj)
-            lines = (obj.get("lines") or {}).get("data") or [{}]
-            period_end = (lines[0].get("period") or {}).get("end") or obj.get("period_end")
+            lines = base.member(obj, "lines").get("data") or [{}]
+            first = lines[0] if isinstance(lines, list) and isinstance(lines[0], dict) else {}
+            period_end = base.member(first, "period").get("end") or obj.get("period_end")
             event.confirmation = base.PaymentConfirmation(
                 status="paid", amount=_amount(obj.get("amount_paid")), currency=(obj.get("currency") or "").upper(),
                 external_payment_id=obj.get("id", ""), subscription_id=event.subscription_id,
@@ -119,17 +139,11 @@ class StripeGateway(base.PaymentGateway):
 
     def fetch_payment(self, external_payment_id: str) -> base.PaymentConfirmation:
         """external_payment_id here is the Checkout Session id we created."""
-        try:
-            session = self._client().v1.checkout.sessions.retrieve(external_payment_id)
-        except stripe.StripeError as exc:
-            raise base.GatewayError(_("Stripe could not be reached: %(error)s") % {"error": exc.user_message or exc})
+        session = self._client().v1.checkout.sessions.retrieve(external_payment_id)
         return self._session_confirmation(session.to_dict())
 
     def confirm_return(self, payment, params):
         return self.fetch_payment(payment.external_id) if payment.external_id else None
 
     def cancel_subscription(self, subscription_id: str) -> None:
-        try:
-            self._client().v1.subscriptions.cancel(subscription_id)
-        except stripe.StripeError as exc:
-            raise base.GatewayError(_("Stripe could not cancel the subscription: %(error)s") % {"error": exc})
+        self._client().v1.subscriptions.cancel(subscription_id)

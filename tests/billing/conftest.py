@@ -12,6 +12,7 @@ import pytest
 import responses
 from django_scopes import scopes_disabled
 
+from billing.gateways import paypal as paypal_module
 from billing.models import Payment, Plan
 
 STRIPE_KEY = "sk_test_51WhagoTestKey"
@@ -43,6 +44,14 @@ def gateway_settings(settings):
     settings.BILLING_WEBHOOK_TOLERANCE = 300
     settings.SITE_URL = "http://127.0.0.1:8000"
     return settings
+
+
+@pytest.fixture(autouse=True)
+def _fresh_paypal_token():
+    """PayPal's access token is cached per process: each test starts without one."""
+    paypal_module._token.clear()
+    yield
+    paypal_module._token.clear()
 
 
 @pytest.fixture

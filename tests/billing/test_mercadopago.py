@@ -58,14 +58,15 @@ def test_signed_notification_fetches_the_payment_and_applies_it(gateway_settings
     payment = pending_payment(tenant, gateway="mercadopago", external_id="555000111", method="pix")
     fetch = provider.add(responses.GET, f"{MP_API}/v1/payments/555000111",
                          json=mp_payment("555000111", reference=str(payment.reference)))
-    response = post_mp(client, "555000111")
+    signature = mp_signature("555000111", "f7b2a1d4-0b1c-4ec2-aaaa-9e8b1d2f3c4d")
+    response = post_mp(client, "555000111", signature=signature)
     assert response.status_code == 200 and response.json()["result"] == "applied"
     assert fetch.call_count == 1
     assert limits.credit_balance(tenant) == 1000
     payment.refresh_from_db()
     assert payment.status == "paid" and payment.external_payment_id == "555000111"
-    # Mercado Pago delivers again: recorded, not applied twice.
-    assert post_mp(client, "555000111").status_code == 200
+    # Mercado Pago delivers the same signed request again: recorded, not applied twice.
+    assert post_mp(client, "555000111", signature=signature).status_code == 200
     assert limits.credit_balance(tenant) == 1000
     assert GatewayEvent.objects.get(gateway="mercadopago").deliveries == 2
 
@@ -106,12 +107,15 @@ def test_pending_then_approved(gateway_settings, client, make_owner, provider):
     url = f"{MP_API}/v1/payments/555000444"
     provider.add(responses.GET, url, json=mp_payment("555000444", reference=str(payment.reference),
                                                      status="pending", amount=197.0))
-    assert post_mp(client, "555000444", body={"id": 1, "type": "payment", "action": "payment.created",
-                                              "data": {"id": "555000444"}}).json()["result"] == "ignored"
+    # Each notification is its own request (its own x-request-id, signed).
+    assert post_mp(client, "555000444", request_id="req-created", body={
+        "id": 1, "type": "payment", "action": "payment.created", "data": {"id": "555000444"}}
+    ).json()["result"] == "ignored"
     provider.replace(responses.GET, url, json=mp_payment("555000444", reference=str(payment.reference),
                                                          amount=197.0))
-    assert post_mp(client, "555000444", body={"id": 2, "type": "payment", "action": "payment.updated",
-                                              "data": {"id": "555000444"}}).json()["result"] == "applied"
+    assert post_mp(client, "555000444", request_id="req-updated", body={
+        "id": 2, "type": "payment", "action": "payment.updated", "data": {"id": "555000444"}}
+    ).json()["result"] == "applied"
     assert limits.chip_limit(tenant) == 3
 
 
@@ -141,8 +145,8 @@ def test_ten_concurrent_notifications_apply_once(gateway_settings, live_server, 
         rsps.add(responses.GET, f"{MP_API}/v1/payments/555000999",
                  json=mp_payment("555000999", reference=str(payment.reference)))
         request_id = "aaaa-bbbb"
-        headers = {"x-signature": mp_signature("555000999", request_id), "x-request-id": request_id,
-                   "Content-Type": "application/json"}
+        signature = mp_signature("555000999", request_id)
+        headers = {"x-signature": signature, "x-request-id": request_id, "Content-Type": "application/json"}
         url = live_server.url + "/api/v1/webhooks/billing/mercadopago?data.id=555000999&type=payment"
         body = json.dumps({"id": 424242, "type": "payment", "action": "payment.updated",
                            "data": {"id": "555000999"}})
@@ -159,5 +163,8 @@ def test_ten_concurrent_notifications_apply_once(gateway_settings, live_server, 
     assert statuses == [200] * 10
     with scopes_disabled():
         assert CreditLedger.objects.filter(tenant=tenant, reason="purchase").count() == 1
-    event = GatewayEvent.objects.get(gateway="mercadopago", event_id="424242")
+    # Keyed by what Mercado Pago signed (data.id, x-request-id, ts), not by the body's notification id.
+    ts = signature.split(",")[0].removeprefix("ts=")
+    event = GatewayEvent.objects.get(gateway="mercadopago")
+    assert event.event_id == f"payment:id:555000999;request-id:{request_id};ts:{ts};"
     assert event.result == "applied" and event.deliveries == 10

@@ -8,7 +8,6 @@ from django.urls import reverse
 from django_scopes import scopes_disabled
 
 from billing import limits
-from billing.gateways import paypal as paypal_module
 from billing.models import GatewayEvent, Payment, Subscription
 
 from .conftest import (
@@ -25,13 +24,6 @@ from .conftest import (
 )
 
 pytestmark = pytest.mark.django_db
-
-
-@pytest.fixture(autouse=True)
-def _fresh_token_cache():
-    paypal_module._token.clear()
-    yield
-    paypal_module._token.clear()
 
 
 def test_order_checkout_and_capture_on_return(gateway_settings, owner_client, provider):
