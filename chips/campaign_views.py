@@ -371,6 +371,9 @@ def campaign_report(request: HttpRequest, pk: int) -> HttpResponse:
         "delivered": [point["delivered_rate"] for point in series],
         "read": [point["read_rate"] for point in series],
         "sent": [point["sent"] for point in series],
+        "legend": {"delivered": _("Delivery rate") + " (%)", "read": _("Read rate") + " (%)"},
+        # A line needs at least two periods: a campaign sent within one period draws bars.
+        "type": "line" if len(series) > 2 else "bar",
     }
     context = {"section": "campaigns", "tab": "campaigns", "campaign": campaign, "series": series, "chart": chart,
                "progress": campaigns.progress(campaign), "per_chip": campaigns.by_chip(campaign)}
@@ -386,7 +389,7 @@ def chip_report(request: HttpRequest) -> HttpResponse:
         days = 14
     report = campaigns.chip_report(request.tenant, days)
     keys = report["keys"]
-    chart = {"labels": report["labels"], "chips": []}
+    chart = {"labels": report["labels"], "chips": [], "type": "line" if len(keys) > 2 else "bar"}
     for row in report["chips"]:
         by_key = {point["key"]: point for point in row["series"]}
         chart["chips"].append({

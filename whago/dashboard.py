@@ -71,8 +71,22 @@ def totals() -> dict:
 
 def charts(series: dict) -> dict:
     """Chart.js data: containers and sessions; CPU and memory."""
+MIN_CHART_HOURS = 12
+
+
+def recent(series: dict) -> dict:
+    """The series from its first hour with samples (at least MIN_CHART_HOURS): a platform sampled for
+    a few hours draws over those hours, not as a dot at the end of an empty week."""
+    labels = series["labels"]
+    keys = [key for key in series if key != "labels"]
+    first = next((i for i in range(len(labels)) if any(series[key][i] is not None for key in keys)), len(labels))
+    start = max(0, min(first, len(labels) - MIN_CHART_HOURS))
+    return {key: values[start:] for key, values in series.items()}
+
+
     return {
         "load": {
+    series = recent(series)
             "labels": series["labels"],
             "datasets": [
                 {"label": _("Containers"), "data": series["containers"], "axis": "y", "color": "#1565c0"},

@@ -3,6 +3,12 @@
 (function () {
   "use strict";
 
+  // No dots on a line, but a value with no neighbour (the first hours, or after a gap) is drawn as one.
+  function isolatedPoint(context) {
+    var data = context.dataset.data, i = context.dataIndex;
+    return data[i] != null && data[i - 1] == null && data[i + 1] == null ? 4 : 0;
+  }
+
   function draw(canvas) {
     var config = JSON.parse(document.getElementById(canvas.dataset.source).textContent);
     var scales = {x: {ticks: {maxTicksLimit: 14, autoSkip: true}}};
@@ -19,7 +25,7 @@
         datasets: config.datasets.map(function (set) {
           return {
             label: set.label, data: set.data, yAxisID: set.axis || "y", borderColor: set.color,
-            backgroundColor: set.color, borderWidth: 2, pointRadius: 0, tension: 0.2, spanGaps: false
+            backgroundColor: set.color, borderWidth: 2, pointRadius: isolatedPoint, tension: 0.2, spanGaps: false
           };
         })
       },

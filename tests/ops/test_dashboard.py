@@ -184,3 +184,55 @@ def test_dashboard_chart_in_a_browser(live_server, week_of_samples, page):
     assert datasets[0][0] == 2 and datasets[0][-1] == 3  # the third container's samples start later
     assert "Painel de operações" in page.content()  # the console speaks Portuguese
     page.screenshot(path=str(ARTIFACTS / "ops_dashboard_browser.png"), full_page=True)
+
+
+def test_a_platform_sampled_for_an_hour_gets_a_chart_of_its_recent_hours(make_owner):
+    from whago.dashboard import MIN_CHART_HOURS, charts
+
+    _, tenant = make_owner()
+    container = container_row(tenant, 21831)
+    with scopes_disabled():
+        StatsSample.objects.create(container=container, cpu_percent=12, memory_bytes=GIB, memory_percent=10,
+                                   sessions=4, taken_at=timezone.now())
+    load = charts(ops.utilisation(7))["load"]
+    assert len(load["labels"]) == MIN_CHART_HOURS  # not a week with one value at its end
+    assert load["datasets"][1]["data"][-1] == 4.0 and load["datasets"][1]["data"][:-1] == [None] * 11
+
+
+@pytest.fixture
+def first_hour(make_tenant, client) -> str:
+    """A platform started this hour: one sample; an operator's session."""
+    tenant = make_tenant()
+    container = container_row(tenant, 21841)
+    with scopes_disabled():
+        StatsSample.objects.create(container=container, cpu_percent=35, memory_bytes=2 * GIB, memory_percent=20,
+                                   sessions=6, taken_at=timezone.now())
+    client.force_login(User.objects.create_superuser(email="primeira@whago.test", password=None))
+    return client.cookies["sessionid"].value
+
+
+# Pixels of exactly the sessions series' colour (#2e7d32) inside the plot area (the legend's swatch is outside):
+# its lone value must be drawn, not only the axes.
+SERIES_PIXELS = """(id) => {
+    const canvas = document.getElementById(id);
+    const area = Chart.getChart(canvas).chartArea, ratio = canvas.width / canvas.clientWidth;
+    const x = Math.floor(area.left * ratio), y = Math.floor(area.top * ratio);
+    const w = Math.ceil((area.right - area.left) * ratio) + 8, h = Math.ceil((area.bottom - area.top) * ratio);
+    const pixels = canvas.getContext("2d").getImageData(x, y, w, h).data;
+    let n = 0;
+    for (let i = 0; i < pixels.length; i += 4) {
+        if (pixels[i] === 0x2e && pixels[i + 1] === 0x7d && pixels[i + 2] === 0x32 && pixels[i + 3] === 255) n++;
+    }
+    return n;
+}"""
+
+
+@pytest.mark.browser
+@pytest.mark.django_db(transaction=True, serialized_rollback=True)
+def test_the_chart_is_not_blank_in_the_first_hour(live_server, first_hour, page):
+    base = live_server.url.replace("localhost", "127.0.0.1")
+    page.context.add_cookies([{"name": "sessionid", "value": first_hour, "url": base}])
+    page.goto(f"{base}/admin/dashboard/")
+    page.wait_for_function("window.Chart && Chart.getChart(document.getElementById('chart-load'))")
+    assert page.evaluate(SERIES_PIXELS, "chart-load") > 10
+    page.screenshot(path=str(ARTIFACTS / "ops_dashboard_first_hour.png"), full_page=True)
