@@ -19,6 +19,7 @@ from chips.models import Message
 from waha import ops
 from waha.models import AlertState, ContainerAlert, ContainerStatus, SessionStatus, WahaContainer, WahaSession
 
+from .heartbeats import states as process_states
 from .models import Tenant
 
 
@@ -66,6 +67,7 @@ def totals() -> dict:
         "revenue_payments": revenue["count"],
         "alerts": alerts,
         "month": month,
+        "processes": process_states(),
     }
 
 

@@ -199,16 +199,28 @@ def switch_tenant(request: HttpRequest) -> HttpResponse:
 
 @staff_member_required
 def status(request: HttpRequest) -> HttpResponse:
-    """Operator page: sends a ping task and shows whether a worker answered, and how fast."""
+    """Operator page: a ping task's round trip through a worker, and when the worker and beat
+    processes were last seen (whago.heartbeats). 503 when anything is wrong, for an uptime probe."""
+    from .heartbeats import states
+    from .rest import UNAVAILABLE
+
     beat = WorkerHeartbeat.objects.create(token=secrets.token_hex(16))
-    ping.delay(beat.token)
-    deadline = time.monotonic() + 5
+    broker_error = ""
+    try:
+        ping.delay(beat.token)
+    except UNAVAILABLE as exc:
+        broker_error = str(exc)
+    deadline = time.monotonic() + (0 if broker_error else 5)
     while time.monotonic() < deadline:
         beat.refresh_from_db()
         if beat.answered_at:
             break
         time.sleep(0.1)
-    return render(request, "portal/status.html", {"beat": beat}, status=200 if beat.answered_at else 503)
+    roles = states()
+    healthy = beat.answered_at and not any(role.stale for role in roles)
+    context = {"beat": beat, "broker_error": broker_error, "roles": roles,
+               "stale_after": settings.HEARTBEAT_STALE_SECONDS}
+    return render(request, "portal/status.html", context, status=200 if healthy else 503)
 
 
 @manager_required

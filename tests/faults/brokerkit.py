@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import subprocess
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,6 +17,7 @@ import pytest
 import redis
 from celery import Celery
 
+from tests.conftest import ROOT, Worker, worker_env
 from tests.waha.simkit import free_port
 from whago.celery import app as whago_app
 
@@ -114,3 +116,22 @@ def fault_broker(tmp_path, settings):
         with contextlib.suppress(Exception):
             app.close()
         server.stop()
+
+
+class Beat(Worker):
+    """A real `celery beat` process (the database scheduler) sharing the test database; log() and
+    stop() as a worker's."""
+
+    def __init__(self, log_path: Path, env: dict):  # not super().__init__: that starts a worker
+        self.log_path = log_path
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "celery", "-A", "whago", "beat", "--loglevel=INFO", "--pidfile="],
+            cwd=ROOT, env=worker_env(**env), stdout=log_path.open("w"), stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        deadline = time.monotonic() + 30
+        while "beat: Starting" not in self.log():
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                self.kill()
+                pytest.fail(f"celery beat did not start:\n{self.log()}")
+            time.sleep(0.2)

@@ -1,11 +1,14 @@
 import pytest
 from django.urls import reverse
 
-from whago.models import WorkerHeartbeat
+from whago import heartbeats
+from whago.models import ProcessHeartbeat, WorkerHeartbeat
 
 
 def test_status_page_shows_a_round_trip_through_a_real_worker(client, operator, celery_worker):
     client.force_login(operator)
+    # No beat process here (tests/faults/test_heartbeats.py runs one): its heartbeat, as it writes it.
+    heartbeats.started(ProcessHeartbeat.Role.BEAT, "beat@test")
     response = client.get(reverse("status"))
     assert response.status_code == 200, celery_worker.log()
     beat = WorkerHeartbeat.objects.get()
