@@ -71,8 +71,6 @@ def totals() -> dict:
     }
 
 
-def charts(series: dict) -> dict:
-    """Chart.js data: containers and sessions; CPU and memory."""
 MIN_CHART_HOURS = 12
 
 
@@ -86,9 +84,11 @@ def recent(series: dict) -> dict:
     return {key: values[start:] for key, values in series.items()}
 
 
+def charts(series: dict) -> dict:
+    """Chart.js data: containers and sessions; CPU and memory."""
+    series = recent(series)
     return {
         "load": {
-    series = recent(series)
             "labels": series["labels"],
             "datasets": [
                 {"label": _("Containers"), "data": series["containers"], "axis": "y", "color": "#1565c0"},
