@@ -177,10 +177,13 @@ SIGNUP_RATE_PER_ADDRESS = env.str("SIGNUP_RATE_PER_ADDRESS", default="5/h")
 SIGNUP_RATE_GLOBAL = env.str("SIGNUP_RATE_GLOBAL", default="200/h")
 REQUIRE_EMAIL_CONFIRMATION = env.bool("REQUIRE_EMAIL_CONFIRMATION", default=True)
 EMAIL_CONFIRMATION_DAYS = env.int("EMAIL_CONFIRMATION_DAYS", default=3)
-# Where the client's address is read (the sign-up limit keys on it): REMOTE_ADDR, or behind a
-# reverse proxy that sets it, HTTP_X_FORWARDED_FOR's first entry (CLIENT_IP_HEADER=HTTP_X_FORWARDED_FOR).
-CLIENT_IP_HEADER = env.str("CLIENT_IP_HEADER", default="REMOTE_ADDR")
+# Reverse proxies (TLS terminators, load balancers) in front of the web server that append the
+# client's address to X-Forwarded-For. 0: REMOTE_ADDR is the client. Set it behind a proxy, or
+# every client shares the proxy's address: one attacker would lock out any account (axes) and
+# use up everybody's sign-ups. The login lockout and the sign-up limits read the same address.
+TRUSTED_PROXY_COUNT = env.int("TRUSTED_PROXY_COUNT", default=0)
 RATELIMIT_IP_META_KEY = "whago.ratelimits.client_ip"
+AXES_CLIENT_IP_CALLABLE = "whago.ratelimits.client_ip"
 AXES_USERNAME_CALLABLE = "whago.services.login_identifier"
 AXES_LOCKOUT_TEMPLATE = "registration/locked.html"
 AXES_RESET_ON_SUCCESS = True
