@@ -33,6 +33,10 @@ class MembershipInline(admin.TabularInline):
     autocomplete_fields = ["user"]
 
 
+# Payments through these gateways are money; the sandbox gateway's are tests.
+REAL_GATEWAYS = ["stripe", "mercadopago", "paypal"]
+
+
 def _per_tenant(model_label: str, value, **filters) -> Subquery:
     """One value per tenant row from another app's table (a correlated subquery, no join)."""
     model = apps.get_model(model_label)
@@ -74,10 +78,11 @@ class TenantAdmin(ConsoleAdmin):
                             output_field=IntegerField()),
             _used=Coalesce(_per_tenant("billing.UsageCounter", Sum("used"), period="month", starts_on=month),
                            Value(0), output_field=IntegerField()),
-            _paid=Coalesce(_per_tenant("billing.Payment", Sum("amount"), status="paid"), Value(0),
-                           output_field=money),
-            _payments=Coalesce(_per_tenant("billing.Payment", Count("pk"), status="paid"), Value(0),
-                               output_field=IntegerField()),
+            # Paid for real: the sandbox gateway's test payments are left out.
+            _paid=Coalesce(_per_tenant("billing.Payment", Sum("amount"), status="paid", gateway__in=REAL_GATEWAYS),
+                           Value(0), output_field=money),
+            _payments=Coalesce(_per_tenant("billing.Payment", Count("pk"), status="paid", gateway__in=REAL_GATEWAYS),
+                               Value(0), output_field=IntegerField()),
         )
 
     @admin.display(description=_("state"), ordering="is_active")

@@ -14,7 +14,7 @@ from django.utils import timezone
 from django.utils.translation import gettext as _
 from django_scopes import scopes_disabled
 
-from billing.models import Payment, Subscription
+from billing.models import Gateway, Payment, Subscription
 from chips.models import Message
 from waha import ops
 from waha.models import AlertState, ContainerAlert, ContainerStatus, SessionStatus, WahaContainer, WahaSession
@@ -47,7 +47,9 @@ def totals() -> dict:
             received=Count("pk", filter=Q(direction=Message.Direction.IN)),
             failed=Count("pk", filter=Q(status=Message.Status.FAILED)),
         )
-        revenue = Payment.objects.filter(status=Payment.Status.PAID, paid_at__gte=month).aggregate(
+        # Test payments of the sandbox gateway are not revenue.
+        revenue = Payment.objects.filter(status=Payment.Status.PAID, paid_at__gte=month).exclude(
+            gateway=Gateway.SANDBOX).aggregate(
             total=Sum("amount"), count=Count("pk")
         )
         alerts = ContainerAlert.objects.aggregate(

@@ -58,6 +58,9 @@ def test_totals(ops_client, make_owner):
                                     (Decimal("500.00"), "paid", month_start - timedelta(days=1)),
                                     (Decimal("300.00"), "pending", None)):
         make(Payment, tenant=alfa, amount=amount, status=status, paid_at=paid_at, plan=None, created_by=None)
+    # A test payment through the sandbox gateway is not revenue.
+    make(Payment, tenant=alfa, amount=Decimal("1000.00"), status="paid", paid_at=now, gateway="sandbox", plan=None,
+         created_by=None)
     for state in (AlertState.OPEN, AlertState.ACKNOWLEDGED, AlertState.RESOLVED):
         make(ContainerAlert, state=state, container=None, acknowledged_by=None)
 
