@@ -6,14 +6,11 @@ time and refuse timestamps older than a few minutes; X-Whago-Event-Id dedupes re
 """
 import hashlib
 import hmac
-import ipaddress
 import json
-import socket
 import time
 from collections.abc import Callable
 from datetime import timedelta
 from functools import partial
-from urllib.parse import urlsplit
 
 import requests
 from django.conf import settings
@@ -25,6 +22,7 @@ from django.utils import timezone
 from django.utils.translation import gettext as _
 from django_scopes import scopes_disabled
 
+from whago import safehttp
 from whago.models import Tenant
 
 from .models import TenantWebhook, WebhookDelivery
@@ -39,22 +37,15 @@ def sign(secret: str, timestamp: int, body: bytes) -> str:
 
 
 def validate_target(url: str) -> None:
-    """Refuse URLs that would make our worker call into private networks (SSRF)."""
-    parts = urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ValidationError(_("Use an http:// or https:// URL."), code="scheme")
-    if settings.OUTGOING_WEBHOOK_ALLOW_PRIVATE:
-        return
-    if parts.scheme != "https":
-        raise ValidationError(_("Use an https:// URL."), code="scheme")
+    """Refuse URLs that would make our worker call into private networks (SSRF), when saved.
+
+    The same check runs again, on the address actually connected to, at every delivery
+    (whago.safehttp): a name may resolve elsewhere by then.
+    """
     try:
-        infos = socket.getaddrinfo(parts.hostname, parts.port or 443, proto=socket.IPPROTO_TCP)
-    except socket.gaierror:
-        raise ValidationError(_("The host %(host)s could not be resolved.") % {"host": parts.hostname}, code="dns")
-    for info in infos:
-        address = ipaddress.ip_address(info[4][0])
-        if not address.is_global:
-            raise ValidationError(_("The URL points to a private or local address."), code="private")
+        safehttp.check_url(url)
+    except safehttp.UnsafeURL as exc:
+        raise ValidationError(exc.message, code=exc.code)
 
 
 def _no_webhook_key(tenant_id: int) -> str:
@@ -120,47 +111,88 @@ def backoff(attempt: int) -> float:
     return min(settings.OUTGOING_WEBHOOK_BACKOFF_SECONDS * (2 ** (attempt - 1)), 1800)
 
 
-def attempt_delivery(delivery_id: int) -> float | None:
-    """POST one delivery; returns the seconds to wait before retrying, or None when done."""
+# A claimed delivery belongs to its caller this long (DNS, connect and answer, with slack);
+# after that a crashed worker's delivery is taken up again.
+def _claim_seconds() -> float:
+    return 3 * settings.OUTGOING_WEBHOOK_TIMEOUT + 30
+
+
+# Clocks of different hosts may disagree this much about when a retry is due.
+CLOCK_SLACK = timedelta(seconds=2)
+
+
+def _claim(delivery_id: int) -> tuple[WebhookDelivery, str] | float | None:
+    """Take a pending delivery for one attempt and commit: (delivery, secret), seconds to
+    come back when it is not due yet (or another worker's attempt is in flight), None when done."""
     with scopes_disabled(), transaction.atomic():
         delivery = WebhookDelivery.objects.select_for_update(skip_locked=True).filter(pk=delivery_id).first()
         if delivery is None or delivery.status != WebhookDelivery.Status.PENDING:
-            return None  # already handled, or another worker holds it right now
-        webhook = TenantWebhook.objects.filter(tenant_id=delivery.tenant_id).first()
-        secret = webhook.secret if webhook else ""
-        body = json.dumps(delivery.payload, separators=(",", ":")).encode()
-        headers = {
-            "Content-Type": "application/json",
-            "User-Agent": USER_AGENT,
-            "X-Whago-Event": delivery.event,
-            "X-Whago-Event-Id": str(delivery.event_id),
-            "X-Whago-Signature": sign(secret, int(time.time()), body),
-        }
+            return None  # already handled, or another worker is claiming it right now
+        now = timezone.now()
+        if delivery.next_attempt_at and delivery.next_attempt_at > now + CLOCK_SLACK:
+            return (delivery.next_attempt_at - now).total_seconds()
         delivery.attempts += 1
-        try:
-            response = requests.post(
-                delivery.url, data=body, headers=headers, timeout=settings.OUTGOING_WEBHOOK_TIMEOUT,
-                allow_redirects=False,
-            )
-            delivery.response_status = response.status_code
-            ok = 200 <= response.status_code < 300
-            delivery.last_error = "" if ok else _("The endpoint answered HTTP %(code)s.") % {
-                "code": response.status_code
-            }
-        except requests.RequestException as exc:
-            ok = False
-            delivery.response_status = None
-            delivery.last_error = _("Could not reach the endpoint: %(error)s") % {"error": type(exc).__name__}
-        wait = None
-        if ok:
-            delivery.status = WebhookDelivery.Status.DELIVERED
-            delivery.delivered_at = timezone.now()
-            delivery.next_attempt_at = None
-        elif delivery.attempts >= settings.OUTGOING_WEBHOOK_MAX_ATTEMPTS:
-            delivery.status = WebhookDelivery.Status.FAILED
-            delivery.next_attempt_at = None
-        else:
-            wait = backoff(delivery.attempts)
-            delivery.next_attempt_at = timezone.now() + timedelta(seconds=wait)
-        delivery.save()
-        return wait
+        delivery.next_attempt_at = now + timedelta(seconds=_claim_seconds())
+        delivery.save(update_fields=["attempts", "next_attempt_at"])
+        webhook = TenantWebhook.objects.filter(tenant_id=delivery.tenant_id).first()
+        return delivery, webhook.secret if webhook else ""
+
+
+def _failure(exc: requests.RequestException) -> str:
+    """What the delivery log says about a failed call. Every refused address reads the same,
+    so the log cannot tell a closed port from an open one inside our network."""
+    if isinstance(exc, safehttp.AddressNotAllowed):
+        return _("Address not allowed: the URL points to a private or local address.")
+    if isinstance(exc, requests.Timeout):
+        return _("Could not reach the endpoint: it did not answer in time.")
+    if isinstance(exc, requests.exceptions.SSLError):
+        return _("Could not reach the endpoint: its TLS certificate was refused.")
+    return _("Could not reach the endpoint: the connection failed.")
+
+
+def attempt_delivery(delivery_id: int) -> float | None:
+    """POST one delivery; returns the seconds to wait before retrying, or None when done.
+
+    Claim (commit), call, record: no transaction or row lock is held during the call.
+    """
+    claimed = _claim(delivery_id)
+    if not isinstance(claimed, tuple):
+        return claimed
+    delivery, secret = claimed
+    body = json.dumps(delivery.payload, separators=(",", ":")).encode()
+    headers = {
+        "Content-Type": "application/json",
+        "User-Agent": USER_AGENT,
+        "X-Whago-Event": delivery.event,
+        "X-Whago-Event-Id": str(delivery.event_id),
+        "X-Whago-Signature": sign(secret, int(time.time()), body),
+    }
+    response_status, error = None, ""
+    try:
+        response = safehttp.post(delivery.url, data=body, headers=headers, timeout=settings.OUTGOING_WEBHOOK_TIMEOUT)
+        response_status = response.status_code
+        if not 200 <= response.status_code < 300:
+            error = _("The endpoint answered HTTP %(code)s.") % {"code": response.status_code}
+    except requests.RequestException as exc:
+        error = _failure(exc)
+    return _record(delivery, response_status, error)
+
+
+def _record(delivery: WebhookDelivery, response_status: int | None, error: str) -> float | None:
+    """Store the outcome of the claimed attempt; returns the seconds before the next one."""
+    now = timezone.now()
+    wait = None
+    changes = {"response_status": response_status, "last_error": error[:500], "next_attempt_at": None}
+    if not error:
+        changes.update(status=WebhookDelivery.Status.DELIVERED, delivered_at=now)
+    elif delivery.attempts >= settings.OUTGOING_WEBHOOK_MAX_ATTEMPTS:
+        changes.update(status=WebhookDelivery.Status.FAILED)
+    else:
+        wait = backoff(delivery.attempts)
+        changes.update(next_attempt_at=now + timedelta(seconds=wait))
+    with scopes_disabled():
+        # Only while the claim is still ours: a worker that took it up after our claim ran out records its own.
+        recorded = WebhookDelivery.objects.filter(
+            pk=delivery.pk, attempts=delivery.attempts, status=WebhookDelivery.Status.PENDING
+        ).update(**changes)
+    return wait if recorded else None

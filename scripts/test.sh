@@ -16,6 +16,8 @@ export CELERY_BROKER_URL=${TEST_CELERY_BROKER_URL:-redis://127.0.0.1:6379/$(( ${
 export WHAGO_VAR_DIR=$(pwd)/var/test-${RUN}
 export WHAGO_INSTANCE=test-${RUN}
 export PYTHONDONTWRITEBYTECODE=1
+# The tests' webhook receivers listen on 127.0.0.1 (never allowed outside tests).
+export OUTGOING_HTTP_ALLOW_LOOPBACK=${OUTGOING_HTTP_ALLOW_LOOPBACK:-true}
 # WAHA containers of this run: the docker runtime with host networking, the simulator
 # image, and a host port range of its own (runs share the host's ports).
 export WAHA_RUNTIME=${WAHA_RUNTIME:-docker}

@@ -283,9 +283,11 @@ REST_FRAMEWORK = {
     "EXCEPTION_HANDLER": "whago.rest.exception_handler",
     "UNAUTHENTICATED_USER": None,
 }
-# The tenant's outgoing webhook: private/loopback targets allowed (never in production),
-# seconds per attempt, attempts before giving up, first retry delay (doubles each time).
-OUTGOING_WEBHOOK_ALLOW_PRIVATE = env.bool("OUTGOING_WEBHOOK_ALLOW_PRIVATE", default=not PRODUCTION)
+# Outgoing HTTP to tenants' URLs (whago.safehttp): loopback targets allowed only where the
+# receivers are local (the test script sets it); private addresses are refused even then.
+OUTGOING_HTTP_ALLOW_LOOPBACK = env.bool("OUTGOING_HTTP_ALLOW_LOOPBACK", default=False)
+# The tenant's outgoing webhook: seconds per attempt, attempts before giving up, first retry
+# delay (doubles each time).
 OUTGOING_WEBHOOK_TIMEOUT = env.float("OUTGOING_WEBHOOK_TIMEOUT", default=10.0)
 OUTGOING_WEBHOOK_MAX_ATTEMPTS = env.int("OUTGOING_WEBHOOK_MAX_ATTEMPTS", default=8)
 OUTGOING_WEBHOOK_BACKOFF_SECONDS = env.float("OUTGOING_WEBHOOK_BACKOFF_SECONDS", default=30.0)

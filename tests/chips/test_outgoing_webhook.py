@@ -30,7 +30,7 @@ def test_owner_sets_the_webhook_in_the_portal(owner_client, receiver):
 @pytest.mark.django_db
 @pytest.mark.parametrize("url", ["ftp://example.com/x", "not a url", "http://127.0.0.1/x", "https://10.0.0.1/x"])
 def test_bad_or_private_urls_are_refused_in_production(owner_client, settings, url):
-    settings.OUTGOING_WEBHOOK_ALLOW_PRIVATE = False
+    settings.OUTGOING_HTTP_ALLOW_LOOPBACK = False
     response = owner_client.post(reverse("webhook_settings"), {"url": url, "is_active": "on"})
     assert response.status_code == 200
     assert response.context["form"].errors["url"]
