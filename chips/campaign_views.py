@@ -1,9 +1,11 @@
 """Portal pages of contacts, lists and campaigns: builder with preview, live progress, reports."""
 import csv
+from contextlib import contextmanager
 
 from django.conf import settings
 from django.contrib import messages
 from django.core.paginator import Paginator
+from django.db import connection, transaction
 from django.db.models import Count, Q
 from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
@@ -287,18 +289,24 @@ def campaign_preview(request: HttpRequest) -> HttpResponse:
     return render(request, "portal/campaigns/_preview.html", {"preview": result})
 
 
-def _detail_context(request: HttpRequest, campaign: Campaign) -> dict:
+def _recipient_rows(request: HttpRequest, campaign: Campaign, page_number=None) -> dict:
+    """The filtered, paginated recipients table (the detail page, its filters, and the live refresh)."""
     form = RecipientFilterForm(request.GET or None)
     outcome = search = ""
     if form.is_valid():
         outcome, search = form.cleaned_data["outcome"], form.cleaned_data["q"]
     rows = campaigns.recipients(campaign, outcome, search)
-    page = Paginator(rows, PAGE_SIZE).get_page(request.GET.get("page"))
+    page = Paginator(rows, PAGE_SIZE).get_page(page_number or request.GET.get("page"))
     query = request.GET.copy()
-    query.pop("page", None)
-    return {"section": "campaigns", "tab": "campaigns", "campaign": campaign, "filter_form": form, "page": page,
-            "query": query.urlencode(), "progress": campaigns.progress(campaign),
-            "poll_seconds": settings.CAMPAIGN_POLL_SECONDS, "labels": RecipientFilterForm.LABELS,
+    for key in ("page", "rows"):
+        query.pop(key, None)
+    return {"filter_form": form, "page": page, "query": query.urlencode(), "labels": RecipientFilterForm.LABELS}
+
+
+def _detail_context(request: HttpRequest, campaign: Campaign) -> dict:
+    return {"section": "campaigns", "tab": "campaigns", "campaign": campaign,
+            **_recipient_rows(request, campaign), "progress": campaigns.progress(campaign),
+            "poll_seconds": settings.CAMPAIGN_POLL_SECONDS,
             "lists": campaign.lists.all(), "chips": campaign.chips.all(),
             "window_days": ", ".join(str(label) for day, label in WEEKDAYS if day in (campaign.window_days or [])),
             "preview": campaigns.preview(request.tenant, campaign.template, campaign.lists.all())}
@@ -313,13 +321,29 @@ def campaign_detail(request: HttpRequest, pk: int) -> HttpResponse:
     return render(request, "portal/campaigns/detail.html", context)
 
 
+@contextmanager
+def _one_snapshot():
+    """The counters and the rows read from one snapshot of the database (PostgreSQL: repeatable read),
+    so a row never says Pending while the counters already count it sent."""
+    outermost = not connection.in_atomic_block
+    with transaction.atomic():
+        if outermost and connection.vendor == "postgresql":
+            with connection.cursor() as cursor:
+                cursor.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+        yield
+
+
 @tenant_required
 def campaign_progress(request: HttpRequest, pk: int) -> HttpResponse:
-    """htmx: the live progress block (keeps polling until the campaign is finished)."""
-    campaign = _campaign(pk)
-    context = {"campaign": campaign, "progress": campaigns.progress(campaign),
-               "poll_seconds": settings.CAMPAIGN_POLL_SECONDS}
-    return render(request, "portal/campaigns/_progress.html", context)
+    """htmx: the live progress block (keeps polling until the campaign is finished); with `rows` (the page
+    of the recipients table shown, and its filters), that table's rows too, out of band, as of the same moment."""
+    with _one_snapshot():
+        campaign = _campaign(pk)
+        context = {"campaign": campaign, "progress": campaigns.progress(campaign),
+                   "poll_seconds": settings.CAMPAIGN_POLL_SECONDS}
+        if request.GET.get("rows"):
+            context.update(_recipient_rows(request, campaign, page_number=request.GET["rows"]), rows_oob=True)
+        return render(request, "portal/campaigns/_progress.html", context)
 
 
 class _Echo:

@@ -32,7 +32,8 @@ def sent_campaign(tenant, minutes: list[int]):
                                                   minutes, strict=True)):
             at = now - timedelta(minutes=ago)
             message = Message.objects.create(tenant=tenant, chip=chip, direction=Message.Direction.OUT,
-                                             peer=recipient.phone, body="Oi", status=Message.Status.SENT, sent_at=at,
+                                             peer=recipient.phone, body="Oi", sent_at=at,
+                                             status=Message.Status.DELIVERED if n % 2 == 0 else Message.Status.SENT,
                                              delivered_at=at if n % 2 == 0 else None)
             CampaignRecipient.objects.filter(pk=recipient.pk).update(status=CampaignRecipient.Status.SENT,
                                                                       message=message, sent_at=at)
