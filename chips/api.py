@@ -10,12 +10,13 @@ from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiExample, OpenApiParameter, OpenApiResponse, extend_schema, inline_serializer
 from rest_framework import serializers, status
 from rest_framework.generics import GenericAPIView
-from rest_framework.parsers import FormParser, JSONParser, MultiPartParser
+from rest_framework.parsers import FormParser, MultiPartParser
 from rest_framework.permissions import BasePermission
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from billing import limits
+from whago.parsers import CleanJSONParser
 from whago.rest import HasTenant, api_error
 
 from . import services
@@ -333,7 +334,7 @@ class MessageList(GenericAPIView):
 
     permission_classes = PERMISSIONS
     serializer_class = MessageSerializer
-    parser_classes = [JSONParser, MultiPartParser, FormParser]
+    parser_classes = [CleanJSONParser, MultiPartParser, FormParser]
 
     def get_queryset(self):
         return Message.objects.all()

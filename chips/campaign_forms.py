@@ -3,6 +3,8 @@ from django import forms
 from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 
+from whago.text import CleanTextForm
+
 from .campaigns import OUTCOMES, campaign_zone
 from .models import Campaign, Chip, ContactList
 
@@ -12,7 +14,7 @@ WEEKDAYS = [
 ]
 
 
-class ContactForm(forms.Form):
+class ContactForm(CleanTextForm, forms.Form):
     name = forms.CharField(label=_("Name"), max_length=150, required=False)
     phone = forms.CharField(label=_("Phone number"), max_length=40,
                             help_text=_("With the area code, e.g. (11) 98765-4321."))
@@ -53,12 +55,12 @@ class ContactForm(forms.Form):
         return value
 
 
-class ContactListForm(forms.Form):
+class ContactListForm(CleanTextForm, forms.Form):
     name = forms.CharField(label=_("Name"), max_length=120)
     description = forms.CharField(label=_("Description"), max_length=300, required=False)
 
 
-class ImportForm(forms.Form):
+class ImportForm(CleanTextForm, forms.Form):
     file = forms.FileField(
         label=_("CSV or Excel (.xlsx) file"),
         help_text=_("First row with the column names: nome, telefone, origem_do_consentimento, "
@@ -80,7 +82,7 @@ class ImportForm(forms.Form):
         return data
 
 
-class OptOutForm(forms.Form):
+class OptOutForm(CleanTextForm, forms.Form):
     words = forms.CharField(label=_("Opt-out words"), max_length=500,
                             help_text=_("Separated by commas. Compared with the whole message, ignoring upper/lower "
                                         "case and accents."))
@@ -89,7 +91,7 @@ class OptOutForm(forms.Form):
                             help_text=_("Empty: a standard confirmation in Portuguese."))
 
 
-class ContactFilterForm(forms.Form):
+class ContactFilterForm(CleanTextForm, forms.Form):
     q = forms.CharField(label=_("Name or number"), required=False, max_length=80)
     contact_list = forms.ModelChoiceField(label=_("List"), queryset=ContactList.objects.none(), required=False,
                                           empty_label=_("All lists"))
@@ -104,7 +106,7 @@ class ContactFilterForm(forms.Form):
             self.fields["contact_list"].queryset = ContactList.objects.filter(tenant=tenant)
 
 
-class CampaignForm(forms.Form):
+class CampaignForm(CleanTextForm, forms.Form):
     name = forms.CharField(label=_("Name"), max_length=120)
     template = forms.CharField(
         label=_("Message"), max_length=4096, widget=forms.Textarea(attrs={"rows": 5}),
@@ -174,7 +176,7 @@ class CampaignForm(forms.Form):
         }
 
 
-class RecipientFilterForm(forms.Form):
+class RecipientFilterForm(CleanTextForm, forms.Form):
     outcome = forms.ChoiceField(label=_("Situation"), required=False, choices=[
         ("", _("All")), *[(o, o) for o in OUTCOMES], ("replied", _("Replied")), ("opted_out", _("Opted out")),
     ])

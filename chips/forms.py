@@ -1,11 +1,13 @@
 from django import forms
 from django.utils.translation import gettext_lazy as _
 
+from whago.text import CleanTextForm
+
 from . import outgoing
 from .models import Chip, Message
 
 
-class WebhookForm(forms.Form):
+class WebhookForm(CleanTextForm, forms.Form):
     url = forms.URLField(label=_("URL that receives the events"), max_length=500, assume_scheme="https")
     is_active = forms.BooleanField(label=_("Active"), required=False, initial=True)
 
@@ -15,20 +17,20 @@ class WebhookForm(forms.Form):
         return url
 
 
-class ChipForm(forms.Form):
+class ChipForm(CleanTextForm, forms.Form):
     alias = forms.CharField(
         label=_("Name"), max_length=80, help_text=_("How you call this number, e.g. “Sales” or “Support”.")
     )
 
 
-class PairingCodeForm(forms.Form):
+class PairingCodeForm(CleanTextForm, forms.Form):
     phone = forms.CharField(
         label=_("Phone number of the WhatsApp account"), max_length=40,
         help_text=_("With the area code, e.g. (11) 98765-4321."),
     )
 
 
-class SendMessageForm(forms.Form):
+class SendMessageForm(CleanTextForm, forms.Form):
     chip = forms.ModelChoiceField(label=_("Chip"), queryset=None, empty_label=None)
     to = forms.CharField(label=_("To (phone number)"), max_length=40,
                          help_text=_("With the area code, e.g. (11) 98765-4321 or +55 11 98765-4321."))
@@ -45,7 +47,7 @@ class SendMessageForm(forms.Form):
         )
 
 
-class MessageFilterForm(forms.Form):
+class MessageFilterForm(CleanTextForm, forms.Form):
     chip = forms.ModelChoiceField(label=_("Chip"), queryset=None, required=False, empty_label=_("All chips"))
     status = forms.ChoiceField(label=_("Status"), required=False,
                                choices=[("", _("Any status")), *Message.Status.choices])

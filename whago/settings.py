@@ -278,6 +278,9 @@ REST_FRAMEWORK = {
     "DEFAULT_PERMISSION_CLASSES": ["whago.rest.HasTenant"],
     "DEFAULT_THROTTLE_CLASSES": ["whago.rest.ApiKeyRateThrottle"],
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
+    # JSON bodies cleaned of NUL and lone surrogates (whago.text) as they are parsed.
+    "DEFAULT_PARSER_CLASSES": ["whago.parsers.CleanJSONParser", "rest_framework.parsers.FormParser",
+                               "rest_framework.parsers.MultiPartParser"],
     "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.LimitOffsetPagination",
     "PAGE_SIZE": 50,
     "EXCEPTION_HANDLER": "whago.rest.exception_handler",
