@@ -22,7 +22,7 @@ def patient_publish_policy(seconds: float) -> dict:
 def _patient_publishing(sender, **kwargs):
     """In the worker only, a task that publishes while the broker restarts (a campaign lane's next
     slice, a retry with backoff) waits up to WORKER_PUBLISH_RETRY_SECONDS for it instead of failing.
-    Web processes keep CELERY_TASK_PUBLISH_RETRY_POLICY: a request fails fast and answers 503."""
+    Web processes keep Celery's default policy (three tries in under a second): a request fails fast, 503."""
     from django.conf import settings
 
     seconds = settings.WORKER_PUBLISH_RETRY_SECONDS
