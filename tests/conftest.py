@@ -55,6 +55,12 @@ def _no_console_email(settings):
     settings.EMAIL_BACKEND = "django.core.mail.backends.locmem.EmailBackend"
 
 
+def confirm_email(user) -> None:
+    """As if the user opened the link e-mailed at sign-up (a new company's numbers wait for it)."""
+    services.User.objects.filter(pk=user.pk).update(email_confirmed_at=timezone.now())
+    user.refresh_from_db()
+
+
 @pytest.fixture
 def make_owner(db):
     """Sign up a new company through the real service; returns (user, tenant)."""
@@ -67,9 +73,8 @@ def make_owner(db):
             full_name=f"Owner {n}",
             company=company or f"Empresa {n}",
         )
-        if confirmed:  # the owner opened the link e-mailed at sign-up
-            services.User.objects.filter(pk=user.pk).update(email_confirmed_at=timezone.now())
-            user.refresh_from_db()
+        if confirmed:
+            confirm_email(user)
         return user, tenant
 
     return make

@@ -30,6 +30,7 @@ from tests.chips.conftest import (  # noqa: F401 - fixtures
     wait_chip,
     wait_until,
 )
+from tests.conftest import confirm_email
 from tests.waha.simkit import free_port
 from whago import services as accounts
 
@@ -92,8 +93,9 @@ def _drain(sim, timeout: float = 120) -> None:
 
 @pytest.mark.django_db(transaction=True, serialized_rollback=True)
 def test_send_ratio(app):
-    _user, tenant = accounts.sign_up(email="bench@example.com.br", password="Bench-Send-2026!",
-                                     full_name="Bench", company="Bench Envios")
+    user, tenant = accounts.sign_up(email="bench@example.com.br", password="Bench-Send-2026!",
+                                    full_name="Bench", company="Bench Envios")
+    confirm_email(user)
     set_plan(tenant, "ENTERPRISE")
     with scopes_disabled():
         owner = tenant.memberships.first().user

@@ -8,12 +8,14 @@ import os
 from pathlib import Path
 
 import pytest
+from django.conf import settings
+from django.core import mail
 from django_scopes import scopes_disabled
 
 from chips.models import Chip
 from waha import manager
 
-from .conftest import DOCKER, chip_row, sim_of, wait_chip
+from .conftest import DOCKER, chip_row, sim_of, wait_chip, wait_until
 
 pytestmark = [*DOCKER, pytest.mark.browser]
 
@@ -59,6 +61,14 @@ def test_sign_up_connect_a_chip_and_send_a_message_in_the_browser(worker, live_s
     page.click("form button[type=submit]")
     page.wait_for_url(f"{base}/painel/")
     shot(page, "1_dashboard")
+    assert page.locator("#confirm-email").is_visible()
+
+    # The address is confirmed through the link e-mailed at sign-up (numbers wait for it).
+    link = wait_until(lambda: next((w for m in mail.outbox for w in m.body.split() if "/confirmar-email/" in w),
+                                   None), message="the confirmation e-mail")
+    page.goto(link.replace("http://testserver", base).replace(settings.SITE_URL, base))
+    page.wait_for_url(f"{base}/painel/")
+    assert page.locator("#confirm-email").count() == 0
 
     page.click("nav.mainnav a[href='/chips/']")
     page.fill("#id_alias", "Balcão")

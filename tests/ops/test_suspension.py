@@ -9,6 +9,7 @@ from django_scopes import scopes_disabled
 
 from chips.models import Chip, Message
 from tests.chips.conftest import chip_row, set_plan, sim_of, wait_chip, working_chip
+from tests.conftest import confirm_email
 from waha.models import ContainerStatus, SessionStatus, WahaContainer, WahaSession
 from whago import services
 from whago.models import ApiKey, AuditLog, Tenant
@@ -28,6 +29,7 @@ def test_suspend_and_reactivate_a_tenant(ops_worker, ops_client, client_factory,
                                      full_name="Dona Maria", company="Padaria Central")
     _other_owner, other = services.sign_up(email="dono@mercado.com.br", password="Fermento-Natural-2026",
                                            full_name="Seu José", company="Mercado Vizinho")
+    confirm_email(owner)
     set_plan(tenant, "BUSINESS")
     chip = working_chip(tenant)
     sim_of(chip).inbound(chip.session_name, "5511987654321", "Bom dia!")
