@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta
 from zoneinfo import ZoneInfo
 
 from django.conf import settings
@@ -551,7 +551,22 @@ def progress(campaign: Campaign) -> dict:
     }
     counts["working_chips"] = working
     counts["in_window"] = campaign.in_window()
+    counts["window_opens"] = None if counts["in_window"] else window_opens(campaign)
     return counts
+
+
+def window_opens(campaign: Campaign, now=None):
+    """When the send window opens next, as a naive date and time of the campaign time zone (None: no day)."""
+    local = timezone.localtime(now or timezone.now(), campaign_zone()).replace(tzinfo=None)
+    for offset in range(8):
+        day = (local + timedelta(days=offset)).date()
+        if day.weekday() not in (campaign.window_days or []):
+            continue
+        opens = datetime.combine(day, campaign.window_start)
+        if offset == 0 and local.time() > campaign.window_end:
+            continue
+        return max(opens, local.replace(second=0, microsecond=0))
+    return None
 
 
 def recipients(campaign: Campaign, outcome: str = "", search: str = ""):

@@ -151,6 +151,67 @@ def accept_invitation(invitation: Invitation, user: User) -> Membership:
     return membership
 
 
+# --- members ---------------------------------------------------------------------------------------
+
+
+def _locked(membership: Membership) -> Membership:
+    with scopes_disabled():
+        return Membership.objects.select_for_update().select_related("user", "tenant").get(pk=membership.pk)
+
+
+def _may_change(actor: Membership, target: Membership) -> None:
+    """Owners change anyone but themselves; administrators change plain members only."""
+    if target.pk == actor.pk:
+        raise AccountError(_("You cannot change your own membership here."))
+    if target.role == Role.OWNER:
+        raise AccountError(_("The owner cannot be changed: the owner transfers the ownership first."))
+    if actor.role != Role.OWNER and (actor.role != Role.ADMIN or target.role != Role.MEMBER):
+        raise AccountError(_("Only the owner can change administrators."))
+
+
+@transaction.atomic
+def remove_member(membership: Membership, *, by: Membership) -> None:
+    """Take a person out of the tenant (their account and other companies stay)."""
+    target = _locked(membership)
+    _may_change(by, target)
+    with scopes_disabled():
+        target.delete()
+    audit.record("member.remove", actor=by.user, target=target.tenant, status=audit.AuditLog.Status.SUCCEEDED,
+                 result=target.user.email)
+
+
+@transaction.atomic
+def change_role(membership: Membership, role: str, *, by: Membership) -> Membership:
+    """Make a member an administrator or back (the owner's role moves only by a transfer)."""
+    if role not in (Role.ADMIN, Role.MEMBER):
+        raise AccountError(_("Choose administrator or member."))
+    target = _locked(membership)
+    _may_change(by, target)
+    if by.role != Role.OWNER:
+        raise AccountError(_("Only the owner can change roles."))
+    target.role = role
+    with scopes_disabled():
+        target.save(update_fields=["role"])
+    audit.record("member.role", actor=by.user, target=target.tenant, status=audit.AuditLog.Status.SUCCEEDED,
+                 result=f"{target.user.email}: {role}")
+    return target
+
+
+@transaction.atomic
+def transfer_ownership(membership: Membership, *, by: Membership) -> None:
+    """The owner hands the company to another member, and stays as an administrator."""
+    owner, target = _locked(by), _locked(membership)
+    if owner.role != Role.OWNER:
+        raise AccountError(_("Only the owner can transfer the ownership."))
+    if target.pk == owner.pk or target.tenant_id != owner.tenant_id:
+        raise AccountError(_("Choose another member of the company."))
+    with scopes_disabled():
+        Membership.objects.filter(pk=owner.pk).update(role=Role.ADMIN)
+        Membership.objects.filter(pk=target.pk).update(role=Role.OWNER)
+    audit.record("member.transfer_ownership", actor=owner.user, target=owner.tenant,
+                 status=audit.AuditLog.Status.SUCCEEDED, result=target.user.email)
+
+
 def hash_api_key(raw: str) -> str:
     # Keys are 190+ random bits: a fast hash is enough, unlike passwords.
     return hashlib.sha256(raw.encode()).hexdigest()

@@ -1,5 +1,8 @@
+from django.conf import settings
 from django.contrib import admin
 from django.contrib.auth import views as auth_views
+from django.http import HttpResponsePermanentRedirect
+from django.templatetags.static import static
 from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
@@ -9,13 +12,17 @@ from .forms import LoginForm
 
 urlpatterns = [
     path("", views.landing, name="landing"),
+    # Browsers ask for /favicon.ico on pages without an icon link (the admin's, the receipt).
+    path("favicon.ico", lambda request: HttpResponsePermanentRedirect(static("img/favicon.svg"))),
     path("signup/", views.signup, name="signup"),
     path("confirmar-email/<str:token>/", views.confirm_email, name="confirm_email"),
     path("confirmar-email/", views.resend_confirmation, name="resend_confirmation"),
     path("login/", auth_views.LoginView.as_view(redirect_authenticated_user=True, authentication_form=LoginForm),
          name="login"),
     path("logout/", auth_views.LogoutView.as_view(), name="logout"),
-    path("password-reset/", auth_views.PasswordResetView.as_view(), name="password_reset"),
+    # The e-mail signs "Equipe WHAGO" (SITE_NAME), not the host name of the request.
+    path("password-reset/", auth_views.PasswordResetView.as_view(extra_email_context={"site_name": settings.SITE_NAME}),
+         name="password_reset"),
     path("password-reset/sent/", auth_views.PasswordResetDoneView.as_view(), name="password_reset_done"),
     path(
         "password-reset/<uidb64>/<token>/",
@@ -30,6 +37,9 @@ urlpatterns = [
     path("configuracoes/", views.settings_page, name="settings"),
     path("configuracoes/convites/", views.invite, name="invite"),
     path("configuracoes/convites/<int:pk>/revogar/", views.revoke_invitation, name="revoke_invitation"),
+    path("configuracoes/membros/<int:pk>/remover/", views.remove_member, name="remove_member"),
+    path("configuracoes/membros/<int:pk>/papel/", views.change_role, name="change_role"),
+    path("configuracoes/membros/<int:pk>/transferir/", views.transfer_ownership, name="transfer_ownership"),
     path("empresa/trocar/", views.switch_tenant, name="switch_tenant"),
     path("status/", views.status, name="status"),
     path("api-keys/", views.api_keys, name="api_keys"),

@@ -53,7 +53,8 @@ def signup(request: HttpRequest) -> HttpResponse:
         if settings.REQUIRE_EMAIL_CONFIRMATION:
             messages.info(request, _("We sent a link to %(email)s: open it to confirm your address and "
                                      "connect WhatsApp numbers.") % {"email": user.email})
-        return redirect("dashboard")
+        # Came from a paid plan's card: straight to Billing to choose it.
+        return redirect("billing" if request.GET.get("plano") else "dashboard")
     return render(request, "registration/signup.html", {"form": form})
 
 
@@ -136,6 +137,39 @@ def invite(request: HttpRequest) -> HttpResponse:
             return redirect("settings")
     # The errors next to the invitation's fields, what was typed kept.
     return _settings_page(request, invite_form=form, status=400)
+
+
+def _member_action(request: HttpRequest, pk: int, action, done: str) -> HttpResponse:
+    membership = get_object_or_404(Membership.objects.select_related("user"), pk=pk)
+    try:
+        action(membership)
+    except services.AccountError as error:
+        messages.error(request, str(error))
+    else:
+        messages.success(request, done % {"name": membership.user.get_full_name() or membership.user.email})
+    return redirect("settings")
+
+
+@require_POST
+@manager_required
+def remove_member(request: HttpRequest, pk: int) -> HttpResponse:
+    return _member_action(request, pk, lambda m: services.remove_member(m, by=request.membership),
+                          _("%(name)s was removed from the company."))
+
+
+@require_POST
+@manager_required
+def change_role(request: HttpRequest, pk: int) -> HttpResponse:
+    role = request.POST.get("role", "")
+    return _member_action(request, pk, lambda m: services.change_role(m, role, by=request.membership),
+                          _("The role of %(name)s was changed."))
+
+
+@require_POST
+@manager_required
+def transfer_ownership(request: HttpRequest, pk: int) -> HttpResponse:
+    return _member_action(request, pk, lambda m: services.transfer_ownership(m, by=request.membership),
+                          _("%(name)s is now the owner of the company; you are an administrator."))
 
 
 @require_POST
