@@ -76,7 +76,7 @@ from waha.client import (
     message_id,
     push_name,
 )
-from waha.models import WahaSession
+from waha.models import WahaSession, WebhookEvent
 from waha.signals import RetryLater
 from whago import services as accounts
 from whago.models import Tenant
@@ -1266,7 +1266,10 @@ def _handle_unclaimable(message: Message) -> float | None:
         if age < grace:
             # Nobody holds it, but the claim is fresh: its sender may be about to: look again later.
             return grace - age + 0.5
-        # Nobody is sending it now: an earlier attempt died after handing it to WAHA.
+        # Nobody is sending it now: an earlier attempt died, perhaps after handing it to WAHA.
+        # WAHA's own acks of it, stored but not matched (its id never got recorded), settle it.
+        if _settle_from_stored_acks(message):
+            return None
         _fail(
             message,
             _(
@@ -1276,6 +1279,86 @@ def _handle_unclaimable(message: Message) -> float | None:
             release=False,
         )
     return None
+
+
+def _peer_of_sent_id(waha_id: str) -> str | None:
+    """The E.164 number a message WAHA sent went to, from its serialized id (true_<chat>_<id>)."""
+    if not waha_id.startswith("true_") or waha_id.count("_") < 2:
+        return None
+    try:
+        return phone_from_chat_id(waha_id.split("_", 2)[1])
+    except ValidationError:
+        return None
+
+
+def _adopt_interrupted(outgoing, waha_id: str) -> Message | None:
+    """An ack for a message that failed as interrupted (handed to WAHA, its id never recorded): when
+    it is the only such message to that number, the ack is the evidence that it was sent, and the
+    message takes the id (SENT; the ack then moves it on). Nothing is guessed between several."""
+    peer = _peer_of_sent_id(waha_id)
+    if peer is None:
+        return None
+    since = _now() - timedelta(days=1)
+    candidates = list(outgoing.filter(status=Message.Status.FAILED, waha_id="", attempted_at__isnull=False,
+                                      peer=peer, failed_at__gte=since)[:2])
+    if len(candidates) != 1:
+        return None
+    message = candidates[0]
+    adopted = Message.objects.filter(pk=message.pk, status=Message.Status.FAILED, waha_id="").update(
+        waha_id=waha_id[:200], status=Message.Status.SENT, error="", failed_at=None, sent_at=message.attempted_at)
+    if not adopted:
+        return None
+    log.info("interrupted message %s settled by a later ack of WAHA", message.pk)
+    message.refresh_from_db()
+    return message
+
+
+# Acks stored up to this long before a claim may belong to it (clocks of web and worker differ).
+ACK_EVIDENCE_MARGIN = timedelta(seconds=5)
+
+
+def _settle_from_stored_acks(message: Message) -> bool:
+    """An interrupted message WAHA did send: its message.ack events were stored, unmatched (the
+    SENT record with WAHA's id never committed). Exactly one unclaimed sent-message id to the
+    same chat since the claim is evidence enough: the message takes that id and its furthest
+    status. Several candidates prove nothing and nothing is guessed. Call inside the claim's lock."""
+    session = message.chip.waha_session
+    if session is None:
+        return False
+    chat = chat_id(message.peer)
+    events = WebhookEvent.objects.filter(
+        container_id=session.container_id, session=session.remote_name, event="message.ack",
+        received_at__gte=message.attempted_at - ACK_EVIDENCE_MARGIN,
+    ).values_list("payload", flat=True)
+    acks: dict[str, int] = {}
+    for body in events:
+        payload = body.get("payload") if isinstance(body, dict) else None
+        waha_id = str((payload or {}).get("id") or "")
+        if not waha_id.startswith(f"true_{chat}_"):
+            continue
+        try:
+            acks[waha_id] = max(acks.get(waha_id, 0), int(payload.get("ack") or 0))
+        except (TypeError, ValueError):
+            continue
+    taken = set(Message.objects.filter(chip_id=message.chip_id, waha_id__in=list(acks)).values_list(
+        "waha_id", flat=True))
+    candidates = [waha_id for waha_id in acks if waha_id not in taken]
+    if len(candidates) != 1 or acks[candidates[0]] < 0:
+        return False  # nothing proven (or WhatsApp refused it: then it failed as the message says)
+    [waha_id] = candidates
+    old = message.status
+    message.waha_id, message.error, message.next_attempt_at = waha_id[:200], "", None
+    message.status = ACK_STATUS.get(acks[waha_id], Message.Status.SENT)
+    message.sent_at = message.attempted_at
+    now = _now()
+    if message.status in (Message.Status.DELIVERED, Message.Status.READ):
+        message.delivered_at = message.delivered_at or now
+    if message.status == Message.Status.READ:
+        message.read_at = message.read_at or now
+    message.save()
+    _message_changed(message, old)
+    log.info("interrupted message %s settled from WAHA's stored acks as %s", message.pk, message.status)
+    return True
 
 
 def _sendable(message: Message | None) -> bool:
@@ -1381,6 +1464,8 @@ def apply_ack(tenant: Tenant, session_name: str, waha_message_id: str, ack: int,
             if inflight_ids:
                 _wait_for_senders(inflight_ids)
                 message = next(iter(outgoing_messages.filter(waha_id=waha_message_id)[:1]), None)
+            if message is None:
+                message = _adopt_interrupted(outgoing_messages, waha_message_id)
         if message is None:
             return None
         now = _now()
