@@ -12,7 +12,9 @@ Import (CSV or XLSX; one bad row never stops the others)
         COLUMNS), every other column becomes a custom field. A row is refused, with its line
         number and reason, for an invalid phone, missing or invalid consent, or a number
         repeated in the file. A number already among the tenant's contacts is reported as a
-        duplicate and only added to the list (its data is not changed).
+        duplicate and only added to the list (its data is not changed). The size is checked
+        before reading, the rows are read as a stream (chips.spreadsheets) and reading stops at
+        CONTACTS_IMPORT_MAX_ROWS: the whole file is then refused, nothing imported.
 Opt-out
     opt_out_words(tenant) -> set[str] / is_opt_out(text, words) -> bool
     handle_inbound(message) -> None
@@ -22,8 +24,6 @@ Opt-out
 """
 from __future__ import annotations
 
-import csv
-import io
 import logging
 import re
 import unicodedata
@@ -41,6 +41,7 @@ from django_scopes import scopes_disabled
 
 from whago.models import Tenant
 
+from . import spreadsheets
 from .models import CampaignRecipient, CampaignSettings, Contact, ContactList, Message
 from .phones import normalize_phone
 
@@ -194,7 +195,7 @@ def custom_field_keys(tenant: Tenant, lists=None) -> set[str]:
 # --- import -------------------------------------------------------------------------------------
 
 
-@dataclass
+@dataclass(slots=True)
 class RowProblem:
     line: int
     phone: str
@@ -248,48 +249,6 @@ def parse_consent_date(value: Any) -> datetime | None:
     return moment
 
 
-def _rows_from_csv(content: bytes) -> list[list[Any]]:
-    for encoding in ("utf-8-sig", "cp1252"):
-        try:
-            text = content.decode(encoding)
-            break
-        except UnicodeDecodeError:
-            continue
-    sample = text[:4096]
-    try:
-        dialect = csv.Sniffer().sniff(sample, delimiters=",;\t")
-    except csv.Error:
-        # One column, or too irregular to sniff: Brazilian spreadsheets export with ";".
-        delimiter = ";" if sample.count(";") > sample.count(",") else ","
-        return list(csv.reader(io.StringIO(text), delimiter=delimiter))
-    return list(csv.reader(io.StringIO(text), dialect))
-
-
-def _rows_from_xlsx(content: bytes) -> list[list[Any]]:
-    from openpyxl import load_workbook
-
-    workbook = load_workbook(io.BytesIO(content), read_only=True, data_only=True)
-    try:
-        sheet = workbook.worksheets[0]
-        return [list(row) for row in sheet.iter_rows(values_only=True)]
-    finally:
-        workbook.close()
-
-
-def read_table(name: str, content: bytes) -> list[list[Any]]:
-    """The rows of an uploaded .csv or .xlsx file (header first); ContactError when unreadable."""
-    lowered = (name or "").lower()
-    try:
-        if lowered.endswith(".xlsx") or content[:4] == b"PK\x03\x04":
-            return _rows_from_xlsx(content)
-        if lowered.endswith((".csv", ".txt")) or not lowered:
-            return _rows_from_csv(content)
-    except Exception as exc:  # noqa: BLE001 - any parser failure is the file's problem, explained
-        log.info("unreadable contact file %s: %s", name, exc)
-        raise ContactError(_("The file could not be read as CSV or Excel (.xlsx): %(error)s") % {"error": exc})
-    raise ContactError(_("Send a .csv or .xlsx file."))
-
-
 def _columns(header: list[Any]) -> tuple[dict[str, int], dict[int, str]]:
     fixed: dict[str, int] = {}
     custom: dict[int, str] = {}
@@ -323,101 +282,152 @@ def _text(value: Any) -> str:
 
 
 def import_contacts(tenant: Tenant, upload, contact_list: ContactList) -> ImportReport:
-    """Import contacts from a CSV/XLSX upload into a list; bad rows are reported, good rows kept."""
+    """Import contacts from a CSV/XLSX upload into a list; bad rows are reported, good rows kept.
+
+    The file's size is checked before it is read and its rows are read as a stream: the row
+    limit stops the reading, so a file of millions of rows costs no more than the limit's worth.
+    """
     report = ImportReport()
-    content = upload.read() if hasattr(upload, "read") else bytes(upload)
-    if len(content) > settings.CONTACTS_IMPORT_MAX_BYTES:
-        report.error = _("The file is too large: the limit is %(limit)s MB.") % {
-            "limit": round(settings.CONTACTS_IMPORT_MAX_BYTES / 1048576, 1)}
+    limit = settings.CONTACTS_IMPORT_MAX_BYTES
+    too_large = (getattr(upload, "size", None) or 0) > limit
+    if not too_large:
+        content = upload.read(limit + 1) if hasattr(upload, "read") else bytes(upload)
+        too_large = len(content) > limit
+    if too_large:
+        report.error = _("The file is too large: the limit is %(limit)s MB.") % {"limit": round(limit / 1048576, 1)}
         return report
     try:
-        rows = read_table(getattr(upload, "name", ""), content)
-    except ContactError as exc:
+        staged = _read_contacts(spreadsheets.read_rows(getattr(upload, "name", ""), content), report)
+    except spreadsheets.UnreadableFile as exc:
         report.error = exc.message
+    if report.error:
+        report.problems = []
         return report
-    # Line numbers stay the file's own: blank rows are skipped, not removed.
-    numbered = [(line, row) for line, row in enumerate(rows, start=1) if any(_text(cell) for cell in row)]
-    if not numbered:
-        report.error = _("The file is empty.")
-        return report
-    fixed, custom = _columns(numbered[0][1])
-    if "phone" not in fixed:
-        report.error = _("No phone column found. Name the columns: nome, telefone, origem_do_consentimento, "
-                         "data_do_consentimento (and any custom fields).")
-        return report
-    if len(numbered) - 1 > settings.CONTACTS_IMPORT_MAX_ROWS:
-        report.error = _("Too many rows: at most %(max)s contacts per file.") % {
-            "max": settings.CONTACTS_IMPORT_MAX_ROWS}
-        return report
+    _save_imported(tenant, contact_list, staged, report)
+    report.problems.sort(key=lambda p: p.line)
+    return report
 
+
+def _too_many_rows() -> str:
+    return _("Too many rows: at most %(max)s contacts per file.") % {"max": settings.CONTACTS_IMPORT_MAX_ROWS}
+
+
+def _read_contacts(rows, report: ImportReport) -> list[_Staged]:
+    """The valid rows of the file (refused ones go to report.problems); report.error when the file
+    as a whole is refused. Stops reading as soon as the row limit is passed."""
+    max_rows = settings.CONTACTS_IMPORT_MAX_ROWS
+    max_lines = 2 * max_rows + 1  # blank lines are skipped but read: as many as the rows at most
+    fixed: dict[str, int] | None = None
+    custom: dict[int, str] = {}
+    data_rows = 0
     seen: dict[str, int] = {}
-    valid: list[tuple[int, Contact]] = []
-    for line, row in numbered[1:]:
-        raw_phone = _text(_cell(row, fixed["phone"]))
-        try:
-            phone = normalize_phone(raw_phone)
-        except ValidationError as exc:
-            report.problems.append(RowProblem(line, raw_phone, _("invalid phone: %(error)s") % {
-                "error": exc.messages[0]}, "invalid_phone"))
+    valid: list[_Staged] = []
+    # Line numbers stay the file's own: blank rows are skipped, not removed.
+    for line, row in enumerate(rows, start=1):
+        if line > max_lines:
+            report.error = _too_many_rows()
+            return []
+        if not any(_text(cell) for cell in row):
             continue
-        if phone in seen:
-            report.problems.append(RowProblem(line, raw_phone, _("duplicate: the same number is on line %(line)s")
-                                              % {"line": seen[phone]}, "duplicate"))
+        if fixed is None:
+            fixed, custom = _columns(row)
+            if "phone" not in fixed:
+                report.error = _("No phone column found. Name the columns: nome, telefone, origem_do_consentimento, "
+                                 "data_do_consentimento (and any custom fields).")
+                return []
             continue
-        source = _text(_cell(row, fixed.get("consent_source")))[:200]
-        raw_date = _cell(row, fixed.get("consent_at"))
-        try:
-            consent_at = parse_consent_date(raw_date)
-        except (ValueError, OverflowError):
-            report.problems.append(RowProblem(line, raw_phone, _("invalid consent date: “%(value)s” (use "
-                                                                 "DD/MM/YYYY)") % {"value": raw_date},
-                                              "invalid_date"))
-            continue
-        if not source or consent_at is None:
-            report.problems.append(RowProblem(line, raw_phone, _("missing consent: the consent source and date "
-                                                                 "are required"), "missing_consent"))
-            continue
-        if consent_at > timezone.now() + timedelta(minutes=5):
-            report.problems.append(RowProblem(line, raw_phone, _("invalid consent date: it is in the future"),
-                                              "invalid_date"))
-            continue
-        seen[phone] = line
-        values = {key: _text(_cell(row, index)) for index, key in custom.items()}
-        contact = Contact(
-            tenant_id=tenant.pk,
-            name=_text(_cell(row, fixed.get("name")))[:150],
-            phone=phone,
-            consent_source=source,
-            consent_at=consent_at,
-            fields=clean_fields({k: v for k, v in values.items() if v != ""}),
-        )
-        valid.append((line, contact))
+        data_rows += 1
+        if data_rows > max_rows:
+            report.error = _too_many_rows()
+            return []
+        staged = _stage_row(line, row, fixed, custom, seen, report)
+        if staged is not None:
+            seen[staged.phone] = line
+            valid.append(staged)
+    if fixed is None:
+        report.error = _("The file is empty.")
+    return valid
 
+
+@dataclass(slots=True)
+class _Staged:
+    """A valid row, waiting to be saved."""
+
+    line: int
+    phone: str
+    name: str
+    consent_source: str
+    consent_at: datetime
+    fields: dict[str, str]
+
+
+def _stage_row(line: int, row: list[Any], fixed: dict[str, int], custom: dict[int, str], seen: dict[str, int],
+               report: ImportReport) -> _Staged | None:
+    """One data row checked: the contact to save, or None with the reason in report.problems."""
+    raw_phone = _text(_cell(row, fixed["phone"]))
+    try:
+        phone = normalize_phone(raw_phone)
+    except ValidationError as exc:
+        report.problems.append(RowProblem(line, raw_phone, _("invalid phone: %(error)s") % {
+            "error": exc.messages[0]}, "invalid_phone"))
+        return None
+    if phone in seen:
+        report.problems.append(RowProblem(line, raw_phone, _("duplicate: the same number is on line %(line)s")
+                                          % {"line": seen[phone]}, "duplicate"))
+        return None
+    source = _text(_cell(row, fixed.get("consent_source")))[:200]
+    raw_date = _cell(row, fixed.get("consent_at"))
+    try:
+        consent_at = parse_consent_date(raw_date)
+    except (ValueError, OverflowError):
+        report.problems.append(RowProblem(line, raw_phone, _("invalid consent date: “%(value)s” (use "
+                                                             "DD/MM/YYYY)") % {"value": raw_date}, "invalid_date"))
+        return None
+    if not source or consent_at is None:
+        report.problems.append(RowProblem(line, raw_phone, _("missing consent: the consent source and date "
+                                                             "are required"), "missing_consent"))
+        return None
+    if consent_at > timezone.now() + timedelta(minutes=5):
+        report.problems.append(RowProblem(line, raw_phone, _("invalid consent date: it is in the future"),
+                                          "invalid_date"))
+        return None
+    values = {key: _text(_cell(row, index)) for index, key in custom.items()}
+    return _Staged(line, phone, _text(_cell(row, fixed.get("name")))[:150], source, consent_at,
+                   clean_fields({k: v for k, v in values.items() if v != ""}))
+
+
+def _save_imported(tenant: Tenant, contact_list: ContactList, staged: list[_Staged], report: ImportReport) -> None:
+    """Create the new contacts and put new and existing ones in the list, in one transaction."""
+    batch = 1000
     with scopes_disabled(), transaction.atomic():
-        existing = dict(
-            Contact.objects.filter(tenant_id=tenant.pk, phone__in=[c.phone for _line, c in valid])
-            .values_list("phone", "pk")
-        )
-        new = [c for _line, c in valid if c.phone not in existing]
-        for line, contact in valid:
-            if contact.phone in existing:
-                report.problems.append(RowProblem(line, contact.phone, _(
+        existing: dict[str, int] = {}
+        for start in range(0, len(staged), batch):
+            existing.update(Contact.objects.filter(
+                tenant_id=tenant.pk, phone__in=[row.phone for row in staged[start:start + batch]]
+            ).values_list("phone", "pk"))
+        new = [row for row in staged if row.phone not in existing]
+        for row in staged:
+            if row.phone in existing:
+                report.problems.append(RowProblem(row.line, row.phone, _(
                     "duplicate: already in your contacts (added to the list, its data was not changed)"), "existing"))
-        Contact.objects.bulk_create(new, batch_size=1000, ignore_conflicts=True)
-        created = dict(
-            Contact.objects.filter(tenant_id=tenant.pk, phone__in=[c.phone for c in new]).values_list("phone", "pk")
-        )
+        created: dict[str, int] = {}
+        for start in range(0, len(new), batch):
+            chunk = new[start:start + batch]
+            Contact.objects.bulk_create([
+                Contact(tenant_id=tenant.pk, name=row.name, phone=row.phone, consent_source=row.consent_source,
+                        consent_at=row.consent_at, fields=row.fields) for row in chunk
+            ], ignore_conflicts=True)
+            created.update(Contact.objects.filter(tenant_id=tenant.pk, phone__in=[row.phone for row in chunk])
+                           .values_list("phone", "pk"))
         ids = set(existing.values()) | set(created.values())
         through = Contact.lists.through
         already = set(through.objects.filter(contactlist_id=contact_list.pk, contact_id__in=ids)
                       .values_list("contact_id", flat=True))
         through.objects.bulk_create(
-            [through(contact_id=pk, contactlist_id=contact_list.pk) for pk in ids - already], batch_size=1000
+            [through(contact_id=pk, contactlist_id=contact_list.pk) for pk in ids - already], batch_size=batch
         )
         report.created = len(created)
         report.added_existing = len(existing)
-    report.problems.sort(key=lambda p: p.line)
-    return report
 
 
 # --- opt-out ------------------------------------------------------------------------------------
