@@ -36,21 +36,32 @@ OVERFLOW = """() => {
 }"""
 
 
+def _entries(text: str):
+    """(msgid, msgstr, flags, has_context, plural) of a .po file."""
+    for block in text.split("\n\n"):
+        fields, current, flags = {}, None, ""
+        for line in block.splitlines():
+            if line.startswith("#,"):
+                flags += line
+            elif line.startswith(("msgctxt", "msgid_plural", "msgid", "msgstr")):
+                current, _sep, rest = line.partition(" ")
+                fields[current] = rest[1:-1]
+            elif line.startswith('"') and current:
+                fields[current] += line[1:-1]
+        if "msgid" in fields:
+            msgstr = fields.get("msgstr", fields.get("msgstr[0]", ""))
+            yield fields["msgid"], msgstr, flags, "msgctxt" in fields, "msgid_plural" in fields
+
+
 def english_msgids() -> list[str]:
     """English texts of our catalogue that have a different pt-BR translation: seeing one on a pt-BR page
     means a string was left untranslated. Only plain texts of two words or more (no placeholders, no
     markup): single words and names (API, WhatsApp, E-mail) also occur in Portuguese."""
-    text = CATALOGUE.read_text()
     found = []
-    for block in text.split("\n\n"):
-        if "#, fuzzy" in block or "msgid_plural" in block:
-            continue
-        msgid = "".join(re.findall(r'^(?:msgid )?"(.*)"$', block.split("msgstr")[0], re.M)) if "msgid" in block else ""
-        msgstr = "".join(re.findall(r'^(?:msgstr )?"(.*)"$', block.split("msgstr", 1)[1], re.M)) if "msgstr" in block \
-            else ""
-        if not msgid or not msgstr or msgid == msgstr or "%" in msgid or "<" in msgid or "{" in msgid:
-            continue
+    for msgid, msgstr, flags, _context, plural in _entries(CATALOGUE.read_text()):
         msgid = msgid.replace('\\"', '"')
+        if not msgstr or msgid == msgstr or "fuzzy" in flags or plural or any(c in msgid for c in "%<{"):
+            continue
         if len(msgid.split()) >= 2 and len(msgid) >= 8:
             found.append(msgid)
     return found
@@ -64,9 +75,9 @@ class Browser:
     pages: list = field(default_factory=list)
     english: list = field(default_factory=english_msgids)
 
-    def open(self, width: int, height: int = 900):
+    def open(self, width: int, height: int = 900, logged_in: bool = True):
         context = self.playwright_browser.new_context(locale="pt-BR", viewport={"width": width, "height": height})
-        if self.cookies:
+        if self.cookies and logged_in:
             context.add_cookies(self.cookies)
         page = context.new_page()
         page.set_default_timeout(20_000)
