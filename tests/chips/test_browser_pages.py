@@ -152,3 +152,43 @@ def test_the_checks_catch_overflow_english_and_console_errors(browser):  # noqa:
     assert len(problems) == 3, problems
     assert "is 9" in problems[0] and "English" in problems[1] and "Forgot your password?" in problems[1]
     assert "boom" in problems[2]
+
+
+def test_forms_show_each_error_under_its_own_field_and_the_menu_opens_on_phones(owner_in_browser, browser):  # noqa: F811
+    tenant, client = owner_in_browser
+    from whago.models import Membership
+
+    with scopes_disabled():
+        email = Membership.objects.filter(tenant=tenant).select_related("user").get().user.email
+    page = browser.open(PHONE, logged_in=False)
+    page.goto(browser.base + "/signup/")
+    assert page.locator("#topmenu").is_hidden()
+    page.click("label.menu-button")
+    expect(page.locator("#topmenu a[href='/login/']")).to_be_visible()
+    page.click("label.menu-button")
+    page.fill("#id_full_name", "Maria Souza")
+    page.fill("#id_company", "")  # (the input's maxlength stops a too-long name in a browser)
+    page.fill("#id_email", email.upper())
+    page.fill("#id_password1", "Fermento-Natural-2026")
+    page.fill("#id_password2", "Fermento-Natural-2027")
+    page.click("main form button[type=submit]")
+    company_error = page.locator("[data-field=company] .errorlist")
+    expect(company_error).to_contain_text("obrigatório")
+    expect(page.locator("[data-field=password2] .errorlist")).to_contain_text("não coincidem")
+    expect(page.locator("[data-field=email] .errorlist")).to_contain_text("Já existe uma conta")
+    expect(page.locator("[data-field=full_name] .errorlist")).to_have_count(0)
+    # On screen too: the company's error sits between its own input and the next field's label.
+    error_box = company_error.bounding_box()
+    assert page.locator("#id_company").bounding_box()["y"] < error_box["y"]
+    assert error_box["y"] < page.locator("label[for=id_email]").bounding_box()["y"]
+    page.screenshot(path=str(ARTIFACTS / "page_signup_errors_390.png"), full_page=True)
+
+    browser.cookies = session_cookie(client, browser.base)
+    builder = browser.open(LAPTOP)
+    placed_chip(tenant)
+    contacts.create_list(tenant, "Clientes")
+    builder.goto(browser.base + "/campanhas/nova/")
+    box = builder.locator("#id_chips_0").bounding_box()
+    label = builder.locator("label[for=id_chips_0]").bounding_box()
+    assert label["x"] <= box["x"] and box["y"] < label["y"] + label["height"] and box["width"] < 40  # inline, not a row
+    builder.screenshot(path=str(ARTIFACTS / "page_campaign_builder_1280.png"), full_page=True)
