@@ -1,5 +1,4 @@
 """Portal pages of contacts, lists and campaigns: builder with preview, live progress, reports."""
-import csv
 from contextlib import contextmanager
 
 from django.conf import settings
@@ -9,13 +8,13 @@ from django.db import connection, transaction
 from django.db.models import Count, Q
 from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
-from django.utils import timezone
+from django.utils import timezone, translation
 from django.utils.translation import gettext as _
 from django.views.decorators.http import require_POST
 
 from whago.tenancy import manager_required, tenant_required
 
-from . import campaigns, contacts
+from . import campaigns, contacts, spreadsheets
 from .campaign_forms import (
     WEEKDAYS,
     CampaignForm,
@@ -150,6 +149,16 @@ def contact_import(request: HttpRequest) -> HttpResponse:
                     form.add_error("file", report.error)
     context = {"section": "campaigns", "tab": "contacts", "form": form, "report": report}
     return render(request, "portal/contacts/import.html", context, status=status)
+
+
+@tenant_required
+def contact_import_sample(request: HttpRequest) -> HttpResponse:
+    """A small CSV file with the columns the import recognises and two example contacts."""
+    header, *rows = spreadsheets.sample_rows()
+    body = "".join(spreadsheets.csv_stream(header, rows, translation.get_language()))
+    response = HttpResponse(body, content_type="text/csv; charset=utf-8")
+    response["Content-Disposition"] = 'attachment; filename="contatos-exemplo.csv"'
+    return response
 
 
 @tenant_required
@@ -346,41 +355,37 @@ def campaign_progress(request: HttpRequest, pk: int) -> HttpResponse:
         return render(request, "portal/campaigns/_progress.html", context)
 
 
-class _Echo:
-    def write(self, value: str) -> str:
-        return value
-
-
 @tenant_required
 def campaign_export(request: HttpRequest, pk: int) -> StreamingHttpResponse:
-    """The recipients (with the table's filters) as CSV, streamed."""
+    """The recipients (with the table's filters) as CSV, streamed, in the user's spreadsheet dialect."""
     campaign = _campaign(pk)
     form = RecipientFilterForm(request.GET or None)
     outcome = search = ""
     if form.is_valid():
         outcome, search = form.cleaned_data["outcome"], form.cleaned_data["q"]
     rows = campaigns.recipients(campaign, outcome, search)
-    writer = csv.writer(_Echo())
     labels = RecipientFilterForm.LABELS
     zone = campaigns.campaign_zone()
+    language = translation.get_language()
+    header = [_("name"), _("phone"), _("situation"), _("chip"), _("sent at"), _("delivered at"), _("read at"),
+              _("replied at"), _("opted out at"), _("reason")]
 
     def when(value):
         return timezone.localtime(value, zone).strftime("%Y-%m-%d %H:%M:%S") if value else ""
 
-    def lines():
-        yield "\ufeff"  # Excel opens UTF-8 CSV files correctly with a BOM
-        yield writer.writerow([_("name"), _("phone"), _("situation"), _("chip"), _("sent at"), _("delivered at"),
-                               _("read at"), _("replied at"), _("opted out at"), _("reason")])
-        for r in rows.iterator(chunk_size=1000):
-            message = r.message
-            yield writer.writerow([
-                r.name, r.phone, str(labels.get(r.outcome, r.outcome)), r.chip.alias if r.chip else "",
-                when(r.sent_at), when(message.delivered_at if message else None),
-                when(message.read_at if message else None), when(r.replied_at), when(r.opted_out_at),
-                r.error or (message.error if message else ""),
-            ])
+    def values():
+        with translation.override(language):  # streamed after the view returns
+            for r in rows.iterator(chunk_size=1000):
+                message = r.message
+                yield [
+                    r.name, r.phone, str(labels.get(r.outcome, r.outcome)), r.chip.alias if r.chip else "",
+                    when(r.sent_at), when(message.delivered_at if message else None),
+                    when(message.read_at if message else None), when(r.replied_at), when(r.opted_out_at),
+                    r.error or (message.error if message else ""),
+                ]
 
-    response = StreamingHttpResponse(lines(), content_type="text/csv; charset=utf-8")
+    lines = spreadsheets.csv_stream(header, values(), language)
+    response = StreamingHttpResponse(lines, content_type="text/csv; charset=utf-8")
     response["Content-Disposition"] = f'attachment; filename="campanha-{campaign.pk}.csv"'
     return response
 

@@ -28,6 +28,7 @@ from typing import Any
 from defusedxml.ElementTree import ParseError, iterparse
 from django.conf import settings
 from django.utils.translation import gettext as _
+from django.utils.translation import pgettext
 
 from whago.text import clean_text
 
@@ -352,10 +353,13 @@ def csv_stream(header: Iterable[Any], rows: Iterable[Iterable[Any]], language: s
 
 
 def sample_rows() -> list[list[str]]:
-    """The sample import file: the column names the import recognises and two example contacts."""
+    """The sample import file, in the active language: column names the import recognises and two
+    example contacts (dates as DD/MM/YYYY, which the import reads in either language)."""
     today = datetime.now().strftime("%d/%m/%Y")  # noqa: DTZ005 - a date shown as an example
     return [
-        ["nome", "telefone", "origem_do_consentimento", "data_do_consentimento", "cidade"],
-        ["Ana Souza", "(11) 98765-4321", "formulário do site", today, "Campinas"],
-        ["Bruno Lima", "+55 21 99876-5432", "balcão da loja", today, "Rio de Janeiro"],
+        [pgettext("sample import column", "name"), pgettext("sample import column", "phone"),
+         pgettext("sample import column", "consent_source"), pgettext("sample import column", "consent_date"),
+         pgettext("sample import column", "city")],
+        ["Ana Souza", "(11) 98765-4321", _("website form"), today, "Campinas"],
+        ["Bruno Lima", "+55 21 99876-5432", _("store counter"), today, "Rio de Janeiro"],
     ]

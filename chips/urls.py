@@ -42,6 +42,7 @@ urlpatterns = [
     path("contatos/", campaign_views.contact_list, name="contact_list"),
     path("contatos/novo/", campaign_views.contact_create, name="contact_create"),
     path("contatos/importar/", campaign_views.contact_import, name="contact_import"),
+    path("contatos/importar/exemplo.csv", campaign_views.contact_import_sample, name="contact_import_sample"),
     path("contatos/descadastro/", campaign_views.opt_out_settings, name="opt_out_settings"),
     path("contatos/listas/", campaign_views.list_index, name="contact_lists"),
     path("contatos/listas/<int:pk>/", campaign_views.list_detail, name="contact_list_detail"),
