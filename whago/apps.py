@@ -9,7 +9,7 @@ class WhagoConfig(AppConfig):
     verbose_name = _("Accounts and tenants")
 
     def ready(self) -> None:
-        from . import schema  # noqa: F401  (registers the OpenAPI auth extension)
+        from . import checks, schema  # noqa: F401  (deploy checks; the OpenAPI auth extension)
 
 
 class WhagoAdminConfig(admin_apps.AdminConfig):

@@ -22,12 +22,17 @@ for _name in [name for name, value in os.environ.items() if value == ""]:
 
 DJANGO_ENV = env.str("DJANGO_ENV", default="development")
 PRODUCTION = DJANGO_ENV == "production"
+# The image build (Dockerfile: collectstatic, compilemessages): production's static storage,
+# throwaway secrets (none written under var/, so none is baked into the image).
+BUILD = DJANGO_ENV == "build"
 VAR_DIR = Path(env.str("WHAGO_VAR_DIR", default=str(BASE_DIR / "var")))
 VAR_DIR.mkdir(parents=True, exist_ok=True)
 
 
 def _embedded_secret(name: str) -> str:
     """A random secret kept under var/, so embedded mode survives restarts."""
+    if BUILD:  # never baked into an image
+        return secrets.token_urlsafe(50)
     path = VAR_DIR / name
     if not path.exists():
         path.write_text(secrets.token_urlsafe(50))
@@ -205,7 +210,7 @@ STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
     "staticfiles": {
         "BACKEND": "whitenoise.storage.CompressedManifestStaticFilesStorage"
-        if PRODUCTION
+        if PRODUCTION or BUILD
         else "django.contrib.staticfiles.storage.StaticFilesStorage"
     },
 }
@@ -334,6 +339,8 @@ if PRODUCTION:
     SECURE_HSTS_SECONDS = env.int("SECURE_HSTS_SECONDS", default=31536000)
     SECURE_HSTS_INCLUDE_SUBDOMAINS = True
     SECURE_HSTS_PRELOAD = True
+    # Health probes (load balancers, docker health checks) may ask over plain HTTP.
+    SECURE_REDIRECT_EXEMPT = [r"^healthz$"]
 
 # --- WAHA containers (waha app) ------------------------------------------------------
 # Where WAHA containers run: "local" (simulator processes, embedded mode), "docker", or

@@ -6,12 +6,13 @@ from django.templatetags.static import static
 from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
-from . import dashboard, views
+from . import dashboard, health, views
 from .api import Me
 from .forms import LoginForm
 
 urlpatterns = [
     path("", views.landing, name="landing"),
+    path("healthz", health.healthz, name="healthz"),
     # Browsers ask for /favicon.ico on pages without an icon link (the admin's, the receipt).
     path("favicon.ico", lambda request: HttpResponsePermanentRedirect(static("img/favicon.svg"))),
     path("signup/", views.signup, name="signup"),
