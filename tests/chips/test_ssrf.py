@@ -12,13 +12,15 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 from django.db import DatabaseError, transaction
 from django.urls import reverse
+from django.utils.translation import gettext
 from django_scopes import scopes_disabled
 
 from chips import outgoing
 from chips.models import TenantWebhook, WebhookDelivery
 from whago import safehttp
 
-REFUSED = "Address not allowed: the URL points to a private or local address."
+# The delivery log is written in the site's language.
+REFUSED = gettext("Address not allowed: the URL points to a private or local address.")
 
 
 class Server:
