@@ -1,6 +1,8 @@
 """Billing pages (public pricing, the tenant's Cobrança page) and the gateways' webhook receiver."""
 import logging
 
+from csp.decorators import csp_update
+from django.conf import settings
 from django.contrib import messages
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import get_object_or_404, redirect, render
@@ -19,12 +21,16 @@ log = logging.getLogger(__name__)
 MAX_WEBHOOK_BYTES = 512 * 1024
 # When the provider we must ask is unreachable: the gateway retries the webhook (and may wait longer).
 WEBHOOK_RETRY_AFTER_SECONDS = 120
+# Pages whose forms start a checkout: the browser follows its redirect to the gateway's page, which the
+# Content-Security-Policy's form-action must allow (settings.CSP_CHECKOUT_FORM_ACTION).
+checkout_forms = csp_update({"form-action": settings.CSP_CHECKOUT_FORM_ACTION})
 
 
 def pricing(request: HttpRequest) -> HttpResponse:
     return render(request, "billing/pricing.html", {"plans": Plan.objects.filter(is_public=True)})
 
 
+@checkout_forms
 @tenant_required
 def billing_home(request: HttpRequest) -> HttpResponse:
     subscription = services.subscription_of(request.tenant)
@@ -93,6 +99,7 @@ def downgrade(request: HttpRequest) -> HttpResponse:
     return redirect("billing")
 
 
+@checkout_forms
 @tenant_required
 def payment_detail(request: HttpRequest, reference) -> HttpResponse:
     payment = get_object_or_404(Payment.objects.select_related("plan"), reference=reference)

@@ -10,6 +10,8 @@ from django.utils.html import format_html
 from django.utils.translation import gettext_lazy as _
 from django.utils.translation import ngettext
 
+from whago.admin_tools import status_dot
+
 from . import services
 from .models import Proxy, ProxyAlert, ProxyAssignment, ProxyCheck, ProxyProvider
 
@@ -63,8 +65,8 @@ def _health_badge(obj) -> str:
     if obj.last_check is None:
         return format_html('<span title="{}">—</span>', _("not checked yet"))
     if obj.healthy:
-        return format_html('<span style="color:#2e7d32">● {}</span>', _("healthy"))
-    return format_html('<span style="color:#c62828">● {}</span>', _("unhealthy"))
+        return status_dot(_("healthy"), "good")
+    return status_dot(_("unhealthy"), "bad")
 
 
 def _active_assignments_link(count: int, **filters) -> str:

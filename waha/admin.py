@@ -25,7 +25,7 @@ from django.utils.translation import gettext_lazy as _
 from django.utils.translation import ngettext
 
 from whago import audit
-from whago.admin_tools import BigTableAdmin, ConsoleAdmin
+from whago.admin_tools import BigTableAdmin, ConsoleAdmin, status_dot
 from whago.models import AuditLog
 
 from . import manager, ops
@@ -168,9 +168,9 @@ class WahaContainerAdmin(ConsoleAdmin):
 
     @admin.display(description=_("status"), ordering="status")
     def status_badge(self, obj: WahaContainer) -> str:
-        colour = {"running": "#2e7d32", "stopped": "#757575", "failed": "#c62828"}.get(obj.status, "#f9a825")
+        tone = {"running": "good", "stopped": "idle", "failed": "bad"}.get(obj.status, "busy")
         healthy = "" if obj.status != ContainerStatus.RUNNING or obj.healthy else " ⚠"
-        return format_html('<span style="color:{}">● {}{}</span>', colour, obj.get_status_display(), healthy)
+        return status_dot(f"{obj.get_status_display()}{healthy}", tone)
 
     @admin.display(description=_("sessions"), ordering="_sessions")
     def sessions_in_use(self, obj: WahaContainer) -> str:
@@ -198,7 +198,7 @@ class WahaContainerAdmin(ConsoleAdmin):
             return "0"
         url = reverse("admin:waha_containeralert_changelist")
         return format_html(
-            '<a href="{}?container__id__exact={}&amp;state__exact=open" style="color:#c62828">{}</a>',
+            '<a href="{}?container__id__exact={}&amp;state__exact=open" class="ops-bad">{}</a>',
             url, obj.pk, obj._open_alerts,
         )
 
@@ -545,8 +545,8 @@ class ContainerAlertAdmin(ConsoleAdmin):
 
     @admin.display(description=_("state"), ordering="state")
     def state_badge(self, obj: ContainerAlert) -> str:
-        colour = {"open": "#c62828", "acknowledged": "#ef6c00", "resolved": "#2e7d32"}[obj.state]
-        return format_html('<span style="color:{}">● {}</span>', colour, obj.get_state_display())
+        tone = {"open": "bad", "acknowledged": "warn", "resolved": "good"}[obj.state]
+        return status_dot(obj.get_state_display(), tone)
 
     @admin.display(description=_("acknowledged"), ordering="acknowledged_at")
     def acknowledged(self, obj: ContainerAlert) -> str:

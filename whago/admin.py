@@ -23,7 +23,7 @@ from django.utils.translation import gettext_lazy as _
 from django.utils.translation import ngettext
 
 from . import services
-from .admin_tools import BigTableAdmin, ConsoleAdmin, FastCheckboxMixin
+from .admin_tools import BigTableAdmin, ConsoleAdmin, FastCheckboxMixin, status_dot
 from .models import AuditLog, Invitation, Membership, Tenant, User, WorkerHeartbeat
 
 
@@ -88,9 +88,8 @@ class TenantAdmin(ConsoleAdmin):
     @admin.display(description=_("state"), ordering="is_active")
     def state(self, obj: Tenant) -> str:
         if obj.is_active:
-            return format_html('<span style="color:#2e7d32">● {}</span>', _("active"))
-        return format_html('<span style="color:#c62828" title="{}">● {}</span>', obj.suspension_reason,
-                           _("suspended"))
+            return status_dot(_("active"), "good")
+        return status_dot(_("suspended"), "bad", title=obj.suspension_reason)
 
     @admin.display(description=_("plan"), ordering="_plan")
     def plan(self, obj: Tenant) -> str:
@@ -283,8 +282,8 @@ class AuditLogAdmin(BigTableAdmin):
 
     @admin.display(description=_("status"), ordering="status")
     def status_badge(self, obj: AuditLog) -> str:
-        colour = {"running": "#f9a825", "succeeded": "#2e7d32", "failed": "#c62828"}[obj.status]
-        return format_html('<span style="color:{}">● {}</span>', colour, obj.get_status_display())
+        tone = {"running": "busy", "succeeded": "good", "failed": "bad"}[obj.status]
+        return status_dot(obj.get_status_display(), tone)
 
     @admin.display(description=_("result"))
     def outcome(self, obj: AuditLog) -> str:

@@ -75,3 +75,11 @@ class BigTableAdmin(ConsoleAdmin):
 
     paginator = EstimatedCountPaginator
     show_facets = admin.ShowFacets.NEVER  # facet counts are one COUNT per filter choice
+
+
+def status_dot(label, tone: str, title: str = "") -> str:
+    """A coloured "● label" for admin lists; the colour comes from a class of ops/console.css
+    (good, busy, warn, bad, idle): the Content-Security-Policy allows no style= attribute."""
+    if title:
+        return format_html('<span class="ops-dot ops-{}" title="{}">● {}</span>', tone, title, label)
+    return format_html('<span class="ops-dot ops-{}">● {}</span>', tone, label)

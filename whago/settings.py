@@ -72,6 +72,9 @@ INSTALLED_APPS = [
     "django_htmx",
     "axes",
     "django_ratelimit",
+    "csp",
+    "django_otp",
+    "django_otp.plugins.otp_totp",
     "waha",
     "proxies",
     "billing",
@@ -80,12 +83,14 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    "csp.middleware.CSPMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.locale.LocaleMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django_otp.middleware.OTPMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "django_htmx.middleware.HtmxMiddleware",
@@ -342,6 +347,30 @@ if PRODUCTION:
     # Health probes (load balancers, docker health checks) may ask over plain HTTP.
     SECURE_REDIRECT_EXEMPT = [r"^healthz$"]
 
+# Content-Security-Policy (django-csp): scripts, styles, fonts and frames only from this site, no inline
+# script or style (templates keep theirs in static/; htmx runs without eval, see base.html's htmx-config).
+# QR codes are PNGs served by the site; Swagger UI's icons are data: images.
+CONTENT_SECURITY_POLICY = {
+    "DIRECTIVES": {
+        "default-src": ["'self'"],
+        "script-src": ["'self'"],
+        "style-src": ["'self'"],
+        "img-src": ["'self'", "data:"],
+        "connect-src": ["'self'"],
+        "font-src": ["'self'"],
+        "object-src": ["'none'"],
+        "base-uri": ["'self'"],
+        "form-action": ["'self'"],
+        "frame-ancestors": ["'none'"],
+    },
+}
+# The pages whose forms start a payment also allow sending the browser on to the gateways' checkout
+# pages (a form's redirect is checked against form-action): Stripe, Mercado Pago, PayPal.
+CSP_CHECKOUT_FORM_ACTION = env.list("CSP_CHECKOUT_FORM_ACTION", default=[
+    "https://checkout.stripe.com", "https://*.mercadopago.com.br", "https://*.mercadopago.com",
+    "https://*.paypal.com",
+])
+
 # --- WAHA containers (waha app) ------------------------------------------------------
 # Where WAHA containers run: "local" (simulator processes, embedded mode), "docker", or
 # "external" (WAHA servers operators registered in the admin, shared by every tenant).
@@ -513,3 +542,8 @@ OPS_CHART_CACHE_SECONDS = env.int("OPS_CHART_CACHE_SECONDS", default=300)
 OPS_SUSPEND_EVENTS_WAIT_SECONDS = env.float("OPS_SUSPEND_EVENTS_WAIT_SECONDS", default=5.0)
 # Admin lists count rows exactly up to this many; above it they show the database's estimate.
 ADMIN_EXACT_COUNT_LIMIT = env.int("ADMIN_EXACT_COUNT_LIMIT", default=10000)
+# Operators act on every tenant's containers: the admin (and /status/) then asks for a second factor, the
+# code of an authenticator app (TOTP, django-otp), set up with `manage.py operator_totp <email>`.
+# On in production; off in the embedded mode of `make run`, whose printed demo login has no device.
+ADMIN_REQUIRE_2FA = env.bool("ADMIN_REQUIRE_2FA", default=PRODUCTION)
+OTP_TOTP_ISSUER = SITE_NAME  # the name the authenticator app shows next to the code

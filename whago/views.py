@@ -4,7 +4,6 @@ import time
 
 from django.conf import settings
 from django.contrib import messages
-from django.contrib.admin.views.decorators import staff_member_required
 from django.contrib.auth import login
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
@@ -17,6 +16,7 @@ from django_scopes import scopes_disabled
 from billing.models import Plan
 
 from . import ratelimits, services
+from .admin_site import operator_required
 from .forms import ApiKeyForm, InviteForm, SignUpForm, TenantSettingsForm
 from .models import ApiKey, Invitation, Membership, User, WorkerHeartbeat
 from .tasks import ping
@@ -231,7 +231,7 @@ def switch_tenant(request: HttpRequest) -> HttpResponse:
     return HttpResponse(status=404)
 
 
-@staff_member_required
+@operator_required
 def status(request: HttpRequest) -> HttpResponse:
     """Operator page: a ping task's round trip through a worker, and when the worker and beat
     processes were last seen (whago.heartbeats). 503 when anything is wrong, for an uptime probe."""

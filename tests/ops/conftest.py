@@ -16,22 +16,53 @@ from tests.waha.conftest import (  # noqa: F401 - fixtures shared with the waha 
 
 @pytest.fixture(autouse=True)
 def ops_settings(settings):
-    """Wait long enough for the worker in tests; no cached chart between tests."""
+    """The console as in production, with the second factor; wait long enough for the worker in tests;
+    no cached chart between tests."""
+    settings.ADMIN_REQUIRE_2FA = True
     settings.OPS_ACTION_WAIT_SECONDS = 30
     settings.OPS_CHART_CACHE_SECONDS = 0
     settings.OPS_LOG_WAIT_SECONDS = 10
     return settings
 
 
+def pass_second_factor(client, user):
+    """The session of a logged-in test client as after the admin login with the authenticator's code
+    (ADMIN_REQUIRE_2FA): the operator's TOTP device, recorded in the session as django-otp does. The login
+    form itself is tested in tests/ops/test_two_factor.py."""
+    from django_otp import DEVICE_ID_SESSION_KEY
+    from django_otp.plugins.otp_totp.models import TOTPDevice
+
+    device = TOTPDevice.objects.create(user=user, name="authenticator", confirmed=True)
+    session = client.session
+    session[DEVICE_ID_SESSION_KEY] = device.persistent_id
+    session.save()
+    return device
+
+
 @pytest.fixture
 def ops_client(client, db):
-    """The test client logged in as an operator (a staff superuser; no password to hash)."""
+    """The test client logged in as an operator (a staff superuser; no password to hash), past the
+    second factor, so it reaches the admin whether ADMIN_REQUIRE_2FA is on or off."""
     from whago.models import User
 
     user = User.objects.create_superuser(email="console@whago.test", password=None)
     client.force_login(user)
+    pass_second_factor(client, user)
     client.user = user
     return client
+
+
+@pytest.fixture
+def container(make_owner):
+    """A running container's row (no real container behind it): what the console's pages show and act on."""
+    from django_scopes import scopes_disabled
+
+    from waha.models import ContainerStatus, WahaContainer
+
+    _, tenant = make_owner()
+    with scopes_disabled():
+        return WahaContainer.objects.create(tenant=tenant, name="whago-access-1", runtime="docker", port=21900,
+                                            status=ContainerStatus.RUNNING)
 
 
 @pytest.fixture

@@ -4,8 +4,9 @@ from django.contrib.auth.models import Permission
 from django.urls import reverse
 from django_scopes import scopes_disabled
 
-from waha.models import ContainerStatus, WahaContainer
 from whago.models import AuditLog, User
+
+from .conftest import pass_second_factor
 
 pytestmark = pytest.mark.django_db
 
@@ -21,12 +22,10 @@ def staff_with(*perms: str) -> User:
     return user
 
 
-@pytest.fixture
-def container(make_owner) -> WahaContainer:
-    _, tenant = make_owner()
-    with scopes_disabled():
-        return WahaContainer.objects.create(tenant=tenant, name="whago-access-1", runtime="docker", port=21900,
-                                            status=ContainerStatus.RUNNING)
+def log_in(client, user: User) -> None:
+    """Logged in past the second factor (ops_settings turns it on): only permissions decide below."""
+    client.force_login(user)
+    pass_second_factor(client, user)
 
 
 @pytest.mark.parametrize("url", ["/admin/", "/admin/dashboard/", "/admin/waha/wahacontainer/",
@@ -38,7 +37,7 @@ def test_tenant_users_are_sent_to_the_admin_login(owner_client, url):
 
 
 def test_staff_without_permissions_see_nothing(client, container):
-    client.force_login(staff_with())
+    log_in(client, staff_with())
     assert client.get("/admin/").status_code == 200  # the index, empty
     assert client.get("/admin/dashboard/").status_code == 403
     assert client.get(reverse("admin:waha_wahacontainer_changelist")).status_code == 403
@@ -50,7 +49,7 @@ def test_staff_without_permissions_see_nothing(client, container):
 
 
 def test_view_permission_shows_containers_but_no_action_that_changes_them(client, container):
-    client.force_login(staff_with("waha.view_wahacontainer"))
+    log_in(client, staff_with("waha.view_wahacontainer"))
     assert client.get(reverse("admin:waha_wahacontainer_changelist")).status_code == 200
     page = client.get(reverse("admin:waha_wahacontainer_change", args=[container.pk])).content.decode()
     assert 'id="action-list_sessions"' in page
@@ -66,14 +65,14 @@ def test_view_permission_shows_containers_but_no_action_that_changes_them(client
 
 
 def test_dashboard_needs_its_permission(client):
-    client.force_login(staff_with("whago.view_dashboard"))
+    log_in(client, staff_with("whago.view_dashboard"))
     assert client.get("/admin/dashboard/").status_code == 200
     assert reverse("ops_dashboard") in client.get("/admin/").content.decode()
 
 
 def test_tenant_suspension_needs_the_change_permission(client, make_owner):
     _, tenant = make_owner()
-    client.force_login(staff_with("whago.view_tenant"))
+    log_in(client, staff_with("whago.view_tenant"))
     assert client.get(reverse("admin:whago_tenant_changelist")).status_code == 200
     assert client.post(reverse("admin:whago_tenant_suspend", args=[tenant.pk]), {"reason": "x"}).status_code == 403
     tenant.refresh_from_db()

@@ -17,6 +17,7 @@ from waha.models import AlertState, ContainerAlert, ContainerStatus, SessionStat
 from whago import services
 from whago.models import User
 
+from .conftest import pass_second_factor
 from .rows import make
 
 GIB = 1024**3
@@ -166,7 +167,9 @@ def week_of_samples(make_tenant, client) -> str:
     ]
     with scopes_disabled():
         StatsSample.objects.bulk_create(samples)
-    client.force_login(User.objects.create_superuser(email="painel@whago.test", password=None))
+    operator = User.objects.create_superuser(email="painel@whago.test", password=None)
+    client.force_login(operator)
+    pass_second_factor(client, operator)
     return client.cookies["sessionid"].value
 
 
@@ -210,7 +213,9 @@ def first_hour(make_tenant, client) -> str:
     with scopes_disabled():
         StatsSample.objects.create(container=container, cpu_percent=35, memory_bytes=2 * GIB, memory_percent=20,
                                    sessions=6, taken_at=timezone.now())
-    client.force_login(User.objects.create_superuser(email="primeira@whago.test", password=None))
+    operator = User.objects.create_superuser(email="primeira@whago.test", password=None)
+    client.force_login(operator)
+    pass_second_factor(client, operator)
     return client.cookies["sessionid"].value
 
 

@@ -39,6 +39,8 @@ class Command(BaseCommand):
                     f"  Operators' console: {base}/admin/   {OPERATOR_EMAIL} / {creds.get('operator', '?')}",
                     f"  Demo tenant portal: {base}/login/   {TENANT_EMAIL} / {creds.get('tenant', '?')}",
                     f"  Worker round trip:  {base}/status/  (as the operator)",
+                    *([f"  ADMIN_REQUIRE_2FA is on: give the operator an authenticator with "
+                       f"`manage.py operator_totp {OPERATOR_EMAIL}`"] if settings.ADMIN_REQUIRE_2FA else []),
                     "",
                 ]
             )

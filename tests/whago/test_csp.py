@@ -1,0 +1,159 @@
+"""Content-Security-Policy (django-csp): every main page is served with it, and in a real browser no page
+breaks it — no inline script or style, no eval (htmx runs without it), nothing from other sites.
+
+The browser test listens to the browser's own `securitypolicyviolation` events and to its console (where
+Chromium reports each refused script, style or connection), on the portal, the operators' console and
+the API docs, and checks that what the inline code used to do still happens (charts drawn, the progress
+bar's widths, a select that submits, a confirmation asked).
+"""
+import pytest
+from django.contrib.auth import get_user_model
+from django.urls import reverse
+from django.utils import timezone
+from django_scopes import scopes_disabled
+
+from chips.models import CampaignRecipient, Message
+from tests.chips.browserkit import LAPTOP, browser, session_cookie  # noqa: F401 - fixture
+from tests.chips.conftest import placed_chip
+from tests.chips.test_browser_pages import mark_sent, running_campaign
+from tests.ops.conftest import pass_second_factor
+from waha.models import ContainerStatus, WahaContainer
+
+STRICT = {
+    "default-src": ["'self'"], "script-src": ["'self'"], "style-src": ["'self'"], "img-src": ["'self'", "data:"],
+    "connect-src": ["'self'"], "object-src": ["'none'"], "base-uri": ["'self'"], "form-action": ["'self'"],
+    "frame-ancestors": ["'none'"],
+}
+
+
+def policy(response) -> dict[str, list[str]]:
+    header = response.headers.get("Content-Security-Policy")
+    assert header, f"{response.wsgi_request.path}: no Content-Security-Policy header"
+    directives = [part.split() for part in header.split(";") if part.strip()]
+    return {name: values for name, *values in directives}
+
+
+@pytest.fixture
+def clients(client_factory, make_owner, settings):
+    """Anonymous, a company's owner (a chip, a campaign under way) and an operator past the second factor."""
+    settings.ADMIN_REQUIRE_2FA = True
+    user, tenant = make_owner(company="Padaria Pão Quente")
+    chip = placed_chip(tenant, alias="Balcão")
+    campaign, _ = running_campaign(tenant, chip, people=4)
+    with scopes_disabled():
+        for recipient in CampaignRecipient.objects.filter(campaign=campaign).order_by("pk")[:2]:
+            mark_sent(campaign, chip, recipient)
+        Message.objects.create(tenant=tenant, chip=chip, direction=Message.Direction.IN, peer="+5511988880001",
+                               body="Vocês abrem\nno domingo?", status=Message.Status.RECEIVED,
+                               created_at=timezone.now())
+        container = WahaContainer.objects.create(tenant=tenant, name="whago-csp-1", runtime="docker", port=21990,
+                                                 status=ContainerStatus.RUNNING)
+    owner = client_factory()
+    owner.force_login(user)
+    operator_user = get_user_model().objects.create_superuser(email="csp@whago.test", password=None)
+    operator = client_factory()
+    operator.force_login(operator_user)
+    pass_second_factor(operator, operator_user)
+    return {"anonymous": client_factory(), "owner": owner, "operator": operator, "chip": chip,
+            "campaign": campaign, "container": container, "tenant": tenant}
+
+
+def main_pages(data) -> list[tuple[str, str, str]]:
+    """(who, name, path) of the pages the header test and the browser test go through."""
+    chip, campaign, container = data["chip"], data["campaign"], data["container"]
+    return [
+        ("anonymous", "landing", reverse("landing")), ("anonymous", "login", reverse("login")),
+        ("anonymous", "signup", reverse("signup")), ("anonymous", "pricing", reverse("pricing")),
+        ("anonymous", "admin login", reverse("admin:login")), ("anonymous", "api docs", reverse("api_docs")),
+        ("owner", "dashboard", reverse("dashboard")), ("owner", "chips", reverse("chip_list")),
+        ("owner", "chip", reverse("chip_detail", args=[chip.pk])), ("owner", "messages", reverse("message_list")),
+        ("owner", "campaigns", reverse("campaign_list")),
+        ("owner", "campaign", reverse("campaign_detail", args=[campaign.pk])),
+        ("owner", "campaign report", reverse("campaign_report", args=[campaign.pk])),
+        ("owner", "chip report", reverse("campaign_chip_report")),
+        ("owner", "billing", reverse("billing")), ("owner", "api keys", reverse("api_keys")),
+        ("owner", "settings", reverse("settings")),
+        ("operator", "admin index", "/admin/"),
+        ("operator", "admin containers", reverse("admin:waha_wahacontainer_changelist")),
+        ("operator", "admin container", reverse("admin:waha_wahacontainer_change", args=[container.pk])),
+        ("operator", "admin tenants", reverse("admin:whago_tenant_changelist")),
+        ("operator", "admin tenant", reverse("admin:whago_tenant_change", args=[data["tenant"].pk])),
+        ("operator", "ops dashboard", reverse("ops_dashboard")),
+    ]
+
+
+@pytest.mark.django_db
+def test_every_main_page_is_served_with_the_policy(clients):
+    for who, name, path in main_pages(clients):
+        response = clients[who].get(path)
+        assert response.status_code == 200, f"{name}: {response.status_code}"
+        found = policy(response)
+        expected = dict(STRICT)
+        if name == "billing":  # its forms go on to the gateways' checkout pages
+            expected["form-action"] = ["'self'", "https://checkout.stripe.com", "https://*.mercadopago.com.br",
+                                       "https://*.mercadopago.com", "https://*.paypal.com"]
+        assert {key: found.get(key) for key in expected} == expected, name
+        header = response.headers["Content-Security-Policy"]
+        assert "unsafe-inline" not in header and "unsafe-eval" not in header, name
+    # Swagger UI's start-up script is a file of its own, under the same policy.
+    script = clients["anonymous"].get(reverse("api_docs") + "?script=")
+    assert script.status_code == 200 and script["Content-Type"].startswith("application/javascript")
+    assert policy(script)["script-src"] == ["'self'"]
+
+
+# Every refusal the browser reports, with where it came from.
+LISTEN = """document.addEventListener("securitypolicyviolation", (e) => {
+  (window.__csp = window.__csp || []).push(
+    `${e.effectiveDirective} blocked ${e.blockedURI || "inline"} at ${e.sourceFile}:${e.lineNumber}`);
+});"""
+
+
+@pytest.mark.browser
+@pytest.mark.django_db(transaction=True, serialized_rollback=True)
+def test_no_page_breaks_the_policy_in_a_browser(clients, browser):  # noqa: F811
+    pages = {}
+    for who in ("anonymous", "owner", "operator"):
+        browser.cookies = session_cookie(clients[who], browser.base) if who != "anonymous" else []
+        pages[who] = browser.open(LAPTOP)
+        pages[who].add_init_script(LISTEN)
+    problems = []
+    for who, name, path in main_pages(clients):
+        page = pages[who]
+        response = page.goto(browser.base + path)
+        assert response.status == 200, f"{name}: {response.status}"
+        assert "Content-Security-Policy" in {key.title(): value for key, value in response.headers.items()}
+        page.wait_for_load_state("networkidle")
+        if name == "api docs":
+            page.wait_for_selector(".swagger-ui .opblock")  # the UI was built by its script
+        elif name == "campaign report":
+            assert page.evaluate("!!Chart.getChart(document.getElementById('rates-chart'))"), "no chart drawn"
+        elif name == "ops dashboard":
+            assert page.evaluate("!!Chart.getChart(document.getElementById('chart-load'))"), "no chart drawn"
+        elif name == "campaign":
+            widths = page.evaluate("""[...document.querySelectorAll('#progress .bar [data-flex]')]
+                .map((el) => [el.dataset.flex, getComputedStyle(el).flexGrow])""")
+            assert widths and all(float(flex) == float(grow) for flex, grow in widths), widths
+        elif name == "admin container":
+            page.wait_for_selector("#log-tail-output :is(p, pre)")  # htmx asked for the log at load
+        violations = page.evaluate("window.__csp || []")
+        refused = [text for text in page.console_errors if "Content Security Policy" in text]
+        if violations or refused:
+            problems.append(f"{name} ({path}): {violations[:4]} {refused[:4]}")
+        page.console_errors.clear()
+    assert not problems, "\n".join(problems)
+
+    # What inline handlers did, done by static/js/whago.js: a confirmation before a chip is disconnected...
+    owner = pages["owner"]
+    owner.goto(browser.base + reverse("chip_detail", args=[clients["chip"].pk]))
+    asked = []
+    owner.once("dialog", lambda dialog: (asked.append(dialog.message), dialog.dismiss()))
+    owner.click("form[data-confirm] button[type=submit]")
+    owner.wait_for_load_state("networkidle")
+    assert asked == ["Desconectar este número do WhatsApp?"] and owner.url.endswith(f"/chips/{clients['chip'].pk}/")
+    # ...and the language select that submits itself.
+    anonymous = pages["anonymous"]
+    anonymous.goto(browser.base + reverse("landing"))
+    with anonymous.expect_navigation():
+        anonymous.select_option("#language", "en")
+    assert anonymous.evaluate("document.documentElement.lang") == "en"
+    assert not anonymous.evaluate("window.__csp || []") and not owner.evaluate("window.__csp || []")
