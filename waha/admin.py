@@ -124,17 +124,17 @@ def _count(model, **filters) -> Coalesce:
 @admin.register(WahaContainer)
 class WahaContainerAdmin(ConsoleAdmin):
     list_display = [
-        "name", "tenant", "status_badge", "port", "engine", "sessions_in_use", "uptime", "cpu", "memory",
+        "name", "tenant", "status_badge", "on_node", "port", "engine", "sessions_in_use", "uptime", "cpu", "memory",
         "open_alerts",
     ]
-    list_filter = ["status", OpenAlertFilter, "healthy", "runtime", "engine"]
+    list_filter = ["status", OpenAlertFilter, "healthy", "runtime", "engine", "node_name"]
     list_select_related = ["tenant"]
     search_fields = ["name", "tenant__name", "tenant__slug", "runtime_id"]
     readonly_fields = [
         "tenant", "name", "runtime", "runtime_id", "port", "image", "engine", "status", "healthy", "started_at",
         "last_health_at", "last_error", "down_since", "restart_count", "last_cpu_percent", "last_memory_bytes",
         "last_memory_percent", "last_stats_at", "created_at", "updated_at", "url", "version", "whatsapp_engine",
-        "key_enforced", "capabilities_at",
+        "key_enforced", "capabilities_at", "node_name", "node_address",
     ]
     fields = [*readonly_fields[:8], "capacity", *readonly_fields[8:]]
     inlines = [WahaSessionInline]
@@ -175,6 +175,11 @@ class WahaContainerAdmin(ConsoleAdmin):
     @admin.display(description=_("sessions"), ordering="_sessions")
     def sessions_in_use(self, obj: WahaContainer) -> str:
         return f"{obj._sessions} / {obj.capacity}"
+
+    @admin.display(description=_("node"), ordering="node_name")
+    def on_node(self, obj: WahaContainer) -> str:
+        """The Swarm node it is pinned to (runtime swarm); "—" on a single host."""
+        return obj.node_name or "—"
 
     @admin.display(description=_("uptime"), ordering="started_at")
     def uptime(self, obj: WahaContainer) -> str:

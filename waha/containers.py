@@ -50,6 +50,9 @@ def labels_for(container: WahaContainer) -> dict[str, str]:
 def env_for(container: WahaContainer) -> dict[str, str]:
     """The environment of a WAHA container, with WAHA's own variable names."""
     loopback_only = container.runtime == "local" or settings.WAHA_NETWORK_MODE == "host"
+    if container.runtime == "swarm" and settings.WAHA_NETWORK_MODE == "host":
+        # On a node's host network WHAGO reaches it at the node's address (loopback on one node).
+        loopback_only = settings.WAHA_SWARM_NODE_ADDRESS == "127.0.0.1"
     env = {
         "WHATSAPP_API_PORT": str(container.port),
         # With host networking (and locally) listen on loopback only; a published port
@@ -69,6 +72,11 @@ def env_for(container: WahaContainer) -> dict[str, str]:
         env["WAHA_SIM_PROFILE"] = settings.WAHA_SIM_PROFILE
     if container.runtime != "local":
         env["WAHA_LOCAL_STORE_BASE_DIR"] = settings.WAHA_DATA_DIR
+    if settings.WAHA_SESSIONS_POSTGRESQL_URL and container.runtime != "local":
+        # WAHA Plus keeps sessions in PostgreSQL (a database per session): they survive the container
+        # moving to another node. Servers sharing the database need a worker id each.
+        env["WHATSAPP_SESSIONS_POSTGRESQL_URL"] = settings.WAHA_SESSIONS_POSTGRESQL_URL
+        env["WAHA_WORKER_ID"] = container.name
     # No global WHATSAPP_HOOK_URL: each session carries its webhook (sessions.session_config),
     # so an event is delivered once, not once per webhook.
     return env
@@ -93,6 +101,7 @@ def spec_for(container: WahaContainer) -> ContainerSpec:
         memory_limit=memory,
         cpu_limit=cpus,
         data_dir=settings.WAHA_DATA_DIR,
+        node=container.node,
     )
 
 

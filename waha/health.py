@@ -6,7 +6,7 @@ import logging
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from django.conf import settings
@@ -28,6 +28,7 @@ from .containers import (
     wait_ready,
 )
 from .models import AlertRule, ContainerStatus, SessionStatus, WahaContainer, WahaSession
+from .placement import relocate_stranded
 from .runtime import RuntimeFailure
 from .sessions import apply_info, resume, wanted_sessions
 
@@ -63,6 +64,7 @@ class HealthResult:
     sessions: dict[str, dict] = field(default_factory=dict)
     lost: list[str] = field(default_factory=list)  # wanted sessions WAHA no longer had
     capabilities: dict | None = None
+    started_at: datetime | None = None  # when the runtime started it again by itself (a Swarm task)
 
 
 def _heal(container: WahaContainer, wanted: list[WahaSession], repair: bool = True) -> HealthResult:
@@ -82,14 +84,21 @@ def _heal(container: WahaContainer, wanted: list[WahaSession], repair: bool = Tr
             runtime.start(container.runtime_id)
             result.action = "started"
         else:
-            try:
-                client_for(container, retries=0, timeout=(2, 5)).ping()
-            except WahaError as exc:
-                stuck = container.down_since and timezone.now() - container.down_since > timedelta(minutes=2)
-                if not (repair and stuck):
-                    return HealthResult(False, error=str(exc), runtime_id=container.runtime_id)
-                runtime.restart(container.runtime_id)
-                result.action = "restarted"
+            location = runtime.locate(container.runtime_id)
+            since = location.since if location else None
+            if repair and since and container.started_at and since > container.started_at:
+                # Swarm started a new task since WHAGO last saw it (killed, unhealthy, node back):
+                # waited for below, like a container the sweep started itself.
+                result.action, result.started_at = "rescheduled", since
+            else:
+                try:
+                    client_for(container, retries=0, timeout=(2, 5)).ping()
+                except WahaError as exc:
+                    stuck = container.down_since and timezone.now() - container.down_since > timedelta(minutes=2)
+                    if not (repair and stuck):
+                        return HealthResult(False, error=str(exc), runtime_id=container.runtime_id)
+                    runtime.restart(container.runtime_id)
+                    result.action = "restarted"
         if result.action:
             container.runtime_id = result.runtime_id
             wait_ready(container, detect=False)
@@ -121,7 +130,7 @@ def _record(container: WahaContainer, result: HealthResult) -> None:
         fields.append("runtime_id")
         if result.action:
             container.restart_count += 1
-            container.started_at = timezone.now()
+            container.started_at = result.started_at or timezone.now()
             fields += ["restart_count", "started_at"]
             log.warning("health sweep %s %s", result.action, container.name)
         container.save(update_fields=fields)
@@ -185,8 +194,9 @@ def health_sweep() -> dict[str, list[str]]:
     """Every running container checked at once; dead ones restarted and their sessions resumed."""
     with scopes_disabled():
         containers = list(WahaContainer.objects.filter(status__in=[ContainerStatus.RUNNING, ContainerStatus.FAILED]))
+        moved = relocate_stranded(containers)  # swarm: off drained or lost nodes first
         wanted = wanted_sessions(containers)
-        report: dict[str, list[str]] = {"healthy": [], "unhealthy": [], "repaired": []}
+        report: dict[str, list[str]] = {"healthy": [], "unhealthy": [], "repaired": [], "moved": moved}
         for container, result in concurrently(lambda c: _heal(c, wanted.get(c.pk, [])), containers):
             if isinstance(result, Exception):
                 result = HealthResult(False, error=repr(result))

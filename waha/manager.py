@@ -30,7 +30,17 @@ from .containers import (
 )
 from .health import check_health, health_sweep
 from .orphans import cleanup_orphans, find_orphans
-from .placement import NoServerWithRoom, PortRangeExhausted, TenantSuspended, ensure_container, port_range
+from .placement import (
+    NoNodeWithRoom,
+    NoServerWithRoom,
+    PortRangeExhausted,
+    TenantSuspended,
+    ensure_container,
+    move_container,
+    port_range,
+    relocate_stranded,
+    waha_nodes,
+)
 from .sessions import (
     DEFAULT_EVENTS,
     ProxyNotSupported,
@@ -54,12 +64,13 @@ from .sessions import (
 from .stats import stats_sweep
 
 __all__ = [
-    "DEFAULT_EVENTS", "ContainerNotReady", "NoServerWithRoom", "PortRangeExhausted", "ProxyNotSupported",
-    "TenantSuspended", "WahaManagerError", "alert_recipients", "alert_sweep", "check_health", "cleanup_orphans",
-    "client_for", "container_logs", "container_stats", "create_session", "delete_container", "delete_session",
-    "detect_capabilities", "ensure_container", "ensure_started", "env_for", "find_orphans", "get_session",
-    "health_sweep", "instance_slug", "labels_for", "limits_of", "list_sessions", "logout_session", "port_range", "qr",
-    "request_code", "resize_containers", "restart_container", "restart_session", "resume_sessions",
-    "runtime_of", "send_file", "send_image", "send_text", "session_config", "session_info", "spec_for",
-    "start_container", "start_session", "stats_sweep", "stop_container", "stop_session", "wait_ready",
+    "ContainerNotReady", "DEFAULT_EVENTS", "NoNodeWithRoom", "NoServerWithRoom", "PortRangeExhausted",
+    "ProxyNotSupported", "TenantSuspended", "WahaManagerError", "alert_recipients", "alert_sweep", "check_health",
+    "cleanup_orphans", "client_for", "container_logs", "container_stats", "create_session", "delete_container",
+    "delete_session", "detect_capabilities", "ensure_container", "ensure_started", "env_for", "find_orphans",
+    "get_session", "health_sweep", "instance_slug", "labels_for", "limits_of", "list_sessions", "logout_session",
+    "move_container", "port_range", "qr", "relocate_stranded", "request_code", "resize_containers",
+    "restart_container", "restart_session", "resume_sessions", "runtime_of", "send_file", "send_image", "send_text",
+    "session_config", "session_info", "spec_for", "start_container", "start_session", "stats_sweep", "stop_container",
+    "stop_session", "waha_nodes", "wait_ready",
 ]

@@ -58,8 +58,14 @@ class WahaContainer(models.Model):
     name = models.CharField(_("name"), max_length=100, unique=True)
     runtime = models.CharField(_("runtime"), max_length=16)
     runtime_id = models.CharField(_("runtime id"), max_length=100, blank=True)
-    # Unique: a host port is reserved in the database, never in a cache alone. None for external servers.
-    port = models.PositiveIntegerField(_("port"), unique=True, null=True, blank=True)
+    # A host port is reserved in the database (unique per node), never in a cache alone. None for
+    # external servers.
+    port = models.PositiveIntegerField(_("port"), null=True, blank=True)
+    # Runtime "swarm": the node the container is pinned to (Swarm's node id), its hostname and the
+    # address WHAGO reaches its published port at. Empty on single-host runtimes.
+    node = models.CharField(_("node id"), max_length=64, blank=True)
+    node_name = models.CharField(_("node"), max_length=100, blank=True)
+    node_address = models.CharField(_("node address"), max_length=100, blank=True)
     # External servers: where WHAGO reaches them. Empty for the containers WHAGO runs.
     url = models.URLField(_("URL"), max_length=200, blank=True)
     api_key = EncryptedTextField(_("API key"), default=_secret, editable=False)
@@ -101,6 +107,7 @@ class WahaContainer(models.Model):
         verbose_name_plural = _("WAHA containers")
         ordering = ["tenant_id", "created_at"]
         indexes = [models.Index(fields=["tenant", "created_at"], name="waha_container_order")]
+        constraints = [models.UniqueConstraint(fields=["node", "port"], name="waha_container_unique_node_port")]
 
     def __str__(self) -> str:
         return self.name
@@ -110,8 +117,11 @@ class WahaContainer(models.Model):
         """Where the app reaches this container's HTTP API."""
         if self.url:
             return self.url.rstrip("/")
-        if self.runtime == "docker" and settings.WAHA_NETWORK_MODE == "network":
+        if self.runtime in ("docker", "swarm") and settings.WAHA_NETWORK_MODE == "network":
             return f"http://{self.name}:{self.port}"
+        if self.runtime == "swarm" and self.node_address:
+            host = f"[{self.node_address}]" if ":" in self.node_address else self.node_address
+            return f"http://{host}:{self.port}"
         return f"http://{settings.WAHA_HOST}:{self.port}"
 
     @property

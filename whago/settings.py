@@ -372,8 +372,9 @@ CSP_CHECKOUT_FORM_ACTION = env.list("CSP_CHECKOUT_FORM_ACTION", default=[
 ])
 
 # --- WAHA containers (waha app) ------------------------------------------------------
-# Where WAHA containers run: "local" (simulator processes, embedded mode), "docker", or
-# "external" (WAHA servers operators registered in the admin, shared by every tenant).
+# Where WAHA containers run: "local" (simulator processes, embedded mode), "docker",
+# "swarm" (Docker Swarm services across nodes, docs/deploy.md) or "external" (WAHA servers
+# operators registered in the admin, shared by every tenant).
 WAHA_RUNTIME = env.str("WAHA_RUNTIME", default="local")
 # Image of the docker runtime. Since WAHA 2026.6.1 the free image has the Plus features.
 WAHA_IMAGE = env.str("WAHA_IMAGE", default="devlikeapro/waha:latest")
@@ -433,6 +434,20 @@ WAHA_DOCKER_TIMEOUT = env.int("WAHA_DOCKER_TIMEOUT", default=30)
 WAHA_SWEEP_THREADS = env.int("WAHA_SWEEP_THREADS", default=64)
 # Largest webhook body accepted, in bytes.
 WAHA_WEBHOOK_MAX_BYTES = env.int("WAHA_WEBHOOK_MAX_BYTES", default=1024 * 1024)
+# Runtime "swarm" (docs/deploy.md): each container a Swarm service pinned to a node.
+# Nodes WAHA may run on: those with this label set to "true" when any node has it, else all.
+WAHA_SWARM_NODE_LABEL = env.str("WAHA_SWARM_NODE_LABEL", default="whago.waha")
+# The address WHAGO reaches every node's WAHA ports at, instead of each node's own address
+# (label whago.address, else the address Swarm knows): 127.0.0.1 on a single-node swarm.
+WAHA_SWARM_NODE_ADDRESS = env.str("WAHA_SWARM_NODE_ADDRESS", default="")
+# Share of a container's memory limit reserved on its node (1.0: a node is never overcommitted).
+WAHA_SWARM_MEMORY_RESERVATION = env.float("WAHA_SWARM_MEMORY_RESERVATION", default=1.0)
+# Seconds a container may stay down on a node that is down before it is moved to another node
+# (a drained or removed node's containers are moved at once).
+WAHA_SWARM_NODE_LOST_SECONDS = env.int("WAHA_SWARM_NODE_LOST_SECONDS", default=300)
+# WAHA Plus's PostgreSQL session store (WHATSAPP_SESSIONS_POSTGRESQL_URL), for every container:
+# sessions then survive a container moving to another node. Empty: sessions on the data volume.
+WAHA_SESSIONS_POSTGRESQL_URL = env.str("WAHA_SESSIONS_POSTGRESQL_URL", default="")
 
 # --- Billing (billing app) -------------------------------------------------------
 # Gateway credentials come from the environment; a gateway without them is not offered.

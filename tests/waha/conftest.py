@@ -88,6 +88,7 @@ def waha_signals():
 # A session-wide autouse fixture removes every container and volume labelled with this
 # run's WHAGO_INSTANCE, before (leftovers of an interrupted run) and after the tests.
 
+import contextlib  # noqa: E402
 import subprocess  # noqa: E402
 import sys  # noqa: E402
 import time  # noqa: E402
@@ -105,13 +106,30 @@ def run_label() -> str:
 
 
 def remove_run_containers() -> None:
-    """Every container and volume of this test run (label whago.instance) removed."""
+    """Every Swarm service, container and volume of this test run (label whago.instance) removed."""
     if not settings.WHAGO_INSTANCE.startswith("test-"):
         return  # never touch a real deployment's containers
     client = docker.from_env()
     try:
-        for container in client.containers.list(all=True, filters={"label": run_label()}):
-            container.remove(force=True)
+        if (client.info().get("Swarm") or {}).get("ControlAvailable"):
+            # Services first: Swarm would start their removed containers again.
+            services = client.services.list(filters={"label": run_label()})
+            for service in services:
+                service.remove()
+            # Until their tasks leave the swarm, Swarm holds their ports on the node.
+            removed, deadline = {service.id for service in services}, time.monotonic() + 30
+            while removed and time.monotonic() < deadline and any(
+                task.get("ServiceID") in removed for task in client.api.tasks()
+            ):
+                time.sleep(0.2)
+        deadline = time.monotonic() + 30
+        while containers := client.containers.list(all=True, filters={"label": run_label()}, ignore_removed=True):
+            for container in containers:
+                # Swarm may be removing its own already (NotFound, or 409 "already in progress").
+                with contextlib.suppress(docker.errors.NotFound, docker.errors.APIError):
+                    container.remove(force=True)
+            if time.monotonic() > deadline:
+                raise AssertionError(f"containers of this run not removed: {[c.name for c in containers]}")
         for volume in client.volumes.list(filters={"label": run_label()}):
             volume.remove(force=True)
     finally:
@@ -203,3 +221,6 @@ def make_tenant(transactional_db):
 
 # --- conformance targets: real WAHA Core and the simulator's core-2024.10 profile ---------
 from tests.waha.realwaha import real_target, simulator_target, waha_target  # noqa: E402, F401
+
+# --- a real single-node Docker Swarm (runtime swarm) ---------------------------------------
+from tests.waha.swarmkit import swarm, waha_swarm  # noqa: E402, F401

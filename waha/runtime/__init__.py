@@ -1,12 +1,13 @@
-"""Runtimes of WAHA containers: `docker` (a Docker engine), `local` (simulator processes) and
-`external` (servers operators run and registered in the admin)."""
+"""Runtimes of WAHA containers: `docker` (a Docker engine), `swarm` (Docker Swarm services across
+nodes), `local` (simulator processes) and `external` (servers operators run and registered in the admin)."""
 from functools import cache
 
 from django.conf import settings
 
-from .base import ContainerInfo, ContainerMissing, ContainerSpec, Runtime, RuntimeFailure, Stats
+from .base import ContainerInfo, ContainerMissing, ContainerSpec, Location, Node, Runtime, RuntimeFailure, Stats
 
-__all__ = ["ContainerInfo", "ContainerMissing", "ContainerSpec", "Runtime", "RuntimeFailure", "Stats", "get_runtime"]
+__all__ = ["ContainerInfo", "ContainerMissing", "ContainerSpec", "Location", "Node", "Runtime", "RuntimeFailure",
+           "Stats", "get_runtime"]
 
 
 @cache
@@ -15,6 +16,10 @@ def _runtime(name: str) -> Runtime:
         from .docker import DockerRuntime
 
         return DockerRuntime()
+    if name == "swarm":
+        from .swarm import SwarmRuntime
+
+        return SwarmRuntime()
     if name == "local":
         from .local import LocalRuntime
 
@@ -23,7 +28,7 @@ def _runtime(name: str) -> Runtime:
         from .external import ExternalRuntime
 
         return ExternalRuntime()
-    raise RuntimeFailure(f"Unknown WAHA_RUNTIME {name!r}: use docker, local or external.")
+    raise RuntimeFailure(f"Unknown WAHA_RUNTIME {name!r}: use docker, swarm, local or external.")
 
 
 def get_runtime(name: str | None = None) -> Runtime:

@@ -27,6 +27,7 @@ class ContainerSpec:
     memory_limit: str = ""
     cpu_limit: float = 0.0
     data_dir: str = "/app/.sessions"
+    node: str = ""  # multi-host runtimes (swarm): the id of the node the container is pinned to
 
 
 @dataclass
@@ -38,6 +39,32 @@ class ContainerInfo:
     status: str  # running | exited | created | restarting | paused | dead | missing
     labels: dict[str, str] = field(default_factory=dict)
     created_at: datetime | None = None
+
+
+@dataclass
+class Node:
+    """A host of a multi-host runtime (a Swarm node) as WHAGO sees it."""
+
+    id: str
+    name: str
+    address: str  # where WHAGO reaches the ports its containers publish there
+    state: str  # ready | down | unknown | disconnected
+    availability: str  # active | pause | drain
+    labelled: bool  # carries the WAHA node label (settings.WAHA_SWARM_NODE_LABEL)
+    memory_bytes: int = 0
+    local: bool = False  # the node of the engine WHAGO talks to
+
+    @property
+    def ready(self) -> bool:
+        return self.state == "ready" and self.availability == "active"
+
+
+@dataclass
+class Location:
+    """Where a container's current instance runs (multi-host runtimes)."""
+
+    node: str
+    since: datetime | None = None  # when that instance (a Swarm task) was created
 
 
 @dataclass
@@ -104,3 +131,17 @@ class Runtime:
     def check(self) -> str:
         """Raise RuntimeFailure when the runtime cannot work; else a one-line description."""
         raise NotImplementedError
+
+    # Multi-host runtimes only (swarm); one host is the default.
+
+    def nodes(self) -> list[Node] | None:
+        """The hosts containers may be placed on; None for a single-host runtime."""
+        return None
+
+    def locate(self, runtime_id: str) -> Location | None:
+        """Where the container's running instance is; None when not known or not running."""
+        return None
+
+    def move(self, runtime_id: str, spec: ContainerSpec) -> None:
+        """Pin the container to spec.node (and its port there): it starts again on that node."""
+        raise RuntimeFailure(f"The {self.name} runtime has one host: containers cannot move.")

@@ -47,7 +47,17 @@ class Command(BaseCommand):
         except RuntimeFailure as exc:
             self.bad(f"The {name} runtime does not work: {exc}")
             return False
-        if name == "docker":
+        if name == "swarm":
+            try:
+                nodes = manager.waha_nodes(runtime.nodes())
+            except RuntimeFailure as exc:
+                self.bad(str(exc))
+                return False
+            if not nodes:
+                self.bad("No Swarm node takes WAHA containers (ready, active, labelled when any node is).")
+            for node in nodes:
+                self.ok(f"node {node.name} ({node.address or 'no address'}) takes WAHA containers")
+        if name in ("docker", "swarm"):
             image = settings.WAHA_IMAGE
             try:
                 present = runtime.image_present(image)
@@ -68,9 +78,17 @@ class Command(BaseCommand):
         except manager.WahaManagerError as exc:
             self.bad(str(exc))
             return
+        hosts = 1
+        if settings.WAHA_RUNTIME == "swarm":  # each node has the whole range: capacity is their sum
+            try:
+                hosts = len(manager.waha_nodes(get_runtime("swarm").nodes()))
+            except RuntimeFailure:
+                hosts = 0
+            ports = range(len(ports) * hosts)
         with scopes_disabled():
-            used = WahaContainer.objects.filter(port__in=ports).count()
-        text = f"ports {settings.WAHA_PORT_RANGE}: {used} of {len(ports)} reserved"
+            used = WahaContainer.objects.filter(port__in=manager.port_range(), runtime=settings.WAHA_RUNTIME).count()
+        where = f" on {hosts} node(s)" if settings.WAHA_RUNTIME == "swarm" else ""
+        text = f"ports {settings.WAHA_PORT_RANGE}{where}: {used} of {len(ports)} reserved"
         if used >= len(ports):
             self.bad(f"{text}: the range is exhausted, no container can be created (widen WAHA_PORT_RANGE).")
         elif used >= 0.9 * len(ports):
