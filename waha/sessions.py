@@ -188,11 +188,21 @@ def session_info(session: WahaSession) -> dict:
     return info
 
 
-def start_session(session: WahaSession) -> dict:
-    """Start the session with its config (given again: Core forgets it when WAHA restarts)."""
-    client = client_for(session.container)
-    if session.config:
+def _give_back_config(client, session: WahaSession, info: dict | None = None) -> None:
+    """Give WAHA the session's config again where it has none (Core forgets configs when it
+    restarts). A config WAHA still holds is left alone: an update restarts a session."""
+    if not session.config:
+        return
+    if info is None:
+        info = client.get_session(session.remote_name) or {}
+    if not info.get("config"):
         client.update_session(session.remote_name, json.loads(session.config))
+
+
+def start_session(session: WahaSession) -> dict:
+    """Start the session, with its config given again where WAHA forgot it."""
+    client = client_for(session.container)
+    _give_back_config(client, session)
     info = client.start_session(session.remote_name)
     _set_should_run(session, True)
     apply_info(session, info)
@@ -207,12 +217,12 @@ def stop_session(session: WahaSession) -> dict:
 
 
 def restart_session(session: WahaSession) -> dict:
-    """Restart the session with its config: an update restarts a running session (WAHA), then
-    start covers a stopped one ("already started" is success)."""
+    """Restart the session, with its config given again where WAHA forgot it."""
     client = client_for(session.container)
-    if session.config:
-        client.update_session(session.remote_name, json.loads(session.config))
-        info = client.start_session(session.remote_name)
+    current = client.get_session(session.remote_name) or {}
+    if session.config and not current.get("config"):
+        _give_back_config(client, session, current)  # an update restarts a running session
+        info = client.start_session(session.remote_name)  # and starts a stopped one
     else:
         info = client.restart_session(session.remote_name)
     _set_should_run(session, True)
@@ -333,8 +343,7 @@ def resume(container: WahaContainer, wanted: list[WahaSession]) -> list[str]:
             log.warning("session %s was missing from %s: created again", session.remote_name, container.name)
             client.create_session(session.remote_name, config, start=True)
         elif info.get("status") in ("STOPPED", "FAILED"):
-            if config is not None:
-                client.update_session(session.remote_name, config)
+            _give_back_config(client, session, info)
             client.start_session(session.remote_name)
         else:
             continue
