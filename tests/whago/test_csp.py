@@ -7,11 +7,13 @@ the API docs, and checks that what the inline code used to do still happens (cha
 bar's widths, a select that submits, a confirmation asked).
 """
 import pytest
+from django.contrib import admin
 from django.contrib.auth import get_user_model
 from django.urls import reverse
 from django.utils import timezone
 from django_scopes import scopes_disabled
 
+from billing.models import Payment
 from chips.models import CampaignRecipient, Message
 from tests.chips.browserkit import LAPTOP, browser, session_cookie  # noqa: F401 - fixture
 from tests.chips.conftest import placed_chip
@@ -48,14 +50,18 @@ def clients(client_factory, make_owner, settings):
                                created_at=timezone.now())
         container = WahaContainer.objects.create(tenant=tenant, name="whago-csp-1", runtime="docker", port=21990,
                                                  status=ContainerStatus.RUNNING)
+        payment = Payment.objects.create(tenant=tenant, kind="credits", credits=1000, amount="49.90", currency="BRL",
+                                         gateway="sandbox", external_id="sbx-csp-1", status=Payment.Status.PAID,
+                                         paid_at=timezone.now())
     owner = client_factory()
     owner.force_login(user)
     operator_user = get_user_model().objects.create_superuser(email="csp@whago.test", password=None)
     operator = client_factory()
     operator.force_login(operator_user)
     pass_second_factor(operator, operator_user)
+    operator.user = operator_user
     return {"anonymous": client_factory(), "owner": owner, "operator": operator, "chip": chip,
-            "campaign": campaign, "container": container, "tenant": tenant}
+            "campaign": campaign, "container": container, "tenant": tenant, "payment": payment}
 
 
 def main_pages(data) -> list[tuple[str, str, str]]:
@@ -72,6 +78,8 @@ def main_pages(data) -> list[tuple[str, str, str]]:
         ("owner", "campaign report", reverse("campaign_report", args=[campaign.pk])),
         ("owner", "chip report", reverse("campaign_chip_report")),
         ("owner", "billing", reverse("billing")), ("owner", "api keys", reverse("api_keys")),
+        ("owner", "payment", reverse("billing_payment", args=[data["payment"].reference])),
+        ("owner", "receipt", reverse("billing_receipt", args=[data["payment"].reference])),
         ("owner", "settings", reverse("settings")),
         ("operator", "admin index", "/admin/"),
         ("operator", "admin containers", reverse("admin:waha_wahacontainer_changelist")),
@@ -89,7 +97,7 @@ def test_every_main_page_is_served_with_the_policy(clients):
         assert response.status_code == 200, f"{name}: {response.status_code}"
         found = policy(response)
         expected = dict(STRICT)
-        if name == "billing":  # its forms go on to the gateways' checkout pages
+        if name in ("billing", "payment"):  # their forms go on to the gateways' checkout pages
             expected["form-action"] = ["'self'", "https://checkout.stripe.com", "https://*.mercadopago.com.br",
                                        "https://*.mercadopago.com", "https://*.paypal.com"]
         assert {key: found.get(key) for key in expected} == expected, name
@@ -108,6 +116,18 @@ LISTEN = """document.addEventListener("securitypolicyviolation", (e) => {
 });"""
 
 
+def console_lists(data) -> list[tuple[str, str, str]]:
+    """Every list of the operators' console (filters, actions of the Django admin), and forms with its widgets
+    (two-box selects, date and time pickers, the related-object popups)."""
+    lists = [("operator", f"admin {model._meta.label}",
+              reverse(f"admin:{model._meta.app_label}_{model._meta.model_name}_changelist"))
+             for model in sorted(admin.site._registry, key=lambda model: model._meta.label)]
+    operator = data["operator"].user
+    return lists + [("operator", "admin user form", reverse("admin:whago_user_change", args=[operator.pk])),
+                    ("operator", "admin plan form", reverse("admin:billing_plan_add")),
+                    ("operator", "admin totp form", reverse("admin:otp_totp_totpdevice_add"))]
+
+
 @pytest.mark.browser
 @pytest.mark.django_db(transaction=True, serialized_rollback=True)
 def test_no_page_breaks_the_policy_in_a_browser(clients, browser):  # noqa: F811
@@ -117,7 +137,7 @@ def test_no_page_breaks_the_policy_in_a_browser(clients, browser):  # noqa: F811
         pages[who] = browser.open(LAPTOP)
         pages[who].add_init_script(LISTEN)
     problems = []
-    for who, name, path in main_pages(clients):
+    for who, name, path in main_pages(clients) + console_lists(clients):
         page = pages[who]
         response = page.goto(browser.base + path)
         assert response.status == 200, f"{name}: {response.status}"
@@ -157,3 +177,70 @@ def test_no_page_breaks_the_policy_in_a_browser(clients, browser):  # noqa: F811
         anonymous.select_option("#language", "en")
     assert anonymous.evaluate("document.documentElement.lang") == "en"
     assert not anonymous.evaluate("window.__csp || []") and not owner.evaluate("window.__csp || []")
+
+
+@pytest.fixture
+def stripe_owner(make_owner, client_factory, settings):
+    """A company's owner on a site whose only gateway is Stripe, its API faked at the HTTP boundary."""
+    import responses
+
+    settings.STRIPE_SECRET_KEY = "sk_test_51WhagoTestKey"
+    settings.STRIPE_WEBHOOK_SECRET = "whsec_whagoTestSecret"
+    settings.BILLING_SANDBOX_ENABLED = False
+    user, _ = make_owner(company="Mercado Boa Vista")
+    owner = client_factory()
+    owner.force_login(user)
+    with responses.RequestsMock(assert_all_requests_are_fired=True) as provider:
+        provider.add(responses.POST, "https://api.stripe.com/v1/checkout/sessions", json={
+            "id": "cs_test_csp1", "object": "checkout.session", "mode": "subscription", "status": "open",
+            "amount_total": 19700, "currency": "brl", "payment_status": "unpaid",
+            "url": "https://checkout.stripe.com/c/pay/cs_test_csp1",
+        })
+        yield owner
+
+
+@pytest.fixture
+def checkout_browser(live_server, monkeypatch):
+    """A chromium page whose checkout.stripe.com resolves to a closed port on 127.0.0.1: nothing leaves the
+    machine, and a navigation the policy allowed ends in a refused connection instead of being blocked."""
+    import socket
+
+    from playwright.sync_api import sync_playwright
+
+    from tests.chips.browserkit import ARGS, CHROMIUM
+
+    monkeypatch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        closed = probe.getsockname()[1]
+    rules = f"--host-resolver-rules=MAP checkout.stripe.com 127.0.0.1:{closed}, MAP * ~NOTFOUND, EXCLUDE 127.0.0.1"
+    with sync_playwright() as playwright:
+        launched = playwright.chromium.launch(executable_path=CHROMIUM, args=[*ARGS, rules], headless=True)
+        context = launched.new_context(locale="pt-BR")
+        page = context.new_page()
+        page.set_default_timeout(20_000)
+        page.base = live_server.url.replace("localhost", "127.0.0.1")
+        yield page
+        context.close()
+        launched.close()
+
+
+@pytest.mark.browser
+@pytest.mark.django_db(transaction=True, serialized_rollback=True)
+def test_the_pay_button_goes_on_to_the_gateways_checkout(stripe_owner, checkout_browser):
+    """form-action 'self' alone would stop the browser at the redirect to Stripe's page (a form's redirect is
+    checked too): the billing pages allow the gateways' checkout origins."""
+    page = checkout_browser
+    page.context.add_cookies([{"name": "sessionid", "value": stripe_owner.cookies["sessionid"].value,
+                               "url": page.base}])
+    console = []
+    page.on("console", lambda message: console.append(message.text))
+    page.goto(page.base + reverse("billing"))
+    # Blocked, the browser would abort the form's request itself (and say so in the console) and never ask
+    # for Stripe's page; allowed, it asks for it and finds the closed port.
+    with page.expect_event("requestfailed", timeout=10_000,
+                           predicate=lambda request: request.url.startswith("https://checkout.stripe.com/")) as failed:
+        page.locator("form.pay-form button[type=submit]").first.click()
+    assert failed.value.url == "https://checkout.stripe.com/c/pay/cs_test_csp1"
+    assert failed.value.failure == "net::ERR_CONNECTION_REFUSED"
+    assert not [text for text in console if "Content Security Policy" in text]
