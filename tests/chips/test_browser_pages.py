@@ -119,6 +119,18 @@ def tour(data) -> dict[str, str]:
 
 
 PUBLIC = {"home", "login", "signup", "pricing"}
+# Pixels of one colour inside a chart's plot area (its legend's swatch is outside).
+COLOUR_PIXELS = """([id, rgb]) => {
+    const canvas = document.getElementById(id);
+    const area = Chart.getChart(canvas).chartArea, ratio = canvas.width / canvas.clientWidth;
+    const pixels = canvas.getContext("2d").getImageData(area.left * ratio, area.top * ratio,
+        (area.right - area.left) * ratio, (area.bottom - area.top) * ratio).data;
+    let n = 0;
+    for (let i = 0; i < pixels.length; i += 4) {
+        if (pixels[i] === rgb[0] && pixels[i + 1] === rgb[1] && pixels[i + 2] === rgb[2]) n++;
+    }
+    return n;
+}"""
 
 
 @pytest.mark.parametrize("width", [PHONE, LAPTOP])
@@ -135,6 +147,9 @@ def test_the_main_pages_fit_speak_portuguese_and_log_no_errors(portal_with_data,
         page.wait_for_load_state("networkidle")
         problems += browser.check(page, name)
         page.console_errors.clear()
+        if name == "campaign_report":  # sent within one minute: one period, drawn as visible bars
+            assert page.evaluate("Chart.getChart(document.getElementById('rates-chart')).config.type") == "bar"
+            assert page.evaluate(COLOUR_PIXELS, ["rates-chart", [0x3f, 0xa6, 0x6b]]) > 500
     assert not problems, "\n".join(problems)
 
 
