@@ -6,6 +6,9 @@ Chromium reports each refused script, style or connection), on the portal, the o
 the API docs, and checks that what the inline code used to do still happens (charts drawn, the progress
 bar's widths, a select that submits, a confirmation asked).
 """
+import re
+from pathlib import Path
+
 import pytest
 from django.contrib import admin
 from django.contrib.auth import get_user_model
@@ -21,6 +24,7 @@ from tests.chips.test_browser_pages import mark_sent, running_campaign
 from tests.ops.conftest import pass_second_factor
 from waha.models import ContainerStatus, WahaContainer
 
+ROOT = Path(__file__).resolve().parents[2]
 STRICT = {
     "default-src": ["'self'"], "script-src": ["'self'"], "style-src": ["'self'"], "img-src": ["'self'", "data:"],
     "connect-src": ["'self'"], "object-src": ["'none'"], "base-uri": ["'self'"], "form-action": ["'self'"],
@@ -107,6 +111,27 @@ def test_every_main_page_is_served_with_the_policy(clients):
     script = clients["anonymous"].get(reverse("api_docs") + "?script=")
     assert script.status_code == 200 and script["Content-Type"].startswith("application/javascript")
     assert policy(script)["script-src"] == ["'self'"]
+
+
+# What the policy refuses, as written in a template or in HTML built by Python code.
+INLINE = re.compile(r"""\son[a-z]+\s*=|\sstyle\s*=|<style\b|<script(?![^>]*\ssrc=)[^>]*>|\shx-on|["']js:""", re.I)
+
+
+def test_no_template_or_admin_column_has_inline_script_or_style():
+    """Pages the browser walk does not reach are held to the same rule: no inline handler, style= attribute,
+    <style> or <script> block, hx-on or js: value (data in json_script elements is allowed)."""
+    found = []
+    for path in sorted(ROOT.glob("**/templates/**/*.html")):
+        if ".venv" in path.parts or "var" in path.parts:
+            continue
+        text = re.sub(r"\{#.*?#\}|\{% comment %\}.*?\{% endcomment %\}", "", path.read_text(), flags=re.S)
+        found += [f"{path.relative_to(ROOT)}: {match.group(0)}" for match in INLINE.finditer(text)]
+    for path in sorted(ROOT.glob("*/*.py")):
+        if path.parts[-2] in {"tests", ".venv"}:
+            continue
+        found += [f"{path.relative_to(ROOT)}: {line.strip()}" for line in path.read_text().splitlines()
+                  if "format_html" in line and INLINE.search(line)]
+    assert not found, "\n".join(found)
 
 
 # Every refusal the browser reports, with where it came from.
