@@ -9,6 +9,7 @@ import re
 import secrets
 import shutil
 import time
+from pathlib import Path
 
 import pytest
 import requests
@@ -19,7 +20,7 @@ from tests.waha.simkit import wait_until
 
 pytestmark = pytest.mark.deploy
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+ROOT = Path(__file__).resolve().parents[2]
 SIMULATOR_IMAGE = "whago/waha-simulator:latest"
 PASSWORD = "Zebra-Cachoeira-2026!"
 
@@ -41,6 +42,21 @@ print(json.dumps({{"key": raw}}))
 """
 
 
+def env_file(values: dict[str, str]) -> str:
+    """.env.example with these values set, the rest as shipped: what docs/deploy.md has operators do."""
+    lines, done = [], set()
+    for line in (ROOT / ".env.example").read_text().splitlines():
+        name = re.match(r"#?\s*([A-Z][A-Z0-9_]+)=", line)
+        if name and name.group(1) in values:
+            if name.group(1) not in done:
+                lines.append(f"{name.group(1)}={values[name.group(1)]}")
+                done.add(name.group(1))
+            continue
+        lines.append(line)
+    lines += [f"{key}={value}" for key, value in values.items() if key not in done]
+    return "\n".join(lines) + "\n"
+
+
 class Stack:
     """One compose project of this run, in a folder of its own with a copy of docker-compose.yml."""
 
@@ -49,8 +65,9 @@ class Stack:
         self.project = f"whago-{run_name()}"
         self.instance = f"{run_name()}-compose"  # label whago.instance of the WAHA containers it makes
         self.waha_network = f"{self.project}-waha"
-        shutil.copy(os.path.join(ROOT, "docker-compose.yml"), folder / "docker-compose.yml")
+        shutil.copy(ROOT / "docker-compose.yml", folder / "docker-compose.yml")
         settings = {
+            "DJANGO_ENV": "production",
             "WHAGO_IMAGE": images["app"],
             "POSTGRES_IMAGE": images["postgres"],
             "REDIS_IMAGE": images["redis"],
@@ -71,7 +88,7 @@ class Stack:
             "WHAGO_INSTANCE": self.instance,
             "HEARTBEAT_SECONDS": "5",
         }
-        (folder / ".env").write_text("".join(f"{key}={value}\n" for key, value in settings.items()))
+        (folder / ".env").write_text(env_file(settings))
 
     def compose(self, *args: str, check: bool = True):
         # Only what docker-compose needs: the test's own variables (DJANGO_ENV=test, WAHA_*) must not
