@@ -64,6 +64,18 @@ def docker(*args: str, check: bool = True, **kwargs) -> subprocess.CompletedProc
     return result
 
 
+def docker_build(*args: str) -> None:
+    """`docker build` with the legacy builder (no BuildKit here); a failed build leaves nothing:
+    neither its container (--force-rm) nor the images of the steps that succeeded."""
+    result = docker("build", "--force-rm", *args, check=False, env=dict(os.environ, DOCKER_BUILDKIT="0"))
+    if result.returncode != 0:
+        steps = re.findall(r"^ ---> ([0-9a-f]{12})$", result.stdout, re.M)
+        if steps:  # removing the last step's image removes its untagged parents too
+            docker("image", "rm", steps[-1], check=False)
+        raise RuntimeError(f"docker build {' '.join(args[-3:])} exited {result.returncode}:\n"
+                           f"{result.stdout[-4000:]}{result.stderr[-4000:]}")
+
+
 def digest(*parts: bytes | str) -> str:
     h = hashlib.sha256()
     for part in parts:
@@ -183,8 +195,8 @@ def ensure_service_images() -> dict[str, str]:
             if image_label(image, HASH_LABEL) == want:
                 continue
             previous = image_id(image)
-            docker("build", "--label", f"{HASH_LABEL}={want}", "--build-arg", f"BASE_IMAGE={base}",
-                   "-t", image, str(context), env=dict(os.environ, DOCKER_BUILDKIT="0"))
+            docker_build("--label", f"{HASH_LABEL}={want}", "--build-arg", f"BASE_IMAGE={base}",
+                         "-t", image, str(context))
             if previous and previous != image_id(image):
                 docker("image", "rm", previous, check=False)
     return dict(SERVICE_IMAGES)
@@ -263,9 +275,9 @@ def build_app(tag: str, labels: dict[str, str] | None = None) -> float:
     started = time.monotonic()
     label_args = [arg for key, value in (labels or {}).items() for arg in ("--label", f"{key}={value}")]
     with serve(wheels) as url:
-        docker("build", "--network", "host", "--build-arg", f"BASE_IMAGE={base}",
-               "--build-arg", "PIP_NO_INDEX=1", "--build-arg", f"PIP_FIND_LINKS={url}",
-               *label_args, "-t", tag, str(ROOT), env=dict(os.environ, DOCKER_BUILDKIT="0"))
+        docker_build("--network", "host", "--build-arg", f"BASE_IMAGE={base}",
+                     "--build-arg", "PIP_NO_INDEX=1", "--build-arg", f"PIP_FIND_LINKS={url}",
+                     *label_args, "-t", tag, str(ROOT))
     return time.monotonic() - started
 
 
