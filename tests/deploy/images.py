@@ -33,6 +33,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from waha.simulator.image import _unmount_under, image_id, image_label
+from waha.simulator.image import debian_mirror as apt_mirror
 
 ROOT = Path(__file__).resolve().parents[2]
 HERE = Path(__file__).resolve().parent
@@ -95,25 +96,7 @@ def locked(name: str) -> Iterator[None]:
 
 def debian_mirror() -> str:
     """The machine's own Debian mirror for SUITE (apt's sources), never a host written here."""
-    sources = Path("/etc/apt")
-    files = sorted(sources.glob("sources.list.d/*.sources")) + [sources / "sources.list"]
-    files += sorted(sources.glob("sources.list.d/*.list"))
-    for path in files:
-        if not path.is_file():
-            continue
-        text = path.read_text()
-        if path.suffix == ".sources":  # deb822 stanzas
-            for stanza in re.split(r"\n\s*\n", text):
-                fields = dict(re.findall(r"^(\w[\w-]*):\s*(.*)$", stanza, re.M))
-                if ("deb" in fields.get("Types", "").split() and SUITE in fields.get("Suites", "").split()
-                        and "main" in fields.get("Components", "").split()):
-                    return fields["URIs"].split()[0]
-        else:
-            for line in text.splitlines():
-                words = re.sub(r"\[[^]]*\]", "", line.split("#")[0]).split()
-                if len(words) >= 4 and words[0] == "deb" and words[2] == SUITE and "main" in words[3:]:
-                    return words[1]
-    raise RuntimeError(f"no apt source for Debian {SUITE} main in /etc/apt: the base image needs one")
+    return apt_mirror(SUITE)
 
 
 def _clean_rootfs(rootfs: Path) -> None:

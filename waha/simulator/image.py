@@ -13,6 +13,7 @@ import argparse
 import fcntl
 import hashlib
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -23,11 +24,33 @@ from pathlib import Path
 IMAGE = "whago/waha-simulator:latest"
 BASE_IMAGE = "whago/debian-python:bookworm"
 HASH_LABEL = "whago.simulator.hash"
-MIRROR = "http://deb.debian.org/debian"
 SUITE = "bookworm"
 PACKAGES = "python3,python3-qrcode,python3-pil,python3-png"
 SIM_DIR = Path(__file__).resolve().parent
 ROOT = SIM_DIR.parent.parent
+
+
+def debian_mirror(suite: str = SUITE) -> str:
+    """The machine's own Debian mirror for `suite` (apt's sources): no host is written in the code."""
+    apt = Path("/etc/apt")
+    files = sorted(apt.glob("sources.list.d/*.sources")) + [apt / "sources.list"]
+    files += sorted(apt.glob("sources.list.d/*.list"))
+    for path in files:
+        if not path.is_file():
+            continue
+        text = path.read_text()
+        if path.suffix == ".sources":  # deb822 stanzas
+            for stanza in re.split(r"\n\s*\n", text):
+                fields = dict(re.findall(r"^(\w[\w-]*):\s*(.*)$", stanza, re.M))
+                if ("deb" in fields.get("Types", "").split() and suite in fields.get("Suites", "").split()
+                        and "main" in fields.get("Components", "").split()):
+                    return fields["URIs"].split()[0]
+        else:
+            for line in text.splitlines():
+                words = re.sub(r"\[[^]]*\]", "", line.split("#")[0]).split()
+                if len(words) >= 4 and words[0] == "deb" and words[2] == suite and "main" in words[3:]:
+                    return words[1]
+    raise RuntimeError(f"no apt source for Debian {suite} main in /etc/apt: the image needs one")
 VAR = Path(os.environ.get("WHAGO_IMAGE_WORKDIR", ROOT / "var"))
 
 
@@ -99,7 +122,7 @@ def build_base() -> None:
         log(f"debootstrap {SUITE} minbase + {PACKAGES} into {rootfs}")
         subprocess.run(
             ["debootstrap", "--variant=minbase", f"--include={PACKAGES}", f"--cache-dir={cache}",
-             SUITE, str(rootfs), MIRROR],
+             SUITE, str(rootfs), debian_mirror()],
             check=True, stdout=subprocess.DEVNULL,
         )
         _unmount_under(rootfs)
