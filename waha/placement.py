@@ -9,12 +9,13 @@ import logging
 import re
 import secrets
 import socket
+import zlib
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import timedelta
 
 from django.conf import settings
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, connection, transaction
 from django.db.models import Count, F
 from django.utils import timezone
 from django_scopes import scopes_disabled
@@ -118,13 +119,32 @@ def _targets(memory_mb: int | None, exclude: str = "") -> list[Node | None]:
     return ranked
 
 
+PORT_LOCKS = 0x57414841  # "WAHA": the advisory lock space of ports being reserved
+
+
+def _claimed(node: Node | None, port: int) -> bool:
+    """Whether this transaction may try the port: no other placement is reserving it right now.
+
+    Concurrent placements (other tenants) would otherwise all insert the first free port and
+    queue behind the one transaction that holds it until its container runs (PostgreSQL waits
+    on the unique key), then retry the next port: one at a time. A transaction-level advisory
+    lock per (node, port) sends each to a different port at once.
+    """
+    if connection.vendor != "postgresql":
+        return True  # SQLite (the embedded mode) has one writer at a time anyway
+    key = zlib.crc32(f"{node.id if node else ''}:{port}".encode()) - 2**31
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_try_advisory_xact_lock(%s, %s)", [PORT_LOCKS, key])
+        return cursor.fetchone()[0]
+
+
 def _free_ports(node: Node | None, first: int | None = None) -> Iterator[int]:
     """The ports of WAHA_PORT_RANGE not reserved on the node (`first` tried first)."""
     taken = set(WahaContainer.objects.filter(node=node.id if node else "").exclude(port=None)
                 .values_list("port", flat=True))
     ports = port_range()
     for port in ([first] if first in ports else []) + [p for p in ports if p != first]:
-        if port not in taken and _port_is_free(port, node):
+        if port not in taken and _port_is_free(port, node) and _claimed(node, port):
             yield port
 
 

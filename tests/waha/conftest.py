@@ -116,16 +116,18 @@ def remove_run_containers() -> None:
             services = client.services.list(filters={"label": run_label()})
             for service in services:
                 service.remove()
-            # Until their tasks leave the swarm, Swarm holds their ports on the node.
+            # Swarm removes their containers itself (removing them here too, at the same time, can
+            # leave a container locked in the engine); until their tasks leave the swarm, Swarm
+            # holds their ports on the node.
             removed, deadline = {service.id for service in services}, time.monotonic() + 30
-            while removed and time.monotonic() < deadline and any(
-                task.get("ServiceID") in removed for task in client.api.tasks()
+            while removed and time.monotonic() < deadline and (
+                any(task.get("ServiceID") in removed for task in client.api.tasks())
+                or client.api.containers(all=True, filters={"label": [run_label(), "com.docker.swarm.service.id"]})
             ):
                 time.sleep(0.2)
         deadline = time.monotonic() + 30
         while containers := client.containers.list(all=True, filters={"label": run_label()}, ignore_removed=True):
             for container in containers:
-                # Swarm may be removing its own already (NotFound, or 409 "already in progress").
                 with contextlib.suppress(docker.errors.NotFound, docker.errors.APIError):
                     container.remove(force=True)
             if time.monotonic() > deadline:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import json
 import os
 import tempfile
 import time
@@ -70,8 +71,9 @@ def swarm(docker_client) -> Iterator[str]:
         if state.get("LocalNodeState") == "inactive":
             gwbridge_before = bool(docker_client.networks.list(names=["docker_gwbridge"]))
             docker_client.swarm.init(advertise_addr="127.0.0.1", listen_addr="127.0.0.1:2377")
-            STARTED.write_text("gwbridge-existed" if gwbridge_before else "")
             state = swarm_state(docker_client)
+            # Which swarm this kit started: one started after it (an engine restarted) is not its own.
+            STARTED.write_text(json.dumps({"cluster": state["Cluster"]["ID"], "gwbridge_existed": gwbridge_before}))
         if state.get("LocalNodeState") != "active" or not state.get("ControlAvailable"):
             pytest.fail(f"this engine is in a swarm it does not manage: {state}")
         me.write_text("")
@@ -80,16 +82,29 @@ def swarm(docker_client) -> Iterator[str]:
     finally:
         with _registry():
             me.unlink(missing_ok=True)
-            if not _users() and STARTED.exists():
+            started = _started()
+            current = (swarm_state(docker_client).get("Cluster") or {}).get("ID")
+            if started is not None and started.get("cluster") not in (None, current):
+                STARTED.unlink()  # that swarm is gone (the engine was reset): this one is someone else's
+            elif started is not None and not _users():
                 if docker_client.services.list():
                     print("\nswarm left on: services other than this run's are in it")
                 else:
-                    gwbridge_existed = STARTED.read_text() == "gwbridge-existed"
                     docker_client.swarm.leave(force=True)
-                    if not gwbridge_existed:
+                    if not started.get("gwbridge_existed"):
                         with contextlib.suppress(docker.errors.NotFound, docker.errors.APIError):
                             _remove_gwbridge(docker_client)
                     STARTED.unlink()
+
+
+def _started() -> dict | None:
+    """What this kit recorded of the swarm it started, None when it started none."""
+    try:
+        return json.loads(STARTED.read_text() or "{}")
+    except FileNotFoundError:
+        return None
+    except ValueError:
+        return {}  # written by an older kit: its swarm, cluster unknown
 
 
 def _remove_gwbridge(client: docker.DockerClient) -> None:

@@ -183,6 +183,7 @@ class SwarmRuntime(DockerRuntime):
     def _wait_running(self, runtime_id: str, name: str, before: set[str], timeout: float | None = None) -> None:
         """Until a task not in `before` runs; fails at once when Swarm has no node for it or refused it."""
         deadline = time.monotonic() + (timeout if timeout is not None else settings.WAHA_READY_TIMEOUT)
+        pause = 0.05  # a task usually runs within a second: look often at first
         while True:
             fresh = [t for t in self._tasks(runtime_id) if t["ID"] not in before]
             if any(t.get("DesiredState") == "running" and t["Status"].get("State") in RUNNING for t in fresh):
@@ -198,7 +199,8 @@ class SwarmRuntime(DockerRuntime):
             if time.monotonic() >= deadline:
                 states = ", ".join(sorted({t["Status"].get("State", "?") for t in fresh})) or "no task"
                 raise RuntimeFailure(f"Swarm did not start {name} in time ({states}).")
-            time.sleep(0.2)
+            time.sleep(pause)
+            pause = min(pause * 1.5, 0.5)
 
     def _update(self, service: dict, **changes) -> None:
         try:
