@@ -1,6 +1,8 @@
 """The swarm runtime on a real single-node Docker Swarm: WAHA containers as services pinned to a
 node, published in host mode and reached on 127.0.0.1 (the node's address here)."""
 import copy
+import subprocess
+import sys
 from datetime import timedelta
 from decimal import Decimal
 
@@ -9,9 +11,10 @@ import requests
 from django.conf import settings
 from django_scopes import scopes_disabled
 
+from tests.conftest import ROOT, worker_env
 from waha import manager, placement
 from waha.client import Unauthorized, WahaClient
-from waha.models import ContainerStatus, WahaContainer
+from waha.models import AlertRule, ContainerAlert, ContainerStatus, WahaContainer
 from waha.runtime import Node, get_runtime
 from waha.runtime.swarm import node_from_swarm
 
@@ -42,6 +45,8 @@ def working_session(tenant, phone: str):
 def test_a_tenant_container_is_a_service_pinned_to_its_node(
     django_db_serialized_rollback, waha_swarm, make_tenant, docker_client, swarm, client
 ):
+    store = "postgres://waha:segredo@127.0.0.1:5432/postgres?sslmode=disable"
+    waha_swarm.WAHA_SESSIONS_POSTGRESQL_URL = store
     tenant = make_tenant()
 
     container = manager.ensure_container(tenant)
@@ -73,6 +78,9 @@ def test_a_tenant_container_is_a_service_pinned_to_its_node(
     assert spec["EndpointSpec"]["Ports"] == [
         {"Protocol": "tcp", "TargetPort": container.port, "PublishedPort": container.port, "PublishMode": "host"}
     ]
+    # WAHA Plus's PostgreSQL store, with a worker id per server sharing it.
+    env = dict(item.split("=", 1) for item in task["ContainerSpec"]["Env"])
+    assert (env["WHATSAPP_SESSIONS_POSTGRESQL_URL"], env["WAHA_WORKER_ID"]) == (store, container.name)
     raw = task_container(docker_client, container.runtime_id)
     assert raw.labels["whago.instance"] == settings.WHAGO_INSTANCE
     assert docker_client.volumes.get(f"{container.name}-data").attrs["Labels"]["whago.container"] == str(container.pk)
@@ -94,6 +102,18 @@ def test_a_tenant_container_is_a_service_pinned_to_its_node(
     assert container.name in page and f'<td class="field-on_node">{hostname}</td>' in page
     page = client.get(f"/admin/waha/wahacontainer/{container.pk}/change/").content.decode()
     assert hostname in page and "127.0.0.1" in page
+
+    # waha_doctor, as operators run it, on the swarm runtime.
+    result = subprocess.run(
+        [sys.executable, "manage.py", "waha_doctor"], cwd=ROOT, capture_output=True, text=True, timeout=120,
+        env=worker_env(WAHA_RUNTIME="swarm", WAHA_NETWORK_MODE="publish", WAHA_SWARM_NODE_ADDRESS="127.0.0.1",
+                       WAHA_IMAGE=settings.WAHA_IMAGE),
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "Docker Swarm of 1 node(s)" in result.stdout
+    assert f"node {hostname} (127.0.0.1) takes WAHA containers" in result.stdout
+    assert f"ports {settings.WAHA_PORT_RANGE} on 1 node(s): 1 of 100 reserved" in result.stdout
+    assert f"{container.name} (tenant {tenant.name}, port {container.port}): healthy" in result.stdout
 
 
 def test_stop_start_restart_resize_and_delete(waha_swarm, make_tenant, docker_client, swarm):
@@ -170,6 +190,7 @@ def test_a_killed_task_is_started_again_and_the_sweep_brings_its_sessions_back(
 
 def test_a_drained_node_takes_the_containers_down_and_back(waha_swarm, make_tenant, docker_client, swarm):
     waha_swarm.WAHA_RECONNECTING_SECONDS = 0
+    waha_swarm.WAHA_ALERT_DOWN_MINUTES = 0
     tenant = make_tenant()
     session, container = working_session(tenant, "5511999990013")
     manager.health_sweep()
@@ -186,6 +207,10 @@ def test_a_drained_node_takes_the_containers_down_and_back(waha_swarm, make_tena
         with scopes_disabled():
             session.refresh_from_db()
         assert session.status == "STARTING"
+        manager.alert_sweep(orphans=[])
+        with scopes_disabled():
+            [alert] = ContainerAlert.objects.filter(rule=AlertRule.DOWN).exclude(state="resolved")
+        assert alert.subject == container.name and "no suitable node" in alert.message
         with pytest.raises(manager.NoNodeWithRoom, match="0 WAHA node"):
             manager.ensure_container(make_tenant())
     finally:
@@ -199,6 +224,9 @@ def test_a_drained_node_takes_the_containers_down_and_back(waha_swarm, make_tena
     with scopes_disabled():
         session.refresh_from_db()
     assert session.status == "WORKING" and row(container.pk).healthy
+    manager.alert_sweep(orphans=[])
+    with scopes_disabled():
+        assert not ContainerAlert.objects.filter(rule=AlertRule.DOWN).exclude(state="resolved").exists()
 
 
 def test_orphan_services_are_removed_and_lost_services_created_again(
