@@ -19,7 +19,7 @@ from django.db import connection
 from django_scopes import scopes_disabled
 
 from tests.waha.conftest import docker_client, remove_run_containers, simulator_image  # noqa: F401
-from tests.waha.swarmkit import swarm, task_container  # noqa: F401
+from tests.waha.swarmkit import swarm, swarm_node, task_container  # noqa: F401
 from waha import manager
 from waha.models import WahaContainer, WahaSession
 from whago.models import Tenant
@@ -31,7 +31,7 @@ SWEEPS_DEADLINE = 300.0
 
 
 @pytest.fixture
-def fleet_settings(settings, simulator_image, swarm):  # noqa: F811 - the fixtures imported above
+def fleet_settings(settings, simulator_image, swarm_node):  # noqa: F811 - the fixtures imported above
     remove_run_containers()
     settings.WAHA_NETWORK_MODE = "host"
     settings.WAHA_SWARM_NODE_ADDRESS = "127.0.0.1"

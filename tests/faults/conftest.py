@@ -6,4 +6,4 @@ from tests.chips.conftest import (  # noqa: F401 - fixtures shared with the chip
     start_worker,
     waha_env,
 )
-from tests.waha.swarmkit import swarm  # noqa: E402, F401 - a real single-node Docker Swarm
+from tests.waha.swarmkit import changes_node, swarm, swarm_node  # noqa: E402, F401 - a real single-node swarm

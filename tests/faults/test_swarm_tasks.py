@@ -20,7 +20,7 @@ SWARM = {"WAHA_RUNTIME": "swarm", "WAHA_NETWORK_MODE": "host", "WAHA_SWARM_NODE_
 
 
 @pytest.fixture
-def on_swarm(settings, swarm, waha_env):
+def on_swarm(settings, swarm_node, waha_env):
     """The worker and this process on the swarm runtime (waha_env's docker settings otherwise)."""
     for key, value in SWARM.items():
         setattr(settings, key, type(getattr(settings, key))(value))
@@ -33,7 +33,7 @@ def sends(tenant, chip: Chip, text: str) -> None:
 
 
 def test_chips_on_a_swarm_service_survive_a_killed_task_and_a_drained_node(
-    start_worker, on_swarm, owner_client, docker_client, swarm
+    start_worker, on_swarm, owner_client, docker_client, swarm, changes_node
 ):
     start_worker(**on_swarm)
     tenant = owner_client.tenant

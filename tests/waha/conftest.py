@@ -225,4 +225,4 @@ def make_tenant(transactional_db):
 from tests.waha.realwaha import real_target, simulator_target, waha_target  # noqa: E402, F401
 
 # --- a real single-node Docker Swarm (runtime swarm) ---------------------------------------
-from tests.waha.swarmkit import swarm, waha_swarm  # noqa: E402, F401
+from tests.waha.swarmkit import changes_node, swarm, swarm_node, waha_swarm  # noqa: E402, F401

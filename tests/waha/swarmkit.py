@@ -119,8 +119,33 @@ def _remove_gwbridge(client: docker.DockerClient) -> None:
             time.sleep(0.2)
 
 
+@contextlib.contextmanager
+def node_lock(exclusive: bool) -> Iterator[None]:
+    """Shared by the swarm tests of every run at once; exclusive for a test that changes the node
+    (drained, the other runs' services would go down with it; relabelled, placed elsewhere)."""
+    REGISTRY.mkdir(exist_ok=True)
+    with (REGISTRY / "node.lock").open("a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
 @pytest.fixture
-def waha_swarm(waha_docker, swarm):
+def changes_node() -> None:
+    """Asked for by a test that drains or relabels the swarm's node: it has the node to itself."""
+
+
+@pytest.fixture
+def swarm_node(request, swarm) -> Iterator[str]:
+    """The swarm's node id, for one test (see node_lock)."""
+    with node_lock(exclusive="changes_node" in request.fixturenames):
+        yield swarm
+
+
+@pytest.fixture
+def waha_swarm(waha_docker, swarm_node):
     """Settings of the swarm runtime (the docker runtime's, then): the simulator image, ports
     published in host mode on the node, reached on 127.0.0.1 (the only node's address here)."""
     waha_docker.WAHA_RUNTIME = "swarm"

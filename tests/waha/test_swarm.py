@@ -188,7 +188,9 @@ def test_a_killed_task_is_started_again_and_the_sweep_brings_its_sessions_back(
     assert container.name not in manager.health_sweep()["repaired"]
 
 
-def test_a_drained_node_takes_the_containers_down_and_back(waha_swarm, make_tenant, docker_client, swarm):
+def test_a_drained_node_takes_the_containers_down_and_back(
+    waha_swarm, make_tenant, docker_client, swarm, changes_node
+):
     waha_swarm.WAHA_RECONNECTING_SECONDS = 0
     waha_swarm.WAHA_ALERT_DOWN_MINUTES = 0
     tenant = make_tenant()
@@ -258,7 +260,7 @@ def test_orphan_services_are_removed_and_lost_services_created_again(
     manager.wait_ready(container)
 
 
-def test_placement_over_the_swarms_nodes(waha_swarm, make_tenant, docker_client, swarm):
+def test_placement_over_the_swarms_nodes(waha_swarm, make_tenant, docker_client, swarm, changes_node):
     runtime = get_runtime("swarm")
     [node] = runtime.nodes()
     hostname = docker_client.nodes.get(swarm).attrs["Description"]["Hostname"]
