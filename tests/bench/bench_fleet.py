@@ -10,14 +10,13 @@ sees all 50 WORKING again: `sessions back: 50 in <s>`. Services, containers and 
 run are removed at the end; the swarm is left as it was found (tests/waha/swarmkit.py).
 """
 import os
-import threading
 import time
 
 import pytest
 import requests
-from django.db import connection
 from django_scopes import scopes_disabled
 
+from tests.bench.fleetkit import ensure_containers
 from tests.waha.conftest import docker_client, remove_run_containers, simulator_image  # noqa: F401
 from tests.waha.swarmkit import swarm, swarm_node, task_container  # noqa: F401
 from waha import manager
@@ -51,25 +50,7 @@ def provision(runtime: str, settings, prefix: str) -> tuple[float, list[Tenant]]
     """N tenants' containers made through WHAGO on a runtime, 10 at a time; returns (seconds, tenants)."""
     settings.WAHA_RUNTIME = runtime
     tenants = [Tenant.objects.create(name=f"Frota {prefix} {i}", slug=f"frota-{prefix}-{i}") for i in range(FLEET)]
-    errors: list[Exception] = []
-
-    def create(batch):
-        try:
-            for tenant in batch:
-                manager.ensure_container(tenant)
-        except Exception as exc:  # noqa: BLE001 - reported below
-            errors.append(exc)
-        finally:
-            connection.close()
-
-    started = time.monotonic()
-    threads = [threading.Thread(target=create, args=(tenants[i::10],)) for i in range(10)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=900)
-    elapsed = time.monotonic() - started
-    assert errors == [], errors
+    elapsed = ensure_containers(tenants)
     with scopes_disabled():
         assert WahaContainer.objects.filter(runtime=runtime).count() == FLEET
     return elapsed, tenants

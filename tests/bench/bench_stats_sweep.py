@@ -5,15 +5,14 @@ and, measured in the same run, the sequential sweep for comparison. Every contai
 volume of this run is removed at the end.
 """
 import statistics
-import threading
 import time
 
 import docker
 import pytest
 from django.conf import settings
-from django.db import connection
 from django_scopes import scopes_disabled
 
+from tests.bench.fleetkit import ensure_containers
 from waha import manager
 from waha.models import StatsSample, WahaContainer
 from whago.models import Tenant
@@ -51,24 +50,8 @@ def engine(settings):
 @pytest.mark.django_db(transaction=True)
 def test_stats_sweep_over_50_containers(engine):
     tenants = [Tenant.objects.create(name=f"Bench {i}", slug=f"bench-{i}") for i in range(CONTAINERS)]
-    errors = []
-
-    def create(batch):
-        try:
-            for tenant in batch:
-                manager.ensure_container(tenant)
-        except Exception as exc:  # noqa: BLE001 - reported below
-            errors.append(exc)
-        finally:
-            connection.close()
-
     started = time.monotonic()
-    threads = [threading.Thread(target=create, args=(tenants[i::10],)) for i in range(10)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=600)
-    assert errors == [], errors
+    ensure_containers(tenants, timeout=600)
     with scopes_disabled():
         containers = list(WahaContainer.objects.all())
     assert len(containers) == CONTAINERS
