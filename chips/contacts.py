@@ -485,8 +485,9 @@ def _last_recipient(tenant_id: int, phone: str):
     )
 
 
-def unsubscribe(tenant: Tenant, phone: str, chip=None) -> tuple[Contact, bool]:
-    """Mark the number unsubscribed (creating the contact when unknown); returns (contact, changed now)."""
+def unsubscribe(tenant: Tenant, phone: str, chip=None, name: str = "") -> tuple[Contact, bool]:
+    """Mark the number unsubscribed (creating the contact when unknown, named `name`: the WhatsApp name it
+    sent); returns (contact, changed now)."""
     now = timezone.now()
     with scopes_disabled():
         contact = Contact.objects.filter(tenant_id=tenant.pk, phone=phone).first()
@@ -494,7 +495,7 @@ def unsubscribe(tenant: Tenant, phone: str, chip=None) -> tuple[Contact, bool]:
             try:
                 with transaction.atomic():
                     contact = Contact.objects.create(tenant_id=tenant.pk, phone=phone, unsubscribed_at=now,
-                                                     unsubscribed_chip=chip)
+                                                     unsubscribed_chip=chip, name=name.strip()[:150])
                 return contact, True
             except IntegrityError:
                 contact = Contact.objects.get(tenant_id=tenant.pk, phone=phone)
@@ -520,7 +521,7 @@ def handle_inbound(message: Message) -> None:
                 CampaignRecipient.objects.filter(pk=recipient.pk, replied_at__isnull=True).update(
                     replied_at=message.created_at)
             return
-        contact, changed = unsubscribe(tenant, message.peer, message.chip)
+        contact, changed = unsubscribe(tenant, message.peer, message.chip, name=message.peer_name)
         if not changed:
             return
         if recipient is not None:

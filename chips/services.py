@@ -1550,34 +1550,79 @@ def record_inbound(tenant: Tenant, session_name: str, payload: dict) -> Message 
 # --- reading --------------------------------------------------------------------------
 
 
-def conversations(chip: Chip) -> list[dict]:
-    """The chip's conversations: one row per phone number, the most recent first."""
+def conversations(tenant: Tenant, *, chip: Chip | None = None, page=1, per_page: int = 50):
+    """The tenant's conversations (one per chip and phone number) on its live chips, the most recent first.
+
+    Returns a page (django.core.paginator.Page) whose rows are dicts: chip, peer, last (the last Message),
+    last_at, total, unread (received messages not opened in the inbox yet), name (the contact's name, else
+    the WhatsApp name the number last sent), contact_pk. Three queries whatever the number of conversations:
+    the count, the page of (chip, number) groups, their last messages with the names.
+    """
+    from django.core.paginator import Paginator
+    from django.db.models import OuterRef, Subquery
+
+    from .models import Contact
+
     with scopes_disabled():
-        rows = (
-            Message.objects.filter(chip=chip)
-            .values("peer")
-            .annotate(
-                last_at=Max("created_at"),
-                total=Count("id"),
-                received=Count("id", filter=Q(direction=Message.Direction.IN)),
-            )
-            .order_by("-last_at")[:200]
+        groups = Message.objects.filter(tenant_id=tenant.pk, chip__deleted_at__isnull=True)
+        if chip is not None:
+            groups = groups.filter(chip_id=chip.pk)
+        groups = (
+            groups.values("chip_id", "peer")
+            .annotate(last_pk=Max("pk"), last_at=Max("created_at"), total=Count("pk"),
+                      unread=Count("pk", filter=Q(direction=Message.Direction.IN, read_at__isnull=True)))
+            .order_by("-last_at", "-last_pk")
         )
-        rows = list(rows)
-        names = dict(
-            Message.objects.filter(chip=chip, direction=Message.Direction.IN)
-            .exclude(peer_name="")
-            .values_list("peer", "peer_name")
+        result = Paginator(groups, per_page).get_page(page)
+        rows = list(result.object_list)
+        contact = Contact.objects.filter(tenant_id=tenant.pk, phone=OuterRef("peer"))
+        pushed = _push_names(tenant, OuterRef("peer"))[:1]
+        last = (
+            Message.objects.filter(pk__in=[row["last_pk"] for row in rows]).select_related("chip")
+            .annotate(contact_pk=Subquery(contact.values("pk")[:1]), contact_name=Subquery(contact.values("name")[:1]),
+                      pushed_name=Subquery(pushed))
+            .in_bulk()
         )
-        last = {}
-        for row in rows:
-            last[row["peer"]] = (
-                Message.objects.filter(chip=chip, peer=row["peer"]).order_by("-created_at", "-pk").first()
-            )
     for row in rows:
-        row["name"] = names.get(row["peer"], "")
-        row["last"] = last[row["peer"]]
-    return rows
+        message = last[row["last_pk"]]
+        row.update(last=message, chip=message.chip, contact_pk=message.contact_pk,
+                   name=message.contact_name or message.pushed_name or "")
+    result.object_list = rows
+    return result
+
+
+def peer_name(tenant: Tenant, peer: str) -> tuple[str, int | None]:
+    """(name, contact id) of a phone number: the contact's name, else the WhatsApp name it last sent."""
+    from .models import Contact
+
+    with scopes_disabled():
+        contact = Contact.objects.filter(tenant_id=tenant.pk, phone=peer).values_list("name", "pk").first()
+        if contact and contact[0]:
+            return contact
+        pushed = _push_names(tenant, peer).first()
+    return (pushed or {}).get("peer_name", ""), contact[1] if contact else None
+
+
+def _push_names(tenant: Tenant, peer):
+    """The WhatsApp names a number sent with its messages, the latest first."""
+    return (
+        Message.objects.filter(tenant_id=tenant.pk, peer=peer, direction=Message.Direction.IN)
+        .exclude(peer_name="").order_by("-created_at", "-pk").values("peer_name")
+    )
+
+
+def mark_read(chip: Chip, peer: str) -> int:
+    """The received messages of a conversation are read (opened in the inbox); returns how many changed."""
+    with scopes_disabled():
+        return Message.objects.filter(chip_id=chip.pk, peer=peer, direction=Message.Direction.IN,
+                                      read_at__isnull=True).update(read_at=timezone.now())
+
+
+def unread_count(tenant: Tenant) -> int:
+    """Received messages of the tenant's live chips not opened in the inbox yet (the menu's badge)."""
+    with scopes_disabled():
+        return Message.objects.filter(tenant_id=tenant.pk, direction=Message.Direction.IN, read_at__isnull=True,
+                                      chip__deleted_at__isnull=True).count()
 
 
 def filter_messages(queryset, *, chip=None, status=None, direction=None, peer=None, since=None, until=None):

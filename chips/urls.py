@@ -14,8 +14,11 @@ urlpatterns = [
     path("chips/<int:pk>/desconectar/", views.chip_disconnect, name="chip_disconnect"),
     path("chips/<int:pk>/renomear/", views.chip_rename, name="chip_rename"),
     path("chips/<int:pk>/excluir/", views.chip_delete, name="chip_delete"),
+    # One inbox for all chips; the former per-chip addresses show the same pages.
+    path("conversas/", views.inbox, name="inbox"),
+    path("conversas/<int:pk>/<str:peer>/", views.conversation, name="conversation"),
     path("chips/<int:pk>/conversas/", views.chip_inbox, name="chip_inbox"),
-    path("chips/<int:pk>/conversas/<str:peer>/", views.conversation, name="conversation"),
+    path("chips/<int:pk>/conversas/<str:peer>/", views.conversation, name="chip_conversation"),
     path("mensagens/", views.message_list, name="message_list"),
     path("mensagens/enviar/", views.message_send, name="message_send"),
     path("mensagens/<int:pk>/", views.message_detail, name="message_detail"),

@@ -232,37 +232,87 @@ def chip_delete(request: HttpRequest, pk: int) -> HttpResponse:
     return render(request, "portal/chips/delete.html", {"section": "chips", "chip": chip})
 
 
-@tenant_required
-def chip_inbox(request: HttpRequest, pk: int) -> HttpResponse:
-    """The chip's conversations, one per phone number."""
-    chip = _chip(pk)
-    context = {"section": "messages", "chip": chip, "conversations": services.conversations(chip),
+def _inbox_page(request: HttpRequest, chip: Chip | None) -> HttpResponse:
+    """The conversations of every chip (or of `chip`), the most recent first, with their unread counts."""
+    chips = Chip.objects.all()
+    page = services.conversations(request.tenant, chip=chip, page=request.GET.get("page"))
+    query = f"chip={chip.pk}" if chip else ""
+    context = {"section": "inbox", "chip": chip, "page": page, "query": query,
+               "poll_url": f"{reverse('inbox')}?{query}&page={page.number}",
                "poll_seconds": settings.CHIPS_POLL_SECONDS * 2}
     if request.htmx:
         return render(request, "portal/messages/_conversations.html", context)
+    context["chips"] = chips
     return render(request, "portal/messages/inbox.html", context)
 
 
 @tenant_required
+def inbox(request: HttpRequest) -> HttpResponse:
+    """One inbox for all the chips: ?chip= narrows it to one chip."""
+    chip = None
+    if request.GET.get("chip"):
+        try:
+            chip = Chip.objects.filter(pk=int(request.GET["chip"])).first()
+        except ValueError:
+            chip = None
+        if chip is None:
+            return redirect("inbox")
+    return _inbox_page(request, chip)
+
+
+@tenant_required
+def chip_inbox(request: HttpRequest, pk: int) -> HttpResponse:
+    """The chip's conversations (the former per-chip inbox): the inbox narrowed to the chip."""
+    return _inbox_page(request, _chip(pk))
+
+
+def _queue_from_form(request: HttpRequest, form: SendMessageForm) -> Message | None:
+    """Queue the message of a valid send form through the one send path; errors go onto the form."""
+    if not form.is_valid():
+        return None
+    data = form.cleaned_data
+    try:
+        message, _created = services.send_message(
+            request.tenant, data["chip"], data["to"], kind=data["kind"], text=data["text"], file=data["file"],
+            source="portal",
+        )
+    except services.SendRefused as exc:
+        field = {"invalid_phone": "to", "chip_not_connected": "chip"}.get(exc.code)
+        form.add_error(field, exc.message)
+        return None
+    messages.success(request, gettext("Message to %(peer)s queued.") % {"peer": message.display_peer})
+    return message
+
+
+@tenant_required
 def conversation(request: HttpRequest, pk: int, peer: str) -> HttpResponse:
-    """One conversation of a chip, oldest first, with a reply form."""
+    """One conversation of a chip, oldest first, opened (its received messages are read), with a reply form."""
     chip = _chip(pk)
     try:
         number = normalize_phone("+" + peer.lstrip("+"))
     except ValidationError:
         raise Http404
+    url = reverse("conversation", args=[chip.pk, number[1:]])
+    form = None
+    if request.method == "POST":
+        data = request.POST.copy()
+        data.update({"chip": chip.pk, "to": number})
+        form = SendMessageForm(data, request.FILES, chips=Chip.objects.filter(pk=chip.pk))
+        if _queue_from_form(request, form):
+            return redirect(url)
     thread = list(Message.objects.filter(chip=chip, peer=number).order_by("-created_at", "-pk")[:200])[::-1]
     if not thread:
         raise Http404
-    context = {"section": "messages", "chip": chip, "peer": number, "thread": thread,
-               "poll_seconds": settings.CHIPS_POLL_SECONDS,
-               "name": next((m.peer_name for m in reversed(thread) if m.peer_name), "")}
+    services.mark_read(chip, number)
+    name, contact_pk = services.peer_name(request.tenant, number)
+    context = {"section": "inbox", "chip": chip, "peer": number, "thread": thread, "url": url,
+               "poll_seconds": settings.CHIPS_POLL_SECONDS, "name": name, "contact_pk": contact_pk}
     if request.htmx:
         return render(request, "portal/messages/_thread.html", context)
-    context["form"] = SendMessageForm(
+    context["form"] = form or SendMessageForm(
         chips=Chip.objects.filter(pk=chip.pk), initial={"chip": chip, "to": number, "kind": Message.Kind.TEXT}
     )
-    return render(request, "portal/messages/conversation.html", context)
+    return render(request, "portal/messages/conversation.html", context, status=400 if form else 200)
 
 
 # --- messages ---------------------------------------------------------------------------
@@ -305,19 +355,8 @@ def _safe_next(request: HttpRequest, fallback: str) -> str:
 def message_send(request: HttpRequest) -> HttpResponse:
     """Queue a text, image or document to a phone number through a chip."""
     form = SendMessageForm(request.POST, request.FILES, chips=Chip.objects.all())
-    if form.is_valid():
-        data = form.cleaned_data
-        try:
-            message, _created = services.send_message(
-                request.tenant, data["chip"], data["to"], kind=data["kind"], text=data["text"], file=data["file"],
-                source="portal",
-            )
-        except services.SendRefused as exc:
-            field = {"invalid_phone": "to", "chip_not_connected": "chip"}.get(exc.code)
-            form.add_error(field, exc.message)
-        else:
-            messages.success(request, gettext("Message to %(peer)s queued.") % {"peer": message.display_peer})
-            return redirect(_safe_next(request, reverse("message_list")))
+    if _queue_from_form(request, form):
+        return redirect(_safe_next(request, reverse("message_list")))
     filter_form, queryset = _message_filters(request)
     context = {
         "section": "messages", "form": form, "filter_form": filter_form,
@@ -342,5 +381,7 @@ def message_media(request: HttpRequest, pk: int) -> HttpResponse:
     message = get_object_or_404(Message, pk=pk)
     if not message.media:
         raise Http404
-    return FileResponse(message.media.open("rb"), as_attachment=message.kind != Message.Kind.IMAGE,
+    # Images, audio and video play in the page (the inbox shows them inline); documents are downloaded.
+    inline = message.kind == Message.Kind.IMAGE or message.media_mimetype.startswith(("audio/", "video/"))
+    return FileResponse(message.media.open("rb"), as_attachment=not inline,
                         filename=message.media_name or None, content_type=message.media_mimetype or None)

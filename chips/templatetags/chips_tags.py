@@ -1,8 +1,11 @@
-"""Template tags of the chips app: the dashboard's summary of chips and messages."""
+"""Template tags of the chips app: the dashboard's summary of chips and messages, the menu's unread count."""
 from django import template
 from django.db.models import Count, Q
 from django.utils import timezone
+from django.utils.html import format_html
+from django.utils.translation import ngettext
 
+from .. import services
 from ..models import Chip, Message
 
 register = template.Library()
@@ -24,3 +27,14 @@ def chips_summary(context) -> dict:
         failed=Count("id", filter=Q(status=Message.Status.FAILED)),
     )
     return {"tenant": request.tenant, "chips": chips, "messages": messages}
+
+
+@register.simple_tag(takes_context=True)
+def unread_badge(context) -> str:
+    """The number of received messages not opened in the inbox yet, as a badge ("" when none)."""
+    tenant = getattr(context.get("request"), "tenant", None)
+    count = services.unread_count(tenant) if tenant is not None else 0
+    if not count:
+        return ""
+    return format_html(' <span class="nav-count" id="unread-total" title="{}">{}</span>',
+                       ngettext("%(n)s unread message", "%(n)s unread messages", count) % {"n": count}, count)
