@@ -28,3 +28,8 @@ def app_image():
 def service_images():
     """{"postgres": image, "redis": image} on the local base (kept between runs, by content hash)."""
     return images.ensure_service_images()
+
+
+# --- the real single-node Docker Swarm of the swarm tests (tests/waha/swarmkit.py) -------------
+from tests.waha.conftest import docker_client  # noqa: E402, F401
+from tests.waha.swarmkit import swarm, swarm_node  # noqa: E402, F401
