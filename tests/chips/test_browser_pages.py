@@ -4,6 +4,7 @@ without a reload (the recipients table of a running campaign)."""
 from datetime import time, timedelta
 
 import pytest
+from django.core.files.base import ContentFile
 from django.utils import timezone
 from django_scopes import scopes_disabled
 from playwright.sync_api import expect
@@ -12,7 +13,7 @@ from chips import campaigns, contacts
 from chips.models import CampaignRecipient, Message
 
 from .browserkit import ARTIFACTS, LAPTOP, PHONE, browser, session_cookie  # noqa: F401 - fixture
-from .conftest import placed_chip
+from .conftest import placed_chip, png_bytes
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True, serialized_rollback=True)]
 R = CampaignRecipient.Status
@@ -96,6 +97,15 @@ def portal_with_data(client, make_owner, settings):
         Message.objects.create(tenant=tenant, chip=chip, direction=Message.Direction.OUT, peer="+5511988880001",
                                body="Abrimos das 8h às 12h!", status=Message.Status.READ, sent_at=now)
         message = Message.objects.filter(tenant=tenant).order_by("-pk").first()
+        # The inbox: a second chip, a number known only by its WhatsApp name, a photo in the thread.
+        other = placed_chip(tenant, alias="Entregas e Encomendas da Zona Norte", phone="+5511999990002")
+        Message.objects.create(tenant=tenant, chip=other, direction=Message.Direction.IN, peer="+5511977770001",
+                               peer_name="Dona Maria da Silva", body="Chegou a encomenda, obrigada!",
+                               status=Message.Status.RECEIVED)
+        photo = Message(tenant=tenant, chip=chip, direction=Message.Direction.IN, peer="+5511988880001",
+                        peer_name="Cliente 1", kind=Message.Kind.IMAGE, body="O bolo chegou assim",
+                        media_name="bolo.png", media_mimetype="image/png", status=Message.Status.RECEIVED)
+        photo.media.save("bolo.png", ContentFile(png_bytes()), save=True)
         contact = group.contacts.order_by("pk").first()
     client.force_login(user)
     return {"client": client, "chip": chip, "campaign": campaign, "list": group, "message": message,
@@ -108,7 +118,8 @@ def tour(data) -> dict[str, str]:
         "home": "/", "login": "/login/", "signup": "/signup/", "pricing": "/precos/",
         "dashboard": "/painel/", "chips": "/chips/", "chip": f"/chips/{chip.pk}/",
         "messages": "/mensagens/", "message": f"/mensagens/{data['message'].pk}/",
-        "inbox": f"/chips/{chip.pk}/conversas/", "conversation": f"/chips/{chip.pk}/conversas/5511988880001/",
+        "inbox": "/conversas/", "inbox_chip": f"/conversas/?chip={chip.pk}",
+        "conversation": f"/conversas/{chip.pk}/5511988880001/",
         "campaigns": "/campanhas/", "campaign_new": "/campanhas/nova/", "campaign": f"/campanhas/{campaign.pk}/",
         "campaign_report": f"/campanhas/{campaign.pk}/relatorio/", "chip_report": "/campanhas/relatorio-chips/",
         "contacts": "/contatos/", "contact": f"/contatos/{data['contact'].pk}/", "contact_new": "/contatos/novo/",
@@ -119,6 +130,17 @@ def tour(data) -> dict[str, str]:
 
 
 PUBLIC = {"home", "login", "signup", "pricing"}
+# Selects of the page whose chosen option's text does not fit in them (its width, the paddings, the arrow).
+CLIPPED = """() => Array.from(document.querySelectorAll("main select")).filter((select) => {
+    const style = getComputedStyle(select), option = select.options[select.selectedIndex];
+    const context = document.createElement("canvas").getContext("2d");
+    context.font = style.font;
+    const needed = context.measureText(option ? option.text : "").width + parseFloat(style.paddingLeft)
+        + parseFloat(style.paddingRight) + 20;
+    return select.getBoundingClientRect().width > 0 && needed > select.getBoundingClientRect().width;
+}).map((select) => `#${select.id} ("${select.options[select.selectedIndex].text}")`)"""
+# Pages with a select still cut off at 390 px (issue 18, item 10), left to their owners: remove when fixed.
+CUT_OFF_KNOWN = {"messages", "billing"}
 # Pixels of one colour inside a chart's plot area (its legend's swatch is outside).
 COLOUR_PIXELS = """([id, rgb]) => {
     const canvas = document.getElementById(id);
@@ -147,6 +169,11 @@ def test_the_main_pages_fit_speak_portuguese_and_log_no_errors(portal_with_data,
         page.wait_for_load_state("networkidle")
         problems += browser.check(page, name)
         page.console_errors.clear()
+        if name not in CUT_OFF_KNOWN:
+            problems += [f"{name} at {width} px: the select {clipped} is cut off" for clipped in page.evaluate(CLIPPED)]
+        if name == "conversation":  # the photo is shown in the thread, the reply form under it
+            assert page.evaluate("document.querySelector('.bubble img').naturalWidth") > 0
+            expect(page.locator("#reply-form button[type=submit]")).to_be_visible()
         if name == "campaign_report":  # sent within one minute: one period, drawn as visible bars
             assert page.evaluate("Chart.getChart(document.getElementById('rates-chart')).config.type") == "bar"
             assert page.evaluate(COLOUR_PIXELS, ["rates-chart", [0x3f, 0xa6, 0x6b]]) > 500
