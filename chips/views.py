@@ -296,7 +296,7 @@ def conversation(request: HttpRequest, pk: int, peer: str) -> HttpResponse:
     form = None
     if request.method == "POST":
         data = request.POST.copy()
-        data.update({"chip": chip.pk, "to": number})
+        data["chip"], data["to"] = chip.pk, number  # the thread's chip and number, whatever was posted
         form = SendMessageForm(data, request.FILES, chips=Chip.objects.filter(pk=chip.pk))
         if _queue_from_form(request, form):
             return redirect(url)

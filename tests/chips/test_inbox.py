@@ -250,3 +250,18 @@ def test_another_tenant_can_neither_see_nor_open_nor_answer_a_conversation(shop,
     with scopes_disabled():
         assert Message.objects.count() == before
         assert not Message.objects.filter(read_at__isnull=False, direction=Message.Direction.IN).exists()
+
+
+def test_the_main_menu_has_the_inbox_with_its_unread_total_and_the_contacts(shop):
+    client, _loja, _balcao = shop
+    page = client.get(reverse("inbox"), HTTP_ACCEPT_LANGUAGE="pt-br").content.decode()
+    nav = page[page.index('<nav class="mainnav"'):page.index("</nav>")]
+    assert re.search(r'<a href="/conversas/" id="nav-inbox" aria-current="page">Conversas <span class="nav-count"'
+                     r' id="unread-total" title="3 mensagens não lidas">3</span></a>', nav), nav
+    assert '<a href="/contatos/" >Contatos</a>' in nav
+    nav = client.get(reverse("contact_list")).content.decode()
+    assert '<a href="/contatos/" aria-current="page">Contatos</a>' in nav
+    assert '<a href="/campanhas/" >Campanhas</a>' in nav
+    client.cookies["django_language"] = "en"
+    english = client.get(reverse("inbox")).content.decode()
+    assert ">Inbox <span" in english and "<h1>Inbox</h1>" in english and "3 unread messages" in english
