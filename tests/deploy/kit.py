@@ -164,3 +164,11 @@ def chip_gets_waha_container(base: str, key: str, instance: str, waha_network: s
     qr = api.get(f"{base}/api/v1/chips/{chip_id}/qr.png", timeout=10)
     assert qr.status_code == 200 and qr.content.startswith(b"\x89PNG"), qr.text[:500]
     return waha[0]
+
+
+def beat_ticks(logs) -> None:
+    """beat sends the campaign kick (every 10 s) and the worker runs it: logs(service) shows both."""
+    wait(lambda: "Sending due task chips: campaign kick" in logs("beat"), 60, "beat sending a periodic task",
+         lambda: logs("beat"))
+    wait(lambda: re.search(r"chips\.tasks\.kick_campaigns\[[0-9a-f-]+\] succeeded", logs("worker")), 60,
+         "the worker running beat's task", lambda: logs("worker"))

@@ -16,6 +16,7 @@ from tests.deploy.kit import (
     SIGN_UP,
     SIMULATOR_IMAGE,
     answers,
+    beat_ticks,
     chip_gets_waha_container,
     docker,
     env_file,
@@ -137,10 +138,7 @@ def test_compose_stack_serves_provisions_and_leaves_nothing_behind(stack):
     chip_gets_waha_container(base, key, stack.instance, stack.waha_network, stack.logs)
 
     # beat ticks: it sends the campaign kick (every 10 s) and the worker runs it.
-    wait(lambda: "Sending due task chips: campaign kick" in stack.logs("beat"), 60, "beat sending a periodic task",
-         lambda: stack.logs("beat"))
-    wait(lambda: re.search(r"chips\.tasks\.kick_campaigns\[[0-9a-f-]+\] succeeded", stack.logs("worker")), 60,
-         "the worker running beat's task", lambda: stack.logs("worker"))
+    beat_ticks(stack.logs)
     print(f"stack checked {time.monotonic() - started:.0f} s after up")
 
     stack.teardown()

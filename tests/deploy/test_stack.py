@@ -6,7 +6,7 @@ mesh, so that the test reaches it on 127.0.0.1; everything else is the file as s
 services on the stack's overlay networks, the worker's WAHA containers (the docker runtime) on
 the attachable overlay network WAHA_DOCKER_NETWORK. Migrate completes, web answers, worker and
 beat pass their health checks, the deploy: sections are on the services, the worker creates a
-WAHA container for a new chip; then `docker stack rm` and the stack's volumes leave nothing.
+WAHA container for a new chip, beat ticks; then `docker stack rm` and the stack's volumes leave nothing.
 The swarm is the swarm tests' (tests/waha/swarmkit.py): started when the engine is in none,
 shared with concurrent runs, left as found."""
 import json
@@ -23,6 +23,7 @@ from tests.deploy.kit import (
     SIGN_UP,
     SIMULATOR_IMAGE,
     answers,
+    beat_ticks,
     chip_gets_waha_container,
     docker,
     env_file,
@@ -237,6 +238,9 @@ def test_stack_deploy_serves_provisions_and_stack_rm_leaves_nothing(swarm_stack)
     assert (network["Driver"], network["Scope"], network["Attachable"]) == ("overlay", "swarm", True)
     assert any(container.startswith(waha) for container in network["Containers"])
     print(f"WAHA container for a new chip {time.monotonic() - started:.0f} s after deploy")
+
+    # beat ticks: it sends the campaign kick (every 10 s) and the worker runs it.
+    beat_ticks(stack.logs)
 
     stack.teardown()
     assert stack.leftovers() == {"services": [], "tasks": [], "containers": [], "networks": [], "volumes": [],
