@@ -223,6 +223,9 @@ class Message(models.Model):
             models.Index(fields=["tenant", "-created_at"]),
             models.Index(fields=["chip", "peer", "-created_at"]),
             models.Index(fields=["tenant", "peer"], name="message_tenant_peer"),
+            # Received messages only (the menu's unread count reads them on every page); its columns never
+            # change, so acks are still written in place.
+            models.Index(fields=["tenant", "-created_at"], condition=models.Q(direction="IN"), name="message_inbound"),
         ]
 
     def __str__(self) -> str:
