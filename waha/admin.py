@@ -7,6 +7,8 @@ cleanup) are asked again on a confirmation page.
 """
 from __future__ import annotations
 
+from datetime import timedelta
+
 from django import forms
 from django.conf import settings
 from django.contrib import admin, messages
@@ -19,10 +21,11 @@ from django.template.defaultfilters import filesizeformat
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils import timezone
+from django.utils.formats import number_format
 from django.utils.html import format_html
 from django.utils.timesince import timesince
+from django.utils.translation import gettext, ngettext
 from django.utils.translation import gettext_lazy as _
-from django.utils.translation import ngettext
 
 from whago import audit
 from whago.admin_tools import BigTableAdmin, ConsoleAdmin, status_dot
@@ -132,7 +135,7 @@ class WahaContainerAdmin(ConsoleAdmin):
     search_fields = ["name", "tenant__name", "tenant__slug", "runtime_id"]
     readonly_fields = [
         "tenant", "name", "runtime", "runtime_id", "port", "image", "engine", "status", "healthy", "started_at",
-        "last_health_at", "last_error", "down_since", "restart_count", "last_cpu_percent", "last_memory_bytes",
+        "last_health_at", "last_error", "down_since", "restart_count", "last_cpu_percent", "memory",
         "last_memory_percent", "last_stats_at", "created_at", "updated_at", "url", "version", "whatsapp_engine",
         "key_enforced", "capabilities_at", "node_name", "node_address",
     ]
@@ -185,11 +188,13 @@ class WahaContainerAdmin(ConsoleAdmin):
     def uptime(self, obj: WahaContainer) -> str:
         if obj.status != ContainerStatus.RUNNING or not obj.started_at:
             return "—"
+        if timezone.now() - obj.started_at < timedelta(minutes=1):
+            return gettext("less than a minute")  # (timesince says "0 minuto" in pt-BR)
         return timesince(obj.started_at, timezone.now(), depth=2)
 
     @admin.display(description=_("CPU"), ordering="last_cpu_percent")
     def cpu(self, obj: WahaContainer) -> str:
-        return "—" if obj.last_cpu_percent is None else f"{obj.last_cpu_percent:.1f} %"
+        return "—" if obj.last_cpu_percent is None else f"{number_format(obj.last_cpu_percent, 1)} %"
 
     @admin.display(description=_("RAM"), ordering="last_memory_bytes")
     def memory(self, obj: WahaContainer) -> str:
@@ -518,7 +523,7 @@ class StatsSampleAdmin(BigTableAdmin):
     list_filter = [("taken_at", admin.DateFieldListFilter)]
     list_select_related = ["container"]
     search_fields = ["=container__name"]
-    readonly_fields = ["container", "cpu_percent", "memory_bytes", "memory_percent", "sessions", "taken_at"]
+    readonly_fields = ["container", "cpu_percent", "memory", "memory_percent", "sessions", "taken_at"]
 
     @admin.display(description=_("memory"), ordering="memory_bytes")
     def memory(self, obj: StatsSample) -> str:

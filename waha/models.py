@@ -279,7 +279,7 @@ class StatsSample(models.Model):
         indexes = [models.Index(fields=["container", "taken_at"])]
 
     def __str__(self) -> str:
-        return f"{self.container_id} {self.taken_at:%Y-%m-%d %H:%M}"
+        return f"{self.container_id} {timezone.localtime(self.taken_at):%d/%m/%Y %H:%M}"
 
 
 class AlertRule(models.TextChoices):

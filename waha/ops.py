@@ -93,7 +93,9 @@ def _list_sessions(container: WahaContainer, options: dict) -> tuple[str, dict]:
         }
         for info in manager.list_sessions(container)
     ]
-    listing = ", ".join(f"{s['name']} ({s['status']})" for s in found)
+    # WAHA's status codes (WORKING…) in the operator's words; one WHAGO does not know is shown as it came.
+    labels = dict(SessionStatus.choices)
+    listing = ", ".join(f"{s['name']} ({labels.get(s['status'], s['status'])})" for s in found)
     summary = ngettext("%(n)d session", "%(n)d sessions", len(found)) % {"n": len(found)}
     return f"{summary}: {listing}" if found else summary, {"sessions": found}
 

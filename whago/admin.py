@@ -19,12 +19,16 @@ from django.urls import NoReverseMatch, path, reverse
 from django.utils import timezone
 from django.utils.formats import number_format
 from django.utils.html import format_html
+from django.utils.translation import gettext, ngettext
 from django.utils.translation import gettext_lazy as _
-from django.utils.translation import ngettext
+from django_celery_beat.admin import CrontabScheduleAdmin, PeriodicTaskAdmin
+from django_celery_beat.models import CrontabSchedule, PeriodicTask
+from django_otp.plugins.otp_totp.admin import TOTPDeviceAdmin
+from django_otp.plugins.otp_totp.models import TOTPDevice
 
 from . import services
 from .admin_tools import BigTableAdmin, ConsoleAdmin, FastCheckboxMixin, status_dot
-from .models import AuditLog, Invitation, Membership, Tenant, User, WorkerHeartbeat
+from .models import AuditLog, Invitation, Membership, SuspensionKind, Tenant, User, WorkerHeartbeat
 
 
 class MembershipInline(admin.TabularInline):
@@ -49,6 +53,11 @@ class SuspendForm(forms.Form):
         label=_("Reason (kept in the audit log)"), max_length=300, required=False,
         widget=forms.TextInput(attrs={"size": 60}),
     )
+    kind = forms.ChoiceField(
+        label=_("Kind"), choices=SuspensionKind.choices, initial=SuspensionKind.OTHER, required=False,
+        widget=forms.RadioSelect,
+        help_text=_("A suspension for non-payment is lifted automatically when a payment is confirmed."),
+    )
 
 
 @admin.register(Tenant)
@@ -57,8 +66,9 @@ class TenantAdmin(ConsoleAdmin):
     list_filter = ["is_active"]
     search_fields = ["name", "slug"]
     prepopulated_fields = {"slug": ["name"]}
-    readonly_fields = ["is_active", "suspended_at", "suspension_reason", "created_at"]
-    fields = ["name", "slug", "is_active", "suspended_at", "suspension_reason", "created_at"]
+    readonly_fields = ["is_active", "suspended_at", "suspension_reason", "suspension_kind", "created_at"]
+    fields = ["name", "slug", "is_active", "suspended_at", "suspension_reason", "suspension_kind", "created_at",
+              "cnpj", "address_street", "address_district", "address_city", "address_state", "address_postal_code"]
     inlines = [MembershipInline]
     actions = ["suspend_selected", "reactivate_selected"]
     change_form_template = "admin/whago/tenant/change_form.html"
@@ -131,8 +141,9 @@ class TenantAdmin(ConsoleAdmin):
             *super().get_urls(),
         ]
 
-    def _suspend(self, request: HttpRequest, tenants: list[Tenant], reason: str) -> None:
-        done = [t for t in tenants if services.suspend_tenant(t, by=request.user, reason=reason)]
+    def _suspend(self, request: HttpRequest, tenants: list[Tenant], reason: str, kind: str) -> None:
+        done = [t for t in tenants if services.suspend_tenant(
+            t, by=request.user, reason=reason, kind=kind or SuspensionKind.OTHER)]
         if done:
             self.message_user(request, ngettext(
                 "%(names)s suspended: its members see the suspension page, its API keys are refused and its "
@@ -176,7 +187,7 @@ class TenantAdmin(ConsoleAdmin):
         tenants = list(queryset)
         form = SuspendForm(request.POST if "post" in request.POST else None)
         if "post" in request.POST and form.is_valid():
-            self._suspend(request, tenants, form.cleaned_data["reason"])
+            self._suspend(request, tenants, form.cleaned_data["reason"], form.cleaned_data["kind"])
             return None
         hidden = [("action", "suspend_selected"), ("post", "yes"),
                   *[(admin.helpers.ACTION_CHECKBOX_NAME, t.pk) for t in tenants]]
@@ -193,7 +204,7 @@ class TenantAdmin(ConsoleAdmin):
         page = reverse("admin:whago_tenant_change", args=[pk])
         form = SuspendForm(request.POST if request.method == "POST" else None)
         if request.method == "POST" and form.is_valid():
-            self._suspend(request, [tenant], form.cleaned_data["reason"])
+            self._suspend(request, [tenant], form.cleaned_data["reason"], form.cleaned_data["kind"])
             return HttpResponseRedirect(page)
         return self._suspend_page(request, [tenant], form, [], page)
 
@@ -242,6 +253,31 @@ class MembershipAdmin(ConsoleAdmin):
     search_fields = ["user__email", "tenant__name"]
 
 
+# What each kind of audited action is called on the console (its code stays in the log, searchable).
+AUDITED_ACTIONS = {
+    "orphans.cleanup": _("Orphan cleanup"),
+    "tenant.suspend": _("Tenant suspended"),
+    "tenant.reactivate": _("Tenant reactivated"),
+    "alert.acknowledge": _("Alert acknowledged"),
+    "member.remove": _("Member removed"),
+    "member.role": _("Member's role changed"),
+    "member.transfer_ownership": _("Ownership transferred"),
+}
+
+
+def action_label(code: str) -> str:
+    """The operator's words for an audit log action code (a container action by its button's name)."""
+    if code in AUDITED_ACTIONS:
+        return str(AUDITED_ACTIONS[code])
+    kind, _dot, name = code.partition(".")
+    if kind == "container":
+        from waha.ops import ACTIONS  # the console's container actions, with their labels
+
+        if name in ACTIONS:
+            return gettext("Container: %(action)s") % {"action": ACTIONS[name].label}
+    return code
+
+
 class ActionKindFilter(admin.SimpleListFilter):
     """Kinds of actions by their prefix (no DISTINCT over a log that only grows)."""
 
@@ -260,7 +296,7 @@ class ActionKindFilter(admin.SimpleListFilter):
 class AuditLogAdmin(BigTableAdmin):
     """Read-only: what operators did, and how it ended."""
 
-    list_display = ["created_at", "actor_email", "action", "target", "tenant", "status_badge", "outcome",
+    list_display = ["created_at", "actor_email", "action_name", "target", "tenant", "status_badge", "outcome",
                     "took"]
     list_filter = ["status", ActionKindFilter]
     list_select_related = ["tenant"]
@@ -268,6 +304,10 @@ class AuditLogAdmin(BigTableAdmin):
     fields = ["created_at", "finished_at", "actor", "actor_email", "action", "target_type", "target_id",
               "target_repr", "tenant", "status", "result", "error", "detail"]
     readonly_fields = fields
+
+    @admin.display(description=_("action"), ordering="action")
+    def action_name(self, obj: AuditLog) -> str:
+        return action_label(obj.action)
 
     @admin.display(description=_("target"), ordering="target_repr")
     def target(self, obj: AuditLog) -> str:
@@ -303,3 +343,94 @@ class AuditLogAdmin(BigTableAdmin):
 
     def has_delete_permission(self, request, obj=None) -> bool:
         return False
+
+
+class AuthenticatorForm(forms.ModelForm):
+    class Meta:
+        model = TOTPDevice
+        fields = ["user", "name", "confirmed"]
+        labels = {"user": _("Operator"), "name": _("Name"), "confirmed": _("Confirmed")}
+        help_texts = {"user": "", "name": _("To tell the operator's authenticators apart."),
+                      "confirmed": _("Only a confirmed authenticator is accepted at the login.")}
+
+
+class ConfirmedFilter(admin.SimpleListFilter):
+    title = _("confirmed")
+    parameter_name = "confirmed"
+
+    def lookups(self, request, model_admin):
+        return [("1", _("Yes")), ("0", _("No"))]
+
+    def queryset(self, request, queryset):
+        return queryset.filter(confirmed=self.value() == "1") if self.value() in ("0", "1") else queryset
+
+
+# django-otp's own admin for the operators' authenticators speaks English (plain strings, no gettext).
+admin.site.unregister(TOTPDevice)
+
+
+@admin.register(TOTPDevice)
+class AuthenticatorAdmin(TOTPDeviceAdmin):
+    """The operators' authenticator apps (second factor), made by `manage.py operator_totp`."""
+
+    form = AuthenticatorForm
+    list_display = ["user", "name", "created", "last_used", "confirmed"]
+    list_filter = [ConfirmedFilter]
+    search_help_text = _("Search by the operator's e-mail")
+    readonly_fields = ["created", "last_used", "qrcode_link"]
+
+    def get_fieldsets(self, request, obj=None):
+        fieldsets = [(None, {"fields": ["user", "name", "confirmed"]})]
+        if obj is not None:
+            fieldsets.append((_("Dates"), {"fields": ["created", "last_used"]}))
+            if "qrcode_link" in self.get_list_display(request):
+                fieldsets.append((None, {"fields": ["qrcode_link"]}))
+        return fieldsets
+
+    def get_fields(self, request, obj=None):
+        return [field for _name, options in self.get_fieldsets(request, obj) for field in options["fields"]]
+
+    @admin.display(description=_("created at"), ordering="created_at")
+    def created(self, device: TOTPDevice):
+        return device.created_at
+
+    @admin.display(description=_("last used at"), ordering="last_used_at")
+    def last_used(self, device: TOTPDevice):
+        return device.last_used_at
+
+    @admin.display(description=_("QR code"))
+    def qrcode_link(self, device: TOTPDevice) -> str:
+        return super().qrcode_link(device)
+
+
+class TaskNameFilter(admin.AllValuesFieldListFilter):
+    """django-celery-beat's task filter, titled in the console's language (its field's name is a plain string)."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.title = _("task")
+
+
+# django-celery-beat's lists name some columns with plain (untranslatable) strings.
+admin.site.unregister([PeriodicTask, CrontabSchedule])
+
+
+@admin.register(PeriodicTask)
+class ScheduledTaskAdmin(PeriodicTaskAdmin):
+    list_display = ["name", "enabled", "schedule", "start_time", "last_run_at", "one_off"]
+    list_filter = ["enabled", "one_off", ("task", TaskNameFilter), "start_time", "last_run_at"]
+
+    @admin.display(description=_("Schedule"))
+    def schedule(self, task: PeriodicTask) -> str:
+        return str(task.scheduler)
+
+
+@admin.register(CrontabSchedule)
+class CronScheduleAdmin(CrontabScheduleAdmin):
+    list_display = ["__str__", "in_words"]
+    fields = ["in_words", "minute", "hour", "day_of_month", "month_of_year", "day_of_week", "timezone"]
+    readonly_fields = ["in_words"]
+
+    @admin.display(description=_("Human readable"))
+    def in_words(self, schedule: CrontabSchedule) -> str:
+        return schedule.human_readable

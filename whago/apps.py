@@ -17,3 +17,9 @@ class WhagoAdminConfig(admin_apps.AdminConfig):
 
     default = False
     default_site = "whago.admin_site.WhagoAdminSite"
+
+    def ready(self) -> None:
+        super().ready()
+        from .thirdparty_i18n import name_apps
+
+        name_apps()

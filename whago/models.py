@@ -88,8 +88,8 @@ class Role(models.TextChoices):
 class Membership(models.Model):
     """A user's place in a tenant, with the role that says what they may manage."""
 
-    tenant = models.ForeignKey(Tenant, on_delete=models.CASCADE, related_name="memberships")
-    user = models.ForeignKey(User, on_delete=models.CASCADE, related_name="memberships")
+    tenant = models.ForeignKey(Tenant, on_delete=models.CASCADE, related_name="memberships", verbose_name=_("tenant"))
+    user = models.ForeignKey(User, on_delete=models.CASCADE, related_name="memberships", verbose_name=_("user"))
     role = models.CharField(_("role"), max_length=16, choices=Role.choices, default=Role.MEMBER)
     created_at = models.DateTimeField(_("joined at"), auto_now_add=True)
 
@@ -102,7 +102,7 @@ class Membership(models.Model):
         ordering = ["created_at"]
 
     def __str__(self) -> str:
-        return f"{self.user} @ {self.tenant} ({self.role})"
+        return f"{self.user} @ {self.tenant} ({self.get_role_display()})"
 
     @property
     def can_manage(self) -> bool:
@@ -118,13 +118,14 @@ class Invitation(models.Model):
 
     VALID_FOR = timedelta(days=7)
 
-    tenant = models.ForeignKey(Tenant, on_delete=models.CASCADE, related_name="invitations")
+    tenant = models.ForeignKey(Tenant, on_delete=models.CASCADE, related_name="invitations", verbose_name=_("tenant"))
     email = models.EmailField(_("e-mail"))
     role = models.CharField(_("role"), max_length=16, choices=Role.choices, default=Role.MEMBER)
     token = models.CharField(max_length=64, unique=True, default=_invitation_token, editable=False)
-    invited_by = models.ForeignKey(User, on_delete=models.SET_NULL, null=True, related_name="+")
-    created_at = models.DateTimeField(auto_now_add=True)
-    accepted_at = models.DateTimeField(null=True, blank=True)
+    invited_by = models.ForeignKey(User, on_delete=models.SET_NULL, null=True, related_name="+",
+                                   verbose_name=_("invited by"))
+    created_at = models.DateTimeField(_("created at"), auto_now_add=True)
+    accepted_at = models.DateTimeField(_("accepted at"), null=True, blank=True)
 
     objects = ScopedManager(tenant="tenant")
 
@@ -150,10 +151,10 @@ class Invitation(models.Model):
 class WorkerHeartbeat(models.Model):
     """Written by the `whago.tasks.ping` task: proof that a Celery worker runs tasks."""
 
-    token = models.CharField(max_length=64, unique=True)
-    requested_at = models.DateTimeField(auto_now_add=True)
-    answered_at = models.DateTimeField(null=True, blank=True)
-    worker = models.CharField(max_length=200, blank=True)
+    token = models.CharField(_("token"), max_length=64, unique=True)
+    requested_at = models.DateTimeField(_("requested at"), auto_now_add=True)
+    answered_at = models.DateTimeField(_("answered at"), null=True, blank=True)
+    worker = models.CharField(_("worker"), max_length=200, blank=True)
 
     class Meta:
         verbose_name = _("worker heartbeat")

@@ -1,0 +1,59 @@
+"""Portuguese for the third-party apps the operators' console shows.
+
+django-axes and django-celery-beat ship no pt-BR catalogue, and django-otp's TOTP plugin names its model with
+plain (untranslatable) strings. Our catalogue (LOCALE_PATHS) is looked up before every app's, so listing their
+English texts here with gettext_noop keeps them in our .po files (makemessages) where they get their
+translation; `name_apps()` gives the apps and the TOTP model translatable names. Django's own pt-BR text for
+the delete action ("Remover empresas selecionados") is corrected the same way.
+"""
+from django.apps import apps
+from django.utils.translation import gettext_lazy as _
+from django.utils.translation import gettext_noop
+
+THIRD_PARTY_TEXTS = [
+    # Django admin: its pt-BR "Remover %(verbose_name_plural)s selecionados" is wrong for feminine names.
+    gettext_noop("Delete selected %(verbose_name_plural)s"),
+    # django-axes: models, fields, columns, filters, actions.
+    gettext_noop("access attempt"), gettext_noop("access attempts"),
+    gettext_noop("access attempt expiration"), gettext_noop("access attempt expirations"),
+    gettext_noop("access failure"), gettext_noop("access failures"),
+    gettext_noop("access log"), gettext_noop("access logs"),
+    gettext_noop("Access Attempt"), gettext_noop("Access lock out"), gettext_noop("Attempt Time"),
+    gettext_noop("Attempt Remaining"), gettext_noop("Expires At"), gettext_noop("Failed Logins"),
+    gettext_noop("Form Data"), gettext_noop("GET Data"), gettext_noop("POST Data"), gettext_noop("HTTP Accept"),
+    gettext_noop("IP Address"), gettext_noop("Locked Out"), gettext_noop("Logout Time"), gettext_noop("Meta Data"),
+    gettext_noop("Not set"), gettext_noop("Path"), gettext_noop("User Agent"), gettext_noop("Username"),
+    gettext_noop("Status"), gettext_noop("Session key hash (sha256)"),
+    gettext_noop("Clean up expired attempts"),
+    gettext_noop("The time when access attempt expires and is no longer valid."),
+    # django-celery-beat: models, fields, columns, actions.
+    gettext_noop("Periodic Tasks"), gettext_noop("periodic task"), gettext_noop("periodic tasks"),
+    gettext_noop("periodic task track"), gettext_noop("periodic task tracks"),
+    gettext_noop("interval"), gettext_noop("intervals"), gettext_noop("crontab"), gettext_noop("crontabs"),
+    gettext_noop("clocked"), gettext_noop("solar event"), gettext_noop("solar events"),
+    gettext_noop("Scheduler"), gettext_noop("Interval Schedule"), gettext_noop("Crontab Schedule"),
+    gettext_noop("Solar Schedule"), gettext_noop("Clocked Schedule"), gettext_noop("Start Datetime"),
+    gettext_noop("Last Run Datetime"), gettext_noop("One-off Task"), gettext_noop("Expires Datetime"),
+    gettext_noop("Task Name"), gettext_noop("Task (registered)"), gettext_noop("Task (custom)"),
+    gettext_noop("Enabled"), gettext_noop("Name"), gettext_noop("Description"), gettext_noop("Schedule"),
+    gettext_noop("Arguments"), gettext_noop("Positional Arguments"), gettext_noop("Keyword Arguments"),
+    gettext_noop("Execution Options"), gettext_noop("Total Run Count"), gettext_noop("Last Modified"),
+    gettext_noop("Clock Time"), gettext_noop("Interval"), gettext_noop("Crontab"), gettext_noop("Solar event"),
+    gettext_noop("Human readable"), gettext_noop("Number of Periods"), gettext_noop("Interval Period"),
+    gettext_noop("Days"), gettext_noop("Hours"), gettext_noop("Minutes"), gettext_noop("Seconds"),
+    gettext_noop("Microseconds"), gettext_noop("Periodic Tasks Using This Schedule"),
+    gettext_noop("Enable selected tasks"), gettext_noop("Disable selected tasks"),
+    gettext_noop("Toggle activity of selected tasks"), gettext_noop("Run selected tasks"),
+]
+
+
+def name_apps() -> None:
+    """Translatable names for the third-party apps and models the console lists (called once, when the
+    admin is ready). Only display names change: a model's migration state reads its Meta as declared."""
+    for label, name in {"axes": _("Login attempts"), "otp_totp": _("Second factor")}.items():
+        if label in apps.app_configs:
+            apps.get_app_config(label).verbose_name = name
+    if "otp_totp" in apps.app_configs:
+        device = apps.get_model("otp_totp", "TOTPDevice")
+        device._meta.verbose_name = _("authenticator")
+        device._meta.verbose_name_plural = _("authenticators")
