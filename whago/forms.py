@@ -2,8 +2,9 @@ from django import forms
 from django.contrib.auth import password_validation
 from django.contrib.auth.forms import AuthenticationForm
 from django.utils.translation import gettext_lazy as _
+from localflavor.br.forms import BRCNPJField, BRZipCodeField
 
-from .models import Role, User
+from .models import Role, Tenant, User
 
 
 class SignUpForm(forms.Form):
@@ -53,8 +54,26 @@ class ApiKeyForm(forms.Form):
     name = forms.CharField(label=_("Key name"), max_length=80, help_text=_("Where it is used, e.g. “ERP”."))
 
 
-class TenantSettingsForm(forms.Form):
+class TenantSettingsForm(forms.ModelForm):
+    """The company's name, and the CNPJ and address printed on its receipts."""
+
     name = forms.CharField(label=_("Company name"), max_length=120)
+    cnpj = BRCNPJField(label=_("CNPJ"), required=False, help_text=_("Printed on your receipts."))
+    address_postal_code = BRZipCodeField(label=_("Postal code (CEP)"), required=False)
+
+    class Meta:
+        model = Tenant
+        fields = ["name", "cnpj", "address_street", "address_district", "address_city", "address_state",
+                  "address_postal_code"]
+
+    def clean_cnpj(self) -> str:
+        """Stored as XX.XXX.XXX/XXXX-XX whichever way it was typed (digits, or letters since July 2026)."""
+        raw = "".join(ch for ch in self.cleaned_data["cnpj"] if ch.isalnum())
+        return f"{raw[:2]}.{raw[2:5]}.{raw[5:8]}/{raw[8:12]}-{raw[12:]}" if raw else ""
+
+    def clean_address_postal_code(self) -> str:
+        raw = "".join(ch for ch in self.cleaned_data["address_postal_code"] if ch.isdigit())
+        return f"{raw[:5]}-{raw[5:]}" if raw else ""
 
 
 class LoginForm(AuthenticationForm):

@@ -7,6 +7,8 @@ from django.db import models
 from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 from django_scopes import ScopedManager
+from localflavor.br.br_states import STATE_CHOICES
+from localflavor.br.validators import BRCNPJValidator, BRPostalCodeValidator
 
 
 class UserManager(BaseUserManager):
@@ -59,6 +61,11 @@ class User(AbstractUser):
         return self.email
 
 
+class SuspensionKind(models.TextChoices):
+    NONPAYMENT = "nonpayment", _("Non-payment")
+    OTHER = "other", _("Other reason")
+
+
 class Tenant(models.Model):
     """A customer business. Everything it owns is scoped to it at the ORM."""
 
@@ -69,6 +76,18 @@ class Tenant(models.Model):
     # Set by whago.services.suspend_tenant (is_active is then False), cleared on reactivation.
     suspended_at = models.DateTimeField(_("suspended at"), null=True, blank=True)
     suspension_reason = models.CharField(_("reason for the suspension"), max_length=300, blank=True)
+    # Only a suspension for non-payment is lifted by a confirmed payment (billing.services).
+    suspension_kind = models.CharField(_("kind of suspension"), max_length=16, choices=SuspensionKind.choices,
+                                       blank=True)
+    # The company's data printed on its receipts (edited in the portal's Settings).
+    cnpj = models.CharField(_("CNPJ"), max_length=18, blank=True, validators=[BRCNPJValidator()])
+    address_street = models.CharField(_("address"), max_length=200, blank=True,
+                                      help_text=_("Street, number and complement."))
+    address_district = models.CharField(_("district"), max_length=80, blank=True)
+    address_city = models.CharField(_("city"), max_length=80, blank=True)
+    address_state = models.CharField(_("state"), max_length=2, blank=True, choices=STATE_CHOICES)
+    address_postal_code = models.CharField(_("postal code (CEP)"), max_length=9, blank=True,
+                                           validators=[BRPostalCodeValidator()])
 
     class Meta:
         verbose_name = _("tenant")
@@ -77,6 +96,14 @@ class Tenant(models.Model):
 
     def __str__(self) -> str:
         return self.name
+
+    @property
+    def address_lines(self) -> list[str]:
+        """The postal address as printed on a receipt; [] when none was given."""
+        city = " / ".join(part for part in (self.address_city, self.address_state) if part)
+        last = " — ".join(part for part in (city, self.address_postal_code) if part)
+        lines = [self.address_street, self.address_district, last]
+        return [line for line in lines if line]
 
 
 class Role(models.TextChoices):

@@ -16,7 +16,7 @@ from django_scopes import scopes_disabled
 from billing.services import start_free_plan
 
 from . import audit
-from .models import ApiKey, Invitation, Membership, Role, Tenant, User
+from .models import ApiKey, Invitation, Membership, Role, SuspensionKind, Tenant, User
 from .signals import tenant_reactivated, tenant_suspended
 
 
@@ -268,37 +268,43 @@ def suspension_message(tenant: Tenant) -> str:
 
 
 @transaction.atomic
-def suspend_tenant(tenant: Tenant, *, by: User | None = None, reason: str = "") -> bool:
+def suspend_tenant(tenant: Tenant, *, by: User | None = None, reason: str = "",
+                   kind: str = SuspensionKind.OTHER) -> bool:
     """Suspend a tenant: no portal, no API, its sessions stopped; its data kept. False if it already was.
 
     Members then see a "suspended" page (Billing stays open) and API keys answer 403
     tenant_suspended (both check is_active);
-    receivers of `tenant_suspended` stop what runs for the tenant.
+    receivers of `tenant_suspended` stop what runs for the tenant. kind NONPAYMENT: a confirmed payment
+    lifts it (billing.services); any other kind only an operator.
     """
     reason = reason.strip()[:300]
     changed = Tenant.objects.filter(pk=tenant.pk, is_active=True).update(
-        is_active=False, suspended_at=timezone.now(), suspension_reason=reason
+        is_active=False, suspended_at=timezone.now(), suspension_reason=reason, suspension_kind=kind
     )
-    tenant.refresh_from_db(fields=["is_active", "suspended_at", "suspension_reason"])
+    tenant.refresh_from_db(fields=["is_active", "suspended_at", "suspension_reason", "suspension_kind"])
     if not changed:
         return False
     audit.record("tenant.suspend", actor=by, target=tenant, status=audit.AuditLog.Status.SUCCEEDED,
-                 result=reason or "suspended")
+                 result=reason or "suspended", detail={"kind": kind})
     tenant_suspended.send(sender=Tenant, tenant=tenant, by=by, reason=reason)
     return True
 
 
 @transaction.atomic
-def reactivate_tenant(tenant: Tenant, *, by: User | None = None) -> bool:
-    """Lift a suspension: the portal and API work again, receivers restart what they stopped."""
-    changed = Tenant.objects.filter(pk=tenant.pk, is_active=False).update(
-        is_active=True, suspended_at=None, suspension_reason=""
-    )
-    tenant.refresh_from_db(fields=["is_active", "suspended_at", "suspension_reason"])
+def reactivate_tenant(tenant: Tenant, *, by: User | None = None, only_kind: str = "", why: str = "") -> bool:
+    """Lift a suspension: the portal and API work again, receivers restart what they stopped.
+
+    only_kind: lift it only if the tenant was suspended for that kind (a payment lifts only NONPAYMENT);
+    why: what the audit log says (default "reactivated")."""
+    suspended = Tenant.objects.filter(pk=tenant.pk, is_active=False)
+    if only_kind:
+        suspended = suspended.filter(suspension_kind=only_kind)
+    changed = suspended.update(is_active=True, suspended_at=None, suspension_reason="", suspension_kind="")
+    tenant.refresh_from_db(fields=["is_active", "suspended_at", "suspension_reason", "suspension_kind"])
     if not changed:
         return False
     audit.record("tenant.reactivate", actor=by, target=tenant, status=audit.AuditLog.Status.SUCCEEDED,
-                 result="reactivated")
+                 result=why or "reactivated")
     tenant_reactivated.send(sender=Tenant, tenant=tenant, by=by)
     return True
 

@@ -467,6 +467,10 @@ BILLING_WEBHOOK_TOLERANCE = env.int("BILLING_WEBHOOK_TOLERANCE", default=300)
 BILLING_CREDIT_PACKS = env.list("BILLING_CREDIT_PACKS", default=["1000:49.90", "5000:199.90", "20000:599.90"])
 # Days a prepaid plan (PIX, Mercado Pago, PayPal, sandbox) stays past due before going back to FREE.
 BILLING_GRACE_DAYS = env.int("BILLING_GRACE_DAYS", default=3)
+# Who issues the receipts (WHAGO's company), printed above the customer's CNPJ and address.
+BILLING_ISSUER_NAME = env.str("BILLING_ISSUER_NAME", default="WHAGO Tecnologia Ltda.")
+BILLING_ISSUER_CNPJ = env.str("BILLING_ISSUER_CNPJ", default="")
+BILLING_ISSUER_ADDRESS = env.str("BILLING_ISSUER_ADDRESS", default="")
 if PRODUCTION and BILLING_SANDBOX_ENABLED:
     from django.core.exceptions import ImproperlyConfigured
 

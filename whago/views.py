@@ -18,7 +18,7 @@ from billing.models import Plan
 from . import ratelimits, services
 from .admin_site import operator_required
 from .forms import ApiKeyForm, InviteForm, SignUpForm, TenantSettingsForm
-from .models import ApiKey, Invitation, Membership, User, WorkerHeartbeat
+from .models import ApiKey, Invitation, Membership, Tenant, User, WorkerHeartbeat
 from .tasks import ping
 from .tenancy import activate_tenant, manager_required, tenant_required
 
@@ -95,7 +95,7 @@ def dashboard(request: HttpRequest) -> HttpResponse:
 def _settings_page(request: HttpRequest, form=None, invite_form=None, status: int = 200) -> HttpResponse:
     context = {
         "section": "settings",
-        "form": form or TenantSettingsForm(initial={"name": request.tenant.name}),
+        "form": form or TenantSettingsForm(instance=request.tenant),
         "members": Membership.objects.select_related("user").order_by("created_at"),
         "invitations": Invitation.objects.filter(accepted_at__isnull=True).order_by("-created_at"),
         "invite_form": invite_form or InviteForm(),
@@ -105,13 +105,13 @@ def _settings_page(request: HttpRequest, form=None, invite_form=None, status: in
 
 @tenant_required
 def settings_page(request: HttpRequest) -> HttpResponse:
-    form = TenantSettingsForm(request.POST or None, initial={"name": request.tenant.name})
+    # A copy of the tenant: a form that does not validate must not change the one the page header shows.
+    form = TenantSettingsForm(request.POST or None, instance=Tenant.objects.get(pk=request.tenant.pk))
     if request.method == "POST":
         if not request.membership.can_manage:
             messages.error(request, _("Only owners and administrators can change the company settings."))
         elif form.is_valid():
-            request.tenant.name = form.cleaned_data["name"]
-            request.tenant.save(update_fields=["name"])
+            form.save()
             messages.success(request, _("Settings saved."))
             return redirect("settings")
         return _settings_page(request, form=form, status=400)
