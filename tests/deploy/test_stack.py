@@ -180,12 +180,13 @@ def test_stack_deploy_serves_provisions_and_stack_rm_leaves_nothing(swarm_stack)
     started = time.monotonic()
     deployed = stack.deploy()
     assert deployed.returncode == 0, f"{deployed.stdout}\n{deployed.stderr}"
+    print(f"\n{deployed.stderr.strip()}")  # what Swarm ignores in the file (docs/deploy.md quotes it)
     stack.service_ids = set(labelled("service", f"com.docker.stack.namespace={stack.name}"))
     assert len(stack.service_ids) == len(SERVICES)
 
     # Migrate runs to completion whatever order Swarm starts the services in.
     wait(stack.migrated, 300, "migrate complete", stack.all_logs)
-    print(f"\nmigrated {time.monotonic() - started:.0f} s after deploy")
+    print(f"migrated {time.monotonic() - started:.0f} s after deploy")
 
     # web answers on 127.0.0.1 (its port in host mode on the node), static files with hashed names.
     base = f"http://127.0.0.1:{stack.port}"
@@ -201,6 +202,9 @@ def test_stack_deploy_serves_provisions_and_stack_rm_leaves_nothing(swarm_stack)
         wait(lambda service=service: stack.health(service) == "healthy", 240, f"{service} healthy",
              lambda service=service: stack.logs(service))
     print(f"web, worker and beat healthy {time.monotonic() - started:.0f} s after deploy")
+    listed = docker("stack", "services", "--format", "{{.Name}} {{.Replicas}}", stack.name).stdout.split("\n")
+    assert sorted(filter(None, listed)) == sorted(
+        f"{stack.name}_{service} {'0/1' if service == 'migrate' else '1/1'}" for service in SERVICES)
 
     # The deploy: sections are on the services.
     specs = {service: stack.spec(service) for service in SERVICES}
