@@ -3,10 +3,12 @@
 django-axes and django-celery-beat ship no pt-BR catalogue, and django-otp's TOTP plugin names its model with
 plain (untranslatable) strings. Our catalogue (LOCALE_PATHS) is looked up before every app's, so listing their
 English texts here with gettext_noop keeps them in our .po files (makemessages) where they get their
-translation; `name_apps()` gives the apps and the TOTP model translatable names. Django's own pt-BR text for
-the delete action ("Remover empresas selecionados") is corrected the same way.
+translation; `name_apps()` gives the apps and the TOTP model translatable names, and has fields named with
+plain strings (e.g. "tenant", taken by Django from the attribute) looked up in the catalogue too. Django's own
+pt-BR text for the delete action ("Remover empresas selecionados") is corrected the same way.
 """
 from django.apps import apps
+from django.utils.functional import Promise
 from django.utils.translation import gettext_lazy as _
 from django.utils.translation import gettext_noop
 
@@ -34,7 +36,7 @@ THIRD_PARTY_TEXTS = [
     gettext_noop("Scheduler"), gettext_noop("Interval Schedule"), gettext_noop("Crontab Schedule"),
     gettext_noop("Solar Schedule"), gettext_noop("Clocked Schedule"), gettext_noop("Start Datetime"),
     gettext_noop("Last Run Datetime"), gettext_noop("One-off Task"), gettext_noop("Expires Datetime"),
-    gettext_noop("Task Name"), gettext_noop("Task (registered)"), gettext_noop("Task (custom)"),
+    gettext_noop("Task (registered)"), gettext_noop("Task (custom)"),
     gettext_noop("Enabled"), gettext_noop("Name"), gettext_noop("Description"), gettext_noop("Schedule"),
     gettext_noop("Arguments"), gettext_noop("Positional Arguments"), gettext_noop("Keyword Arguments"),
     gettext_noop("Execution Options"), gettext_noop("Total Run Count"), gettext_noop("Last Modified"),
@@ -43,8 +45,24 @@ THIRD_PARTY_TEXTS = [
     gettext_noop("Days"), gettext_noop("Hours"), gettext_noop("Minutes"), gettext_noop("Seconds"),
     gettext_noop("Microseconds"), gettext_noop("Periodic Tasks Using This Schedule"),
     gettext_noop("Enable selected tasks"), gettext_noop("Disable selected tasks"),
-    gettext_noop("Toggle activity of selected tasks"), gettext_noop("Run selected tasks"),
+    gettext_noop("Toggle activity of selected tasks"), gettext_noop("Run selected tasks"), gettext_noop("Task Name"),
+    # Fields named by Django from their attribute (no verbose_name given): see plain_names_translated().
+    gettext_noop("tenant"), gettext_noop("container"), gettext_noop("chip"), gettext_noop("plan"),
+    gettext_noop("payment"), gettext_noop("created by"), gettext_noop("proxy assignment"),
+    gettext_noop("reservation"), gettext_noop("sort order"), gettext_noop("waha session"), gettext_noop("user"),
+    gettext_noop("token"),
 ]
+
+
+def plain_names_translated() -> None:
+    """Field names that are plain strings (given by Django from the attribute, or by an app without gettext)
+    looked up in the catalogue when shown. A migration reads the name as declared (Field._verbose_name),
+    so this changes no migration state."""
+    for model in apps.get_models():
+        for field in model._meta.get_fields():
+            name = getattr(field, "verbose_name", None)
+            if isinstance(name, str) and not isinstance(name, Promise):
+                field.verbose_name = _(name)
 
 
 def name_apps() -> None:
@@ -57,3 +75,4 @@ def name_apps() -> None:
         device = apps.get_model("otp_totp", "TOTPDevice")
         device._meta.verbose_name = _("authenticator")
         device._meta.verbose_name_plural = _("authenticators")
+    plain_names_translated()

@@ -24,7 +24,9 @@ DENYLIST = ["Access attempt", "Access failure", "Access log", "Periodic task", "
             "Crontabs", "Clocked", "Solar event", "TOTP device", "Otp_Totp", "Axes", "Groups", "(owner)",
             "container.list_sessions", "WORKING", "empresas selecionados", "0 minuto", "Attempt Time",
             "IP Address", "User Agent", "Start Datetime", "Last Run Datetime", "One-off Task", "Scheduler",
-            "Enable selected tasks", "Run selected tasks", "Created at", "Last used at", "Search by user"]
+            "Enable selected tasks", "Run selected tasks", "Created at", "Last used at", "Search by user",
+            "Tenant", "TENANT", "Container", "Waha session", "Proxy assignment", "Sort order", "Created by",
+            "Reservation", "Task Name"]
 
 
 def shown_text(html: str) -> str:
