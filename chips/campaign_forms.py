@@ -68,18 +68,13 @@ class ImportForm(CleanTextForm, forms.Form):
     )
     contact_list = forms.ModelChoiceField(label=_("Add to the list"), queryset=ContactList.objects.none(),
                                           required=False, empty_label=_("— a new list —"))
-    new_list = forms.CharField(label=_("Name of the new list"), max_length=120, required=False)
+    new_list = forms.CharField(label=_("Name of the new list"), max_length=120, required=False,
+                               help_text=_("Empty: a new list named after the file and today's date."))
 
     def __init__(self, *args, tenant=None, **kwargs):
         super().__init__(*args, **kwargs)
         if tenant is not None:
             self.fields["contact_list"].queryset = ContactList.objects.filter(tenant=tenant)
-
-    def clean(self):
-        data = super().clean()
-        if not data.get("contact_list") and not (data.get("new_list") or "").strip():
-            raise forms.ValidationError(_("Choose a list or name a new one."))
-        return data
 
 
 class OptOutForm(CleanTextForm, forms.Form):

@@ -133,10 +133,11 @@ def contact_import(request: HttpRequest) -> HttpResponse:
     if request.method == "POST":
         status = 400
         if form.is_valid():
-            target = form.cleaned_data["contact_list"]
+            target, new = form.cleaned_data["contact_list"], False
             try:
                 if target is None:
-                    target = contacts.create_list(request.tenant, form.cleaned_data["new_list"])
+                    target, new = contacts.list_for_import(request.tenant, form.cleaned_data["new_list"],
+                                                           form.cleaned_data["file"].name)
             except contacts.ContactError as exc:
                 form.add_error("new_list", exc.message)
             else:
@@ -146,6 +147,8 @@ def contact_import(request: HttpRequest) -> HttpResponse:
                     messages.success(request, _("%(created)s contact(s) imported into “%(list)s”.")
                                      % {"created": report.created, "list": target.name})
                 else:
+                    if new and not target.contacts.exists():
+                        target.delete()  # made for this file, which was refused: no empty list left
                     form.add_error("file", report.error)
     context = {"section": "campaigns", "tab": "contacts", "form": form, "report": report}
     return render(request, "portal/contacts/import.html", context, status=status)

@@ -669,9 +669,10 @@ def chip_report(tenant: Tenant, days: int = 14) -> dict:
                 read=Count("pk", filter=Q(read_at__isnull=False)),
                 failed=Count("pk", filter=Q(status=Message.Status.FAILED)),
                 replied=Count("pk", filter=Q(campaign_recipient__replied_at__isnull=False)),
+                # Opt-outs in answer to these campaign messages, as each campaign's report counts them (not
+                # every contact who unsubscribed through the chip).
+                opted_out=Count("pk", filter=Q(campaign_recipient__opted_out_at__isnull=False)),
             )
-            totals["opted_out"] = Contact.objects.filter(tenant_id=tenant.pk, unsubscribed_chip=chip,
-                                                         unsubscribed_at__gte=since).count()
             if not totals["sent"] and not totals["opted_out"] and chip.is_deleted:
                 continue
             sent = totals["sent"]

@@ -29,6 +29,7 @@ import re
 import unicodedata
 from dataclasses import dataclass, field
 from datetime import date, datetime, time, timedelta
+from pathlib import PurePath
 from typing import Any
 
 from django.conf import settings
@@ -170,6 +171,25 @@ def create_list(tenant: Tenant, name: str, description: str = "") -> ContactList
             return ContactList.objects.create(tenant_id=tenant.pk, name=name, description=(description or "")[:300])
         except IntegrityError:
             raise ContactError(_("A list named “%(name)s” already exists.") % {"name": name})
+
+
+def list_for_import(tenant: Tenant, name: str, filename: str) -> tuple[ContactList, bool]:
+    """The list an import goes into when none was chosen, and whether it is new: the list of that name, else a
+    new one; with no name, a new list named after the file and the day. Never refused for its name, so the
+    upload is not lost."""
+    name = (name or "").strip()[:120]
+    if name:
+        with scopes_disabled():
+            existing = ContactList.objects.filter(tenant_id=tenant.pk, name__iexact=name).first()
+        return (existing, False) if existing else (create_list(tenant, name), True)
+    stem = PurePath(filename or "").stem.strip()[:90] or _("Imported contacts")
+    base = f"{stem} {timezone.localdate():%d/%m/%Y}"
+    for n in range(1, 100):
+        try:
+            return create_list(tenant, base if n == 1 else f"{base} ({n})"), True
+        except ContactError:
+            continue  # that name is taken: the next number
+    return create_list(tenant, f"{base} {timezone.localtime():%H:%M:%S}"), True
 
 
 def in_lists(contacts, lists):

@@ -134,11 +134,6 @@ class Chip(models.Model):
         return self.deleted_at is not None
 
     @property
-    def polls(self) -> bool:
-        """Whether the portal keeps refreshing this chip's status."""
-        return self.status in self.TRANSIENT and not self.is_deleted
-
-    @property
     def display_phone(self) -> str:
         from .phones import display_phone
 

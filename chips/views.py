@@ -111,7 +111,8 @@ def _live_context(request: HttpRequest, chip: Chip) -> dict:
         "chip": chip,
         "container_down": container_down,
         "provisioning_trouble": chip.status == Chip.Status.PROVISIONING and bool(chip.last_error),
-        "poll_seconds": settings.CHIPS_POLL_SECONDS if chip.polls else settings.CHIPS_POLL_SECONDS * 5,
+        # A connected chip polls as often as a connecting one: a failure shows within CHIPS_POLL_SECONDS.
+        "poll_seconds": settings.CHIPS_POLL_SECONDS,
         "qr_stamp": int(time.time()),
         "can_manage": request.membership.can_manage,
     }
