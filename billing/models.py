@@ -5,6 +5,7 @@ from decimal import Decimal
 from django.core.exceptions import ValidationError
 from django.db import models
 from django.utils import timezone
+from django.utils.formats import number_format
 from django.utils.translation import gettext_lazy as _
 from django_scopes import ScopedManager
 
@@ -177,7 +178,8 @@ class Payment(models.Model):
     def description(self) -> str:
         if self.kind == self.Kind.PLAN and self.plan_id:
             return _("Plan %(plan)s, one month") % {"plan": self.plan.name}
-        return _("%(n)s message credits") % {"n": self.credits}
+        # "1.000 créditos" in pt-BR, "1,000 credits" in English: in the active language, also when sent to a gateway.
+        return _("%(n)s message credits") % {"n": number_format(self.credits, force_grouping=True)}
 
 
 class CreditLedger(models.Model):

@@ -15,7 +15,7 @@ from django.utils import timezone
 from django.utils.translation import gettext as _
 from django_scopes import scopes_disabled
 
-from whago.models import Tenant, User
+from whago.models import SuspensionKind, Tenant, User
 
 from . import gateways
 from .failures import FailureCode
@@ -255,7 +255,24 @@ def apply_confirmation(payment: Payment, confirmation: base.PaymentConfirmation)
         )
     else:
         _activate_plan(payment, confirmation)
-    return GatewayEvent.Result.APPLIED, f"paid {payment.amount} {payment.currency}"
+    detail = f"paid {payment.amount} {payment.currency}"
+    if _lift_nonpayment_suspension(payment):
+        detail += "; company reactivated (it was suspended for non-payment)"
+    return GatewayEvent.Result.APPLIED, detail
+
+
+def _lift_nonpayment_suspension(payment: Payment) -> bool:
+    """A confirmed payment reactivates its company if it was suspended for non-payment (not for another
+    reason, and not by a test payment). Runs once per payment: only a pending payment gets here."""
+    from whago import services as accounts  # whago.services imports this module
+
+    if gateways.get_gateway(payment.gateway).is_test:
+        return False
+    tenant = Tenant.objects.get(pk=payment.tenant_id)
+    return accounts.reactivate_tenant(
+        tenant, only_kind=SuspensionKind.NONPAYMENT,
+        why=f"payment {payment.reference} confirmed by {payment.get_gateway_display()}",
+    )
 
 
 def _find_payment(gateway: str, event: base.WebhookEvent) -> Payment | None:

@@ -21,6 +21,8 @@ log = logging.getLogger(__name__)
 MAX_WEBHOOK_BYTES = 512 * 1024
 # When the provider we must ask is unreachable: the gateway retries the webhook (and may wait longer).
 WEBHOOK_RETRY_AFTER_SECONDS = 120
+# How often a pending payment's page asks whether it was paid (billing_payment_status).
+PAYMENT_POLL_SECONDS = 3
 # Pages whose forms start a checkout: the browser follows its redirect to the gateway's page, which the
 # Content-Security-Policy's form-action must allow (settings.CSP_CHECKOUT_FORM_ACTION).
 checkout_forms = csp_update({"form-action": settings.CSP_CHECKOUT_FORM_ACTION})
@@ -99,11 +101,9 @@ def downgrade(request: HttpRequest) -> HttpResponse:
     return redirect("billing")
 
 
-@checkout_forms
-@tenant_required
-def payment_detail(request: HttpRequest, reference) -> HttpResponse:
-    payment = get_object_or_404(Payment.objects.select_related("plan"), reference=reference)
-    context = {"section": "billing", "payment": payment, "can_manage": request.membership.can_manage}
+def _payment_context(request: HttpRequest, payment: Payment) -> dict:
+    context = {"section": "billing", "payment": payment, "can_manage": request.membership.can_manage,
+               "poll_seconds": PAYMENT_POLL_SECONDS}
     if payment.status in (Payment.Status.FAILED, Payment.Status.CANCELED) and context["can_manage"]:
         # "Try again": the same purchase, a new checkout.
         context["retry"] = {
@@ -112,7 +112,30 @@ def payment_detail(request: HttpRequest, reference) -> HttpResponse:
             "gateway": payment.gateway,
             "method": "pix" if payment.method == Payment.Method.PIX else "",
         }
-    return render(request, "billing/payment.html", context)
+    return context
+
+
+@checkout_forms
+@tenant_required
+def payment_detail(request: HttpRequest, reference) -> HttpResponse:
+    payment = get_object_or_404(Payment.objects.select_related("plan"), reference=reference)
+    return render(request, "billing/payment.html", _payment_context(request, payment))
+
+
+@checkout_forms
+@tenant_required
+def payment_status(request: HttpRequest, reference) -> HttpResponse:
+    """Polled by the payment page (htmx) while the payment is pending: 204 while nothing changed, then the
+    page's new state (paid: "Payment confirmed" and the receipt; failed: why, and "Try again"), which stops
+    the polling. Only reads our database: the gateway's signed webhook is what changes the payment."""
+    payment = get_object_or_404(Payment.objects.select_related("plan"), reference=reference)
+    if payment.status == Payment.Status.PENDING and request.GET.get("shown") == Payment.Status.PENDING:
+        response = HttpResponse(status=204)
+    else:
+        response = render(request, "billing/_payment_state.html", _payment_context(request, payment))
+    response["X-Payment-Status"] = payment.status
+    response["Cache-Control"] = "no-store"
+    return response
 
 
 @tenant_required
@@ -152,7 +175,10 @@ def _confirm(request: HttpRequest, payment: Payment, params: dict) -> None:
 def receipt(request: HttpRequest, reference) -> HttpResponse:
     payment = get_object_or_404(Payment.objects.select_related("plan", "tenant"), reference=reference,
                                 status__in=[Payment.Status.PAID, Payment.Status.REFUNDED])
-    return render(request, "billing/receipt.html", {"payment": payment})
+    issuer = {"name": settings.BILLING_ISSUER_NAME, "cnpj": settings.BILLING_ISSUER_CNPJ,
+              "address": settings.BILLING_ISSUER_ADDRESS}
+    return render(request, "billing/receipt.html", {
+        "payment": payment, "issuer": issuer, "can_edit_company": request.membership.can_manage})
 
 
 @tenant_required

@@ -1,3 +1,5 @@
+import re
+
 from django import forms
 from django.contrib.auth import password_validation
 from django.contrib.auth.forms import AuthenticationForm
@@ -54,26 +56,51 @@ class ApiKeyForm(forms.Form):
     name = forms.CharField(label=_("Key name"), max_length=80, help_text=_("Where it is used, e.g. “ERP”."))
 
 
+def _without_punctuation(value: str) -> str:
+    """What was typed, less the dots, slashes, dashes and spaces people type in CNPJs and CEPs."""
+    return re.sub(r"[\s./-]", "", value or "").upper()
+
+
+class CNPJField(BRCNPJField):
+    """A CNPJ however it was typed (digits, or letters and digits since July 2026), stored as
+    XX.XXX.XXX/XXXX-XX; the check digits are verified by django-localflavor's validator."""
+
+    default_error_messages = {"invalid": _("Invalid CNPJ: check the 14 characters and the last two (check) digits.")}
+
+    def __init__(self, **kwargs):
+        super().__init__(min_length=None, max_length=None, **kwargs)
+        self.widget.attrs.update({"maxlength": "18", "inputmode": "text", "placeholder": "00.000.000/0000-00"})
+
+    def to_python(self, value):
+        raw = _without_punctuation(super().to_python(value))
+        return f"{raw[:2]}.{raw[2:5]}.{raw[5:8]}/{raw[8:12]}-{raw[12:]}" if len(raw) == 14 else raw
+
+
+class CEPField(BRZipCodeField):
+    """A CEP typed with or without its dash, stored as 00000-000."""
+
+    default_error_messages = {"invalid": _("Invalid CEP: 8 digits, as in 01310-100.")}
+
+    def __init__(self, **kwargs):
+        super().__init__(min_length=None, max_length=None, **kwargs)
+        self.widget.attrs.update({"maxlength": "9", "inputmode": "numeric", "placeholder": "00000-000"})
+
+    def to_python(self, value):
+        raw = _without_punctuation(super().to_python(value))
+        return f"{raw[:5]}-{raw[5:]}" if len(raw) == 8 else raw
+
+
 class TenantSettingsForm(forms.ModelForm):
     """The company's name, and the CNPJ and address printed on its receipts."""
 
     name = forms.CharField(label=_("Company name"), max_length=120)
-    cnpj = BRCNPJField(label=_("CNPJ"), required=False, help_text=_("Printed on your receipts."))
-    address_postal_code = BRZipCodeField(label=_("Postal code (CEP)"), required=False)
+    cnpj = CNPJField(label=_("CNPJ"), required=False, help_text=_("Printed on your receipts."))
+    address_postal_code = CEPField(label=_("Postal code (CEP)"), required=False)
 
     class Meta:
         model = Tenant
         fields = ["name", "cnpj", "address_street", "address_district", "address_city", "address_state",
                   "address_postal_code"]
-
-    def clean_cnpj(self) -> str:
-        """Stored as XX.XXX.XXX/XXXX-XX whichever way it was typed (digits, or letters since July 2026)."""
-        raw = "".join(ch for ch in self.cleaned_data["cnpj"] if ch.isalnum())
-        return f"{raw[:2]}.{raw[2:5]}.{raw[5:8]}/{raw[8:12]}-{raw[12:]}" if raw else ""
-
-    def clean_address_postal_code(self) -> str:
-        raw = "".join(ch for ch in self.cleaned_data["address_postal_code"] if ch.isdigit())
-        return f"{raw[:5]}-{raw[5:]}" if raw else ""
 
 
 class LoginForm(AuthenticationForm):

@@ -9,7 +9,7 @@ API_PREFIX = "/api/v1/"
 # The pages a suspended company's members still reach: it may be suspended for not paying.
 OPEN_WHILE_SUSPENDED = {
     "billing", "billing_checkout", "billing_payment", "billing_return", "billing_payment_check", "billing_receipt",
-    "billing_sandbox_checkout",
+    "billing_sandbox_checkout", "billing_payment_status",
 }
 
 
