@@ -22,7 +22,7 @@ def failure_message(code: str, gateway: str) -> str:
     if code == FailureCode.DECLINED:
         return _("The payment was declined. Please try again, or choose another payment method.")
     if code == FailureCode.CANCELED:
-        return _("The payment was canceled or expired before it was completed.")
+        return _("The payment was canceled or expired before it was completed. Please try again.")
     return _("%(gateway)s did not accept the request. Please try again, or choose another payment method.") % {
         "gateway": gateway
     }

@@ -89,9 +89,9 @@ class TenantAdmin(ConsoleAdmin):
             _used=Coalesce(_per_tenant("billing.UsageCounter", Sum("used"), period="month", starts_on=month),
                            Value(0), output_field=IntegerField()),
             # Paid for real: the sandbox gateway's test payments are left out.
-            _paid=Coalesce(_per_tenant("billing.Payment", Sum("amount"), status="paid"),
+            _paid=Coalesce(_per_tenant("billing.Payment", Sum("amount"), status="paid", gateway__in=REAL_GATEWAYS),
                            Value(0), output_field=money),
-            _payments=Coalesce(_per_tenant("billing.Payment", Count("pk"), status="paid"),
+            _payments=Coalesce(_per_tenant("billing.Payment", Count("pk"), status="paid", gateway__in=REAL_GATEWAYS),
                                Value(0), output_field=IntegerField()),
         )
 
