@@ -24,6 +24,7 @@ from django_scopes import scopes_disabled
 
 from whago import safehttp
 from whago.models import Tenant
+from whago.pruning import cutoff, prune
 
 from .models import TenantWebhook, WebhookDelivery
 
@@ -196,3 +197,10 @@ def _record(delivery: WebhookDelivery, response_status: int | None, error: str) 
             pk=delivery.pk, attempts=delivery.attempts, status=WebhookDelivery.Status.PENDING
         ).update(**changes)
     return wait if recorded else None
+
+
+def prune_deliveries() -> int:
+    """Delete deliveries older than CHIPS_WEBHOOK_DELIVERY_RETENTION_DAYS; one still pending a retry stays."""
+    with scopes_disabled():  # a sweep over every tenant's log
+        old = WebhookDelivery.objects.filter(created_at__lt=cutoff(settings.CHIPS_WEBHOOK_DELIVERY_RETENTION_DAYS))
+        return prune(old.exclude(status=WebhookDelivery.Status.PENDING))

@@ -25,6 +25,12 @@ def deliver_webhook(delivery_id: int) -> None:
         deliver_webhook.apply_async((delivery_id,), countdown=wait)
 
 
+@shared_task(expires=3000)
+def prune_webhook_deliveries() -> int:
+    """Beat: delete the delivery log older than CHIPS_WEBHOOK_DELIVERY_RETENTION_DAYS (pending retries kept)."""
+    return outgoing.prune_deliveries()
+
+
 @shared_task(bind=True, acks_late=True, max_retries=PROVISION_RETRIES)
 def provision_chip(self, chip_id: int) -> None:
     """Create the chip's WAHA session (and the tenant's container when needed)."""

@@ -67,26 +67,22 @@ class HealthResult:
     started_at: datetime | None = None  # when the runtime started it again by itself (a Swarm task)
 
 
-def _heal(container: WahaContainer, wanted: list[WahaSession], repair: bool = True) -> HealthResult:
-    """Probe one container; when repair, bring it back (start, restart or recreate) and its sessions."""
+def _heal(container: WahaContainer, wanted: list[WahaSession]) -> HealthResult:
+    """Probe one container; bring it back (start, restart or recreate) and its sessions."""
     runtime = runtime_of(container)
     result = HealthResult(healthy=False, runtime_id=container.runtime_id)
     try:
         status = runtime.status(container.runtime_id) if container.runtime_id else "missing"
         if status == "missing":
-            if not repair:
-                return HealthResult(False, error="the runtime has no such container")
             result.runtime_id = runtime.create(spec_for(container))
             result.action = "recreated"
         elif status != "running":
-            if not repair:
-                return HealthResult(False, error=f"container is {status}")
             runtime.start(container.runtime_id)
             result.action = "started"
         else:
             location = runtime.locate(container.runtime_id)
             since = location.since if location else None
-            if repair and since and container.started_at and since > container.started_at:
+            if since and container.started_at and since > container.started_at:
                 # Swarm started a new task since WHAGO last saw it (killed, unhealthy, node back):
                 # waited for below, like a container the sweep started itself.
                 result.action, result.started_at = "rescheduled", since
@@ -95,7 +91,7 @@ def _heal(container: WahaContainer, wanted: list[WahaSession], repair: bool = Tr
                     client_for(container, retries=0, timeout=(2, 5)).ping()
                 except WahaError as exc:
                     stuck = container.down_since and timezone.now() - container.down_since > timedelta(minutes=2)
-                    if not (repair and stuck):
+                    if not stuck:
                         return HealthResult(False, error=str(exc), runtime_id=container.runtime_id)
                     runtime.restart(container.runtime_id)
                     result.action = "restarted"
@@ -107,10 +103,9 @@ def _heal(container: WahaContainer, wanted: list[WahaSession], repair: bool = Tr
         client = client_for(container)
         sessions = {s["name"]: s for s in client.list_sessions(all=True)}
         result.lost = [s.remote_name for s in wanted if s.remote_name not in sessions]
-        if repair:
-            result.resumed = resume(container, wanted)
-            if result.resumed:
-                sessions = {s["name"]: s for s in client.list_sessions(all=True)}
+        result.resumed = resume(container, wanted)
+        if result.resumed:
+            sessions = {s["name"]: s for s in client.list_sessions(all=True)}
         result.sessions = sessions
         result.healthy = True
     except (WahaError, RuntimeFailure, WahaManagerError) as exc:
@@ -181,13 +176,6 @@ def _reconcile(container: WahaContainer, result: HealthResult) -> None:
                 waha_session=session, event=None, event_id="", payload={"status": reported}, me=me,
                 status=reported,
             )
-
-
-def check_health(container: WahaContainer) -> bool:
-    """Probe one container now, without repairing it (see health_sweep), and record the result."""
-    result = _heal(container, [], repair=False)
-    _record(container, result)
-    return result.healthy
 
 
 def health_sweep() -> dict[str, list[str]]:

@@ -28,7 +28,7 @@ from .containers import (
     stop_container,
     wait_ready,
 )
-from .health import check_health, health_sweep
+from .health import health_sweep
 from .orphans import cleanup_orphans, find_orphans
 from .placement import (
     NoNodeWithRoom,
@@ -57,7 +57,6 @@ from .sessions import (
     send_image,
     send_text,
     session_config,
-    session_info,
     start_session,
     stop_session,
 )
@@ -65,12 +64,12 @@ from .stats import stats_sweep
 
 __all__ = [
     "ContainerNotReady", "DEFAULT_EVENTS", "NoNodeWithRoom", "NoServerWithRoom", "PortRangeExhausted",
-    "ProxyNotSupported", "TenantSuspended", "WahaManagerError", "alert_recipients", "alert_sweep", "check_health",
+    "ProxyNotSupported", "TenantSuspended", "WahaManagerError", "alert_recipients", "alert_sweep",
     "cleanup_orphans", "client_for", "container_logs", "container_stats", "create_session", "delete_container",
     "delete_session", "detect_capabilities", "ensure_container", "ensure_started", "env_for", "find_orphans",
     "get_session", "health_sweep", "instance_slug", "labels_for", "limits_of", "list_sessions", "logout_session",
     "move_container", "port_range", "qr", "relocate_stranded", "request_code", "resize_containers",
     "restart_container", "restart_session", "resume_sessions", "runtime_of", "send_file", "send_image", "send_text",
-    "session_config", "session_info", "spec_for", "start_container", "start_session", "stats_sweep", "stop_container",
+    "session_config", "spec_for", "start_container", "start_session", "stats_sweep", "stop_container",
     "stop_session", "waha_nodes", "wait_ready",
 ]

@@ -181,13 +181,6 @@ def _session_call(session: WahaSession, method: str, *args, **kwargs):
     return getattr(client_for(session.container), method)(session.remote_name, *args, **kwargs)
 
 
-def session_info(session: WahaSession) -> dict:
-    """What WAHA says of the session now (recorded too)."""
-    info = _session_call(session, "get_session")
-    apply_info(session, info)
-    return info
-
-
 def _give_back_config(client, session: WahaSession, info: dict | None = None) -> None:
     """Give WAHA the session's config again where it has none (Core forgets configs when it
     restarts). A config WAHA still holds is left alone: an update restarts a session."""

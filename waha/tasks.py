@@ -1,7 +1,7 @@
 """Celery tasks of the waha app: thin wrappers around waha.manager.
 
-Beat runs the sweeps (schedules created by migration 0002): health every 30 s, stats and
-alerts every 60 s, orphan cleanup every hour.
+Beat runs the sweeps (CELERY_BEAT_SCHEDULE in whago/settings.py): health every 30 s, stats and
+alerts every 60 s, orphan cleanup and the pruning of old webhook events every hour.
 """
 from __future__ import annotations
 
@@ -9,28 +9,20 @@ import contextlib
 import uuid
 
 from celery import shared_task
+from django.conf import settings
 from django.core.cache import cache
 from django_scopes import scopes_disabled
 
 from whago import audit
+from whago.pruning import cutoff, prune
 
 from . import manager, ops
 from .client import ContainerUnreachable, WahaServerError
-from .models import WahaContainer, WahaSession
+from .models import WahaSession, WebhookEvent
 from .runtime import RuntimeFailure
 
 # Transient failures worth retrying: the container is (re)starting or overloaded.
 TRANSIENT = (ContainerUnreachable, WahaServerError, manager.ContainerNotReady)
-
-
-def _container(container_id: int) -> WahaContainer:
-    with scopes_disabled():
-        return WahaContainer.objects.get(pk=container_id)
-
-
-def _session(session_id: int) -> WahaSession:
-    with scopes_disabled():
-        return WahaSession.objects.select_related("container").get(pk=session_id)
 
 
 @shared_task(autoretry_for=(*TRANSIENT, RuntimeFailure), retry_backoff=5, retry_kwargs={"max_retries": 5})
@@ -39,67 +31,12 @@ def resize_containers(tenant_id: int) -> list[str]:
     return manager.resize_containers(tenant_id)
 
 
-@shared_task(autoretry_for=TRANSIENT, retry_backoff=5, retry_kwargs={"max_retries": 5})
-def ensure_container(tenant_id: int) -> int:
-    """Make sure the tenant has a running container with room; returns its id."""
-    return manager.ensure_container(tenant_id).pk
-
-
-@shared_task(autoretry_for=TRANSIENT, retry_backoff=5, retry_kwargs={"max_retries": 5})
-def provision_session(tenant_id: int, name: str, proxy: dict | None = None, metadata: dict | None = None) -> int:
-    """Place and create (or update) a session for a tenant, started; returns the WahaSession id."""
-    return manager.create_session(tenant_id, name, proxy=proxy, metadata=metadata, start=True).pk
-
-
-@shared_task(autoretry_for=TRANSIENT, retry_backoff=5, retry_kwargs={"max_retries": 3})
-def start_session(session_id: int) -> None:
-    manager.start_session(_session(session_id))
-
-
-@shared_task(autoretry_for=TRANSIENT, retry_backoff=5, retry_kwargs={"max_retries": 3})
-def stop_session(session_id: int) -> None:
-    manager.stop_session(_session(session_id))
-
-
-@shared_task(autoretry_for=TRANSIENT, retry_backoff=5, retry_kwargs={"max_retries": 3})
-def restart_session(session_id: int) -> None:
-    manager.restart_session(_session(session_id))
-
-
-@shared_task(autoretry_for=TRANSIENT, retry_backoff=5, retry_kwargs={"max_retries": 3})
-def logout_session(session_id: int) -> None:
-    manager.logout_session(_session(session_id))
-
-
 @shared_task(autoretry_for=TRANSIENT, retry_backoff=5, retry_kwargs={"max_retries": 3})
 def delete_session(session_id: int) -> None:
     with scopes_disabled():
         session = WahaSession.objects.select_related("container").filter(pk=session_id).first()
     if session:
         manager.delete_session(session)
-
-
-@shared_task
-def start_container(container_id: int) -> None:
-    manager.start_container(_container(container_id))
-
-
-@shared_task
-def stop_container(container_id: int) -> None:
-    manager.stop_container(_container(container_id))
-
-
-@shared_task
-def restart_container(container_id: int) -> None:
-    manager.restart_container(_container(container_id))
-
-
-@shared_task
-def delete_container(container_id: int, volume: bool = False) -> None:
-    with scopes_disabled():
-        container = WahaContainer.objects.filter(pk=container_id).first()
-    if container:
-        manager.delete_container(container, volume=volume)
 
 
 @contextlib.contextmanager
@@ -136,6 +73,21 @@ def alert_sweep() -> dict:
 def cleanup_orphans() -> dict:
     with _alone("orphans", 3000) as alone:
         return manager.cleanup_orphans() if alone else {"skipped": ["another cleanup is running"]}
+
+
+# Stored acks settle interrupted sends (chips.services): never pruned younger than this.
+EVENT_RETENTION_MIN_DAYS = 2
+
+
+@shared_task(expires=3000)
+def prune_webhook_events() -> int:
+    """Delete received webhooks older than WAHA_WEBHOOK_EVENT_RETENTION_DAYS (at least 2 days).
+
+    An event is applied in the transaction that stores it (waha.webhooks), so none waits for
+    processing; the table keeps them for deduplication and as evidence of acks."""
+    days = max(settings.WAHA_WEBHOOK_EVENT_RETENTION_DAYS, EVENT_RETENTION_MIN_DAYS)
+    with scopes_disabled():  # a sweep over every tenant's events
+        return prune(WebhookEvent.objects.filter(received_at__lt=cutoff(days)))
 
 
 # --- operators' console (waha.ops): actions recorded in the audit log ---------------------

@@ -284,6 +284,33 @@ CELERY_WORKER_CANCEL_LONG_RUNNING_TASKS_ON_CONNECTION_LOSS = False
 HEARTBEAT_SECONDS = env.int("HEARTBEAT_SECONDS", default=15)
 HEARTBEAT_STALE_SECONDS = env.int("HEARTBEAT_STALE_SECONDS", default=60)
 CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
+# Every periodic task, declared here (seconds between runs). At start, beat's DatabaseScheduler
+# writes each entry into django-celery-beat's tables by name (update_or_create): task and interval
+# follow this dict on every restart; an entry an operator disabled in the admin stays disabled.
+# An entry removed from this dict is NOT removed from the database: delete its row with a migration.
+# Tested by tests/whago/test_beat_schedule.py.
+CELERY_BEAT_SCHEDULE = {
+    "waha: health sweep": {"task": "waha.tasks.health_sweep", "schedule": 30},
+    "waha: stats sweep": {"task": "waha.tasks.stats_sweep", "schedule": 60},
+    "waha: alert rules": {"task": "waha.tasks.alert_sweep", "schedule": 60},
+    "waha: orphan cleanup": {"task": "waha.tasks.cleanup_orphans", "schedule": 3600},
+    "waha: prune webhook events": {"task": "waha.tasks.prune_webhook_events", "schedule": 3600},
+    "chips: requeue stale messages": {"task": "chips.tasks.requeue_stale_messages", "schedule": 300},
+    "chips: campaign kick": {"task": "chips.tasks.kick_campaigns", "schedule": 10},
+    "chips: provisioning sweep": {"task": "chips.tasks.provision_sweep", "schedule": 60},
+    "chips: prune webhook deliveries": {"task": "chips.tasks.prune_webhook_deliveries", "schedule": 3600},
+    "proxies: health sweep": {"task": "proxies.tasks.check_proxies", "schedule": 60},
+    "billing: expire subscriptions": {"task": "billing.tasks.expire_subscriptions", "schedule": 3600},
+    "whago: prune audit log": {"task": "whago.tasks.prune_audit_log", "schedule": 3600},
+}
+# Append-only tables pruned by the tasks above: rows older than these days go, in batches of
+# PRUNE_BATCH_SIZE rows (short transactions). Rows still needed are kept whatever their age: a
+# webhook delivery still pending a retry, an audit entry still running. Webhook events are kept
+# at least 2 days: stored acks settle messages whose send was interrupted (chips.services).
+WAHA_WEBHOOK_EVENT_RETENTION_DAYS = env.int("WAHA_WEBHOOK_EVENT_RETENTION_DAYS", default=7)
+CHIPS_WEBHOOK_DELIVERY_RETENTION_DAYS = env.int("CHIPS_WEBHOOK_DELIVERY_RETENTION_DAYS", default=30)
+AUDIT_LOG_RETENTION_DAYS = env.int("AUDIT_LOG_RETENTION_DAYS", default=365)
+PRUNE_BATCH_SIZE = env.int("PRUNE_BATCH_SIZE", default=1000)
 
 REST_FRAMEWORK = {
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",

@@ -1,4 +1,5 @@
-"""Limits of the seeded plans, and the beat schedule that expires prepaid plan periods."""
+"""Limits of the seeded plans (this migration also created the beat schedule that expires prepaid
+plan periods: now declared in CELERY_BEAT_SCHEDULE, whago/settings.py, under the same name)."""
 from decimal import Decimal
 
 from django.db import migrations
@@ -10,7 +11,6 @@ LIMITS = {
     "BUSINESS": (10, 10_000, True, 1024, Decimal("1.00")),
     "ENTERPRISE": (50, 100_000, True, 2048, Decimal("2.00")),
 }
-TASK_NAME = "billing: expire subscriptions"
 
 
 def seed(apps, schema_editor):
@@ -20,16 +20,6 @@ def seed(apps, schema_editor):
             max_active_campaigns=campaigns, max_campaign_recipients=recipients, api_access=api,
             container_memory_mb=memory, container_cpus=cpus,
         )
-    IntervalSchedule = apps.get_model("django_celery_beat", "IntervalSchedule")
-    PeriodicTask = apps.get_model("django_celery_beat", "PeriodicTask")
-    hourly, _ = IntervalSchedule.objects.get_or_create(every=3600, period="seconds")
-    PeriodicTask.objects.get_or_create(
-        name=TASK_NAME, defaults={"task": "billing.tasks.expire_subscriptions", "interval": hourly, "enabled": True}
-    )
-
-
-def unseed(apps, schema_editor):
-    apps.get_model("django_celery_beat", "PeriodicTask").objects.filter(name=TASK_NAME).delete()
 
 
 class Migration(migrations.Migration):
@@ -37,4 +27,4 @@ class Migration(migrations.Migration):
         ("billing", "0004_plan_limits_payments_ledger"),
         ("django_celery_beat", "0019_alter_periodictasks_options"),
     ]
-    operations = [migrations.RunPython(seed, unseed)]
+    operations = [migrations.RunPython(seed, migrations.RunPython.noop)]

@@ -17,7 +17,7 @@ import requests
 from django_scopes import scopes_disabled
 
 from tests.bench.fleetkit import ensure_containers
-from tests.waha.conftest import docker_client, remove_run_containers, simulator_image  # noqa: F401
+from tests.waha.conftest import docker_client, remove_run_containers, simulator_image, waha_info  # noqa: F401
 from tests.waha.swarmkit import swarm, swarm_node, task_container  # noqa: F401
 from waha import manager
 from waha.models import WahaContainer, WahaSession
@@ -63,7 +63,7 @@ def working_sessions(tenants: list[Tenant]) -> list[WahaSession]:
     for number, session in enumerate(sessions):
         container = session.container
         deadline = time.monotonic() + 60
-        while manager.session_info(session)["status"] != "SCAN_QR_CODE":
+        while waha_info(session)["status"] != "SCAN_QR_CODE":
             assert time.monotonic() < deadline, f"{session.name} never asked for a scan"
             time.sleep(0.1)
         requests.post(f"{container.base_url}/_sim/sessions/{session.remote_name}/scan",

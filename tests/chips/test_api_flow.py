@@ -10,7 +10,7 @@ from pyzbar.pyzbar import decode
 from chips.models import Chip, Message
 from proxies import services as proxy_services
 from proxies.models import ProxyAssignment, ProxyProvider
-from waha import manager
+from tests.waha.conftest import waha_info
 
 from .conftest import DOCKER, chip_row, set_plan, sim_of, wait_until
 
@@ -43,7 +43,7 @@ def test_chips_and_messages_through_the_api_with_a_proxy(worker, make_owner, api
     # The session runs through the assigned proxy; the tenant sees the egress, never its password.
     chip = chip_row(chip_id)
     assignment = proxy_services.assignment_for(chip.session_name)
-    config = manager.session_info(chip.waha_session)["config"]
+    config = waha_info(chip.waha_session)["config"]
     assert config["proxy"] == proxy_services.waha_proxy_config(assignment)
     assert config["proxy"]["password"] == "s3nh@-do-proxy"
     page = owner_client.get(f"/chips/{chip_id}/").content.decode()
@@ -51,7 +51,7 @@ def test_chips_and_messages_through_the_api_with_a_proxy(worker, make_owner, api
 
     # A new sticky session (the proxies app rotated it): the session gets the new egress.
     rotated = proxy_services.rotate(assignment)
-    wait_until(lambda: manager.session_info(chip.waha_session)["config"]["proxy"]["username"]
+    wait_until(lambda: waha_info(chip.waha_session)["config"]["proxy"]["username"]
                == proxy_services.waha_proxy_config(rotated)["username"], message="the new proxy in WAHA")
     wait_until(lambda: sim_of(chip).sessions()[chip.session_name]["status"] == "SCAN_QR_CODE", message="restarted")
     wait_until(lambda: status_is("SCAN_QR_CODE"), message="SCAN_QR_CODE after the proxy change")

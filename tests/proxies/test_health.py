@@ -278,17 +278,6 @@ def test_unexpected_errors_are_sanitised(settings):
     assert SOCKS_PASSWORD not in result.detail and SOCKS_USER not in result.detail
 
 
-def test_the_beat_schedule_is_installed(db):
-    from django_celery_beat.models import PeriodicTask
-
-    from whago.celery import app
-
-    task = PeriodicTask.objects.get(name="proxies: health sweep")
-    assert task.enabled and task.task == "proxies.tasks.check_proxies" and task.interval.every == 60
-    app.loader.import_default_modules()
-    assert "proxies.tasks.check_proxies" in app.tasks
-
-
 @pytest.fixture
 def worker_check_url(http_target, monkeypatch):
     """The worker subprocess reads PROXY_CHECK_URL from its environment."""

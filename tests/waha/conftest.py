@@ -145,6 +145,13 @@ def _leave_no_waha_containers():
     remove_run_containers()
 
 
+def waha_info(session) -> dict:
+    """What WAHA itself says of a session now, through its public API (GET /api/sessions/{name})."""
+    from waha import manager
+
+    return manager.client_for(session.container).get_session(session.remote_name)
+
+
 def wait_for(predicate, timeout: float = 20, interval: float = 0.1, message: str = "condition"):
     """Poll until predicate() is truthy; return its value or fail the test."""
     deadline = time.monotonic() + timeout

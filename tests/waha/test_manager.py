@@ -18,7 +18,7 @@ from waha.client import Unauthorized, WahaClient, message_id
 from waha.models import ContainerStatus, WahaContainer, WahaSession, WebhookEvent
 from waha.runtime import RuntimeFailure
 
-from .conftest import run_label, wait_for
+from .conftest import run_label, waha_info, wait_for
 
 pytestmark = [pytest.mark.docker, pytest.mark.django_db(transaction=True)]
 
@@ -163,7 +163,7 @@ def test_session_lifecycle_with_proxy_webhooks_qr_scan_send_and_ack(waha_live, m
     session = manager.create_session(tenant, "chip_1", proxy=PROXY)
 
     container = session.container
-    info = manager.session_info(session)
+    info = waha_info(session)
     assert info["config"]["proxy"] == PROXY
     [webhook] = info["config"]["webhooks"]
     base = f"{waha_live.url.replace('localhost', '127.0.0.1')}/api/v1/webhooks/waha/{container.pk}/"
@@ -175,7 +175,7 @@ def test_session_lifecycle_with_proxy_webhooks_qr_scan_send_and_ack(waha_live, m
     assert manager.create_session(tenant, "chip_1", proxy=PROXY).pk == session.pk
     assert [s["name"] for s in manager.list_sessions(container)] == ["chip_1"]
 
-    wait_for(lambda: manager.session_info(session)["status"] == "SCAN_QR_CODE", message="SCAN_QR_CODE")
+    wait_for(lambda: waha_info(session)["status"] == "SCAN_QR_CODE", message="SCAN_QR_CODE")
     for _ in range(3):  # the QR rotates: retry when it changed between the two raw reads
         before, png, after = manager.qr(session, "raw"), manager.qr(session, "image"), manager.qr(session, "raw")
         if before == after:
@@ -226,7 +226,7 @@ def test_killed_container_is_restarted_by_the_health_sweep_and_its_session_works
     tenant = make_tenant()
     session = manager.create_session(tenant, "chip_1")
     container = session.container
-    wait_for(lambda: manager.session_info(session)["status"] == "SCAN_QR_CODE", message="SCAN_QR_CODE")
+    wait_for(lambda: waha_info(session)["status"] == "SCAN_QR_CODE", message="SCAN_QR_CODE")
     requests.post(
         f"{container.base_url}/_sim/sessions/chip_1/scan",
         json={"phone": "5511999990002"},
@@ -247,7 +247,7 @@ def test_killed_container_is_restarted_by_the_health_sweep_and_its_session_works
     assert docker_client.containers.get(container.runtime_id).status == "running"
     # The restarted container resumes the session from its volume: WORKING again, and
     # it says so with a new session.status webhook.
-    wait_for(lambda: manager.session_info(session)["status"] == "WORKING", message="WORKING after the restart")
+    wait_for(lambda: waha_info(session)["status"] == "WORKING", message="WORKING after the restart")
     wait_for(lambda: working_webhooks() == 2, message="a WORKING webhook after the restart")
     with scopes_disabled():
         container.refresh_from_db()
@@ -264,14 +264,17 @@ def test_health_sweep_marks_an_unanswering_container_down(waha_docker, make_tena
     container = manager.ensure_container(tenant)
     docker_client.containers.get(container.runtime_id).pause()
     try:
-        assert manager.check_health(container) is False
+        assert container.name in manager.health_sweep()["unhealthy"]
         with scopes_disabled():
             container.refresh_from_db()
         assert not container.healthy and container.down_since is not None
         assert container.last_error
     finally:
         docker_client.containers.get(container.runtime_id).unpause()
-    assert manager.check_health(container) is True
+    assert container.name in manager.health_sweep()["healthy"]
+    with scopes_disabled():
+        container.refresh_from_db()
+    assert container.healthy and container.down_since is None
 
 
 def test_orphans_both_ways(waha_docker, make_tenant, docker_client, simulator_image):

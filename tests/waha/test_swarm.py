@@ -18,7 +18,7 @@ from waha.models import AlertRule, ContainerAlert, ContainerStatus, WahaContaine
 from waha.runtime import Node, get_runtime
 from waha.runtime.swarm import node_from_swarm
 
-from .conftest import run_label, wait_for
+from .conftest import run_label, waha_info, wait_for
 from .swarmkit import node_availability, services_of_run, task_container
 
 pytestmark = [pytest.mark.docker, pytest.mark.django_db(transaction=True)]
@@ -35,10 +35,10 @@ def working_session(tenant, phone: str):
     """A session created by WHAGO and paired through the simulator: WORKING."""
     session = manager.create_session(tenant, "chip_1")
     container = session.container
-    wait_for(lambda: manager.session_info(session)["status"] == "SCAN_QR_CODE", message="SCAN_QR_CODE")
+    wait_for(lambda: waha_info(session)["status"] == "SCAN_QR_CODE", message="SCAN_QR_CODE")
     requests.post(f"{container.base_url}/_sim/sessions/{session.remote_name}/scan", json={"phone": phone},
                   headers={"X-Api-Key": container.api_key}, timeout=10).raise_for_status()
-    wait_for(lambda: manager.session_info(session)["status"] == "WORKING", message="WORKING")
+    wait_for(lambda: waha_info(session)["status"] == "WORKING", message="WORKING")
     return session, container
 
 
@@ -132,14 +132,14 @@ def test_stop_start_restart_resize_and_delete(waha_swarm, make_tenant, docker_cl
     assert manager.ensure_container(tenant).pk == container.pk
     container = row(container.pk)
     manager.wait_ready(container)
-    wait_for(lambda: manager.session_info(session)["status"] == "WORKING", message="WORKING after the start")
+    wait_for(lambda: waha_info(session)["status"] == "WORKING", message="WORKING after the start")
 
     # A restart is a new task (force update) on the same node, the session resumed.
     before = task_container(docker_client, container.runtime_id).id
     manager.restart_container(container)
     assert task_container(docker_client, container.runtime_id, other_than=before)
     assert not docker_client.containers.list(filters={"id": before, "status": "running"})
-    wait_for(lambda: manager.session_info(session)["status"] == "WORKING", message="WORKING after the restart")
+    wait_for(lambda: waha_info(session)["status"] == "WORKING", message="WORKING after the restart")
 
     # A bigger plan: Swarm replaces the task with the new limits, still pinned to the node.
     with scopes_disabled():
@@ -152,7 +152,7 @@ def test_stop_start_restart_resize_and_delete(waha_swarm, make_tenant, docker_cl
     assert task["Resources"]["Limits"]["MemoryBytes"] == 1024 * MB
     assert task["Placement"]["Constraints"] == [f"node.id == {swarm}"]
     assert task_container(docker_client, container.runtime_id).attrs["HostConfig"]["Memory"] == 1024 * MB
-    wait_for(lambda: manager.session_info(session)["status"] == "WORKING", message="WORKING after the resize")
+    wait_for(lambda: waha_info(session)["status"] == "WORKING", message="WORKING after the resize")
 
     # Deleted with its volume: nothing of it is left.
     manager.delete_container(row(container.pk), volume=True)
@@ -176,12 +176,12 @@ def test_a_killed_task_is_started_again_and_the_sweep_brings_its_sessions_back(
     assert task_container(docker_client, container.runtime_id, other_than=killed.id)
     manager.wait_ready(container)
     wait_for(lambda: manager.list_sessions(container), message="the session listed after the restart")
-    assert manager.session_info(session)["status"] == "STOPPED"
+    assert waha_info(session)["status"] == "STOPPED"
     report = manager.health_sweep()
     assert container.name in report["healthy"] and container.name in report["repaired"]
     # The sweep gave it its config back and started it: WORKING again (its login is on the volume).
-    wait_for(lambda: manager.session_info(session)["status"] == "WORKING", message="WORKING after the sweep")
-    assert manager.session_info(session)["config"]["webhooks"][0]["url"] == container.webhook_url
+    wait_for(lambda: waha_info(session)["status"] == "WORKING", message="WORKING after the sweep")
+    assert waha_info(session)["config"]["webhooks"][0]["url"] == container.webhook_url
     container = row(container.pk)
     assert container.restart_count == 1 and container.healthy
     # The next sweep sees the same task: nothing to repair.
@@ -221,7 +221,7 @@ def test_a_drained_node_takes_the_containers_down_and_back(
     wait_for(lambda: get_runtime("swarm").status(container.runtime_id) == "running", 30, message="the task back")
     report = manager.health_sweep()
     assert container.name in report["healthy"] and container.name in report["repaired"]
-    wait_for(lambda: manager.session_info(session)["status"] == "WORKING", message="WORKING after the drain")
+    wait_for(lambda: waha_info(session)["status"] == "WORKING", message="WORKING after the drain")
     manager.health_sweep()
     with scopes_disabled():
         session.refresh_from_db()

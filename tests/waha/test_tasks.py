@@ -1,33 +1,19 @@
-"""waha.tasks run by a real Celery worker; the beat schedules; the stats and alert sweeps."""
+"""waha.tasks run by a real Celery worker; the stats and alert sweeps.
+
+Their beat schedule: tests/whago/test_beat_schedule.py."""
 from datetime import timedelta
 
 import pytest
 from django.conf import settings
 from django.utils import timezone
-from django_celery_beat.models import PeriodicTask
 from django_scopes import scopes_disabled
 
 from waha import manager, tasks
 from waha.models import AlertState, ContainerAlert, StatsSample, WahaContainer, WahaSession
 
-from .conftest import wait_for
+from .conftest import waha_info, wait_for
 
 pytestmark = [pytest.mark.docker, pytest.mark.django_db(transaction=True)]
-
-
-@pytest.mark.django_db  # not transactional: sees the rows the migrations wrote
-def test_beat_schedules_come_from_the_migration():
-    schedules = {
-        task.task: task.interval.every
-        for task in PeriodicTask.objects.filter(task__startswith="waha.tasks.", enabled=True).select_related("interval")
-    }
-    assert schedules == {
-        "waha.tasks.health_sweep": 30,
-        "waha.tasks.stats_sweep": 60,
-        "waha.tasks.alert_sweep": 60,
-        "waha.tasks.cleanup_orphans": 3600,
-    }
-    assert {t.interval.period for t in PeriodicTask.objects.filter(task__startswith="waha.tasks.")} == {"seconds"}
 
 
 @pytest.fixture
@@ -39,21 +25,19 @@ def waha_worker(waha_live, monkeypatch, request):
     return request.getfixturevalue("celery_worker")
 
 
-def test_worker_provisions_a_session_and_its_health_sweep_revives_a_killed_container(
-    waha_worker, make_tenant, docker_client
-):
+def test_the_workers_health_sweep_revives_a_killed_container(waha_worker, make_tenant, docker_client):
     tenant = make_tenant()
 
-    tasks.provision_session.delay(tenant.pk, "chip_5", {"server": "127.0.0.1:1080"})
+    manager.create_session(tenant, "chip_5", proxy={"server": "127.0.0.1:1080"})
 
     def provisioned():
         with scopes_disabled():
             return WahaSession.objects.filter(tenant=tenant, name="chip_5", status="SCAN_QR_CODE").first()
 
-    session = wait_for(provisioned, timeout=60, message="the worker to provision chip_5")
+    session = wait_for(provisioned, timeout=120, message="chip_5 waiting for its QR code scan")
     with scopes_disabled():
         container = WahaContainer.objects.get(tenant=tenant)
-    assert manager.session_info(session)["config"]["proxy"] == {"server": "127.0.0.1:1080"}
+    assert waha_info(session)["config"]["proxy"] == {"server": "127.0.0.1:1080"}
     assert docker_client.containers.get(container.runtime_id).labels["whago.tenant"] == str(tenant.pk)
 
     docker_client.containers.get(container.runtime_id).kill()
@@ -64,7 +48,7 @@ def test_worker_provisions_a_session_and_its_health_sweep_revives_a_killed_conta
         timeout=60,
         message="the worker's health sweep to restart the container",
     )
-    wait_for(lambda: manager.session_info(session)["status"] == "SCAN_QR_CODE", message="the session back")
+    wait_for(lambda: waha_info(session)["status"] == "SCAN_QR_CODE", message="the session back")
 
 
 def test_stats_sweep_and_alert_rules(waha_docker, make_tenant, docker_client, simulator_image):
