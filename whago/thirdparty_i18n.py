@@ -47,6 +47,8 @@ THIRD_PARTY_TEXTS = [
     gettext_noop("Microseconds"), gettext_noop("Periodic Tasks Using This Schedule"),
     gettext_noop("Enable selected tasks"), gettext_noop("Disable selected tasks"),
     gettext_noop("Toggle activity of selected tasks"), gettext_noop("Run selected tasks"), gettext_noop("Task Name"),
+    gettext_noop("every {}"), gettext_noop("every {} {}"), gettext_noop("Day"), gettext_noop("Hour"),
+    gettext_noop("Minute"), gettext_noop("Second"), gettext_noop("Microsecond"),
     # Fields named by Django from their attribute (no verbose_name given): see plain_names_translated().
     gettext_noop("tenant"), gettext_noop("container"), gettext_noop("chip"), gettext_noop("plan"),
     gettext_noop("payment"), gettext_noop("created by"), gettext_noop("proxy assignment"),

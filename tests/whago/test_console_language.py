@@ -26,7 +26,7 @@ DENYLIST = ["Access attempt", "Access failure", "Access log", "Periodic task", "
             "IP Address", "User Agent", "Start Datetime", "Last Run Datetime", "One-off Task", "Scheduler",
             "Enable selected tasks", "Run selected tasks", "Created at", "Last used at", "Search by user",
             "Tenant", "TENANT", "Container", "Waha session", "Proxy assignment", "Sort order", "Created by",
-            "Reservation", "Task Name"]
+            "Reservation", "Task Name", "seconds", "minutes"]
 
 
 def shown_text(html: str) -> str:
