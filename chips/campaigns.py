@@ -41,7 +41,7 @@ from billing import limits
 from whago.models import Tenant
 
 from .contacts import custom_field_keys, field_key, in_lists
-from .models import Campaign, CampaignChip, CampaignRecipient, Chip, Contact, ContactList, Message
+from .models import Campaign, CampaignChip, CampaignRecipient, Chip, Contact, Message
 from .phones import display_phone
 
 Status = Campaign.Status
@@ -347,12 +347,6 @@ def delete_draft(campaign: Campaign) -> None:
 def _targets(campaign: Campaign):
     return in_lists(Contact.objects.filter(tenant_id=campaign.tenant_id),
                     campaign.lists.values_list("pk", flat=True))
-
-
-def target_count(campaign: Campaign) -> int:
-    """How many distinct contacts the campaign's lists hold."""
-    with scopes_disabled():
-        return _targets(campaign).count()
 
 
 def _skip_reason(consent_at, consent_source: str, unsubscribed_at) -> str:
@@ -700,9 +694,3 @@ def dashboard_summary(tenant: Tenant) -> dict:
     totals["delivered_rate"] = round(100 * totals["delivered"] / sent, 1) if sent else 0
     totals["read_rate"] = round(100 * totals["read"] / sent, 1) if sent else 0
     return {"active": [(c, progress(c)) for c in active], "week": totals}
-
-
-def list_choices(tenant: Tenant):
-    """The tenant's lists with their contact counts (for forms)."""
-    with scopes_disabled():
-        return ContactList.objects.filter(tenant_id=tenant.pk).annotate(size=Count("contacts"))

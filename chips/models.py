@@ -126,10 +126,6 @@ class Chip(models.Model):
         return self.alias
 
     @property
-    def is_working(self) -> bool:
-        return self.status == self.Status.WORKING
-
-    @property
     def is_deleted(self) -> bool:
         return self.deleted_at is not None
 

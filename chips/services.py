@@ -4,7 +4,6 @@ Chips
     create_chip(tenant, alias) -> Chip           plan limit checked under the tenant row lock
     connect(chip) / request_pairing_code(chip, phone) / qr_png(chip)
     disconnect(chip) (logout + stop) / restart(chip) / rename(chip, alias) / delete_chip(chip)
-    working_chips(tenant), pick_chip(tenant)     for campaigns: round-robin over WORKING chips
 
 Messages
     send_message(tenant, chip, to, ...) -> (Message, created)
@@ -52,7 +51,7 @@ from typing import Any
 import requests
 import urllib3
 from django.conf import settings
-from django.core.cache import cache, caches
+from django.core.cache import caches
 from django.core.exceptions import ValidationError
 from django.core.files.base import ContentFile
 from django.db import IntegrityError, OperationalError, connection, transaction
@@ -627,27 +626,6 @@ def reapply_proxy(session_name: str) -> None:
         )
         if assignment is not None and chip.proxy_assignment_id != assignment.pk:
             Chip.all_objects.filter(pk=chip.pk).update(proxy_assignment=assignment)
-
-
-def working_chips(tenant: Tenant):
-    """The tenant's connected chips, oldest first (a queryset)."""
-    with scopes_disabled():
-        return Chip.objects.filter(tenant_id=tenant.pk, status=Chip.Status.WORKING).order_by("created_at", "pk")
-
-
-def pick_chip(tenant: Tenant, exclude: set[int] | None = None) -> Chip | None:
-    """The next connected chip in round-robin order (shared by every process through the cache)."""
-    with scopes_disabled():
-        chips = [c for c in working_chips(tenant) if not exclude or c.pk not in exclude]
-    if not chips:
-        return None
-    key = f"chips:round-robin:{tenant.pk}"
-    try:
-        turn = cache.incr(key)
-    except ValueError:
-        cache.add(key, 0, timeout=None)
-        turn = cache.incr(key)
-    return chips[turn % len(chips)]
 
 
 # --- messages: queueing -------------------------------------------------------------------

@@ -284,7 +284,3 @@ class ProxyAlert(models.Model):
 
     def __str__(self) -> str:
         return f"{self.get_kind_display()}: {self.proxy or self.provider}"
-
-    @property
-    def is_open(self) -> bool:
-        return self.resolved_at is None

@@ -423,10 +423,6 @@ class ImportReport:
     unchanged: int = 0
     errors: list[LineError] = field(default_factory=list)
 
-    @property
-    def imported(self) -> int:
-        return self.created + self.updated + self.unchanged
-
 
 def parse_proxy_line(line: str) -> tuple[str, int, str, str]:
     """(host, port, username, password) from `host:port` or `host:port:user:pass`; ValueError says why not."""

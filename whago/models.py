@@ -256,7 +256,8 @@ class AuditLog(models.Model):
     """Something an operator did in the console (or asked the worker to do), and how it ended.
 
     Operators' data, seen only in the admin; the tenant link is for filtering and is kept
-    empty for platform-wide actions. Entries are never edited by hand nor deleted.
+    empty for platform-wide actions. Entries are never edited by hand; they are deleted after
+    AUDIT_LOG_RETENTION_DAYS (whago.tasks.prune_audit_log).
     """
 
     class Status(models.TextChoices):

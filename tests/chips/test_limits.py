@@ -297,15 +297,6 @@ def test_the_dashboard_sums_up_chips_and_todays_messages(owner_client):
 
 
 @pytest.mark.django_db
-def test_round_robin_goes_through_the_connected_chips(make_owner):
-    _, tenant = make_owner()
-    set_plan(tenant, "BUSINESS")
-    first, second = placed_chip(tenant, alias="A"), placed_chip(tenant, alias="B")
-    placed_chip(tenant, status=Chip.Status.FAILED, alias="C")
-    picked = [services.pick_chip(tenant).pk for _ in range(4)]
-    assert sorted(picked) == sorted([first.pk, second.pk] * 2) and picked[0] != picked[1]
-    assert services.pick_chip(tenant, exclude={first.pk}).pk == second.pk
-    assert list(services.working_chips(tenant)) == [first, second]
 
 
 @pytest.mark.django_db
