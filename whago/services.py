@@ -263,6 +263,9 @@ def suspension_message(tenant: Tenant) -> str:
     message = _("The account of %(name)s is suspended.") % {"name": tenant.name}
     if tenant.suspension_reason:
         message += " " + _("Reason: %(reason)s.") % {"reason": tenant.suspension_reason.rstrip(".")}
+    if tenant.suspension_kind == SuspensionKind.NONPAYMENT:
+        return message + " " + _("Pay on the Billing page: the account is reactivated as soon as the payment is "
+                                 "confirmed. Questions: %(support)s.") % {"support": settings.SUPPORT_EMAIL}
     return message + " " + _("Contact %(support)s to reactivate it; the Billing page stays open to pay.") % {
         "support": settings.SUPPORT_EMAIL}
 

@@ -170,3 +170,24 @@ def test_the_console_suspends_for_non_payment(client, operator, make_owner):
     _, other = make_owner()
     client.post(reverse("admin:whago_tenant_suspend", args=[other.pk]), {"reason": "Spam"})
     assert state(other) == (False, "other")
+
+
+def test_a_company_suspended_for_non_payment_is_told_that_paying_reactivates_it(client, make_owner, settings):
+    settings.SUPPORT_EMAIL = "ajuda@whago.example"
+    owner, tenant = make_owner(company="Padaria Central")
+    _, raw = accounts.create_api_key(tenant=tenant, name="ERP", created_by=owner)
+    accounts.suspend_tenant(tenant, reason="Fatura de maio em aberto", kind=SuspensionKind.NONPAYMENT)
+    client.force_login(owner)
+    page = client.get(reverse("no_tenant")).content.decode()
+    assert ("suspensa por falta de pagamento: pague na página de Cobrança e a conta é reativada assim que o "
+            "pagamento for confirmado.") in page
+    error = client.get(reverse("api_me"), HTTP_AUTHORIZATION=f"Bearer {raw}").json()["error"]
+    assert error["code"] == "tenant_suspended" and "Fatura de maio em aberto" in error["message"]
+    assert "a conta é reativada assim que o pagamento for confirmado" in error["message"]
+    assert "ajuda@whago.example" in error["message"]
+    # Suspended for another reason: the contact, and no promise.
+    accounts.reactivate_tenant(tenant)
+    accounts.suspend_tenant(tenant, reason="Spam", kind=SuspensionKind.OTHER)
+    assert "reativada assim que" not in client.get(reverse("no_tenant")).content.decode()
+    error = client.get(reverse("api_me"), HTTP_AUTHORIZATION=f"Bearer {raw}").json()["error"]
+    assert "reativada assim que" not in error["message"] and "ajuda@whago.example" in error["message"]
