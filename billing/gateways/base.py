@@ -5,12 +5,15 @@ that what the provider's HTTP client or SDK raises becomes a GatewayError — Ga
 provider could not be reached (network error, timeout, its 5xx or 429: try again later), otherwise a
 refusal. str() of either is a plain message for the buyer; .detail keeps the technical text for operators.
 """
+import base64
 import functools
+import io
 import json
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
 
+import qrcode
 import requests
 from django.http import HttpRequest
 
@@ -57,6 +60,13 @@ def member(mapping: dict, key: str) -> dict:
     if not isinstance(value, dict):
         raise WebhookRejected(f"{key} is not a JSON object")
     return value
+
+
+def qr_png_base64(text: str) -> str:
+    """A QR code of text as a base64 PNG: the PIX image when a provider sends only the copy-and-paste code."""
+    buffer = io.BytesIO()
+    qrcode.make(text).save(buffer)
+    return base64.b64encode(buffer.getvalue()).decode()
 
 
 @dataclass

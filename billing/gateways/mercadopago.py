@@ -79,9 +79,11 @@ class MercadoPagoGateway(base.PaymentGateway):
             )
             data = self._check(self._sdk().payment().create(body, options), "POST /v1/payments (PIX)")
             pix = (data.get("point_of_interaction") or {}).get("transaction_data") or {}
+            code = pix.get("qr_code", "")
             return base.CheckoutResult(
-                external_id=str(data["id"]), external_payment_id=str(data["id"]),
-                pix_qr_code=pix.get("qr_code", ""), pix_qr_code_base64=pix.get("qr_code_base64", ""),
+                external_id=str(data["id"]), external_payment_id=str(data["id"]), pix_qr_code=code,
+                # The image Mercado Pago sends; drawn from the code when it sends none.
+                pix_qr_code_base64=pix.get("qr_code_base64") or (base.qr_png_base64(code) if code else ""),
                 redirect_url=pix.get("ticket_url", ""),
             )
         body = {

@@ -1,19 +1,10 @@
 """A local fake gateway for the embedded mode and demos: no money moves. Refused in production."""
-import base64
-import io
 import secrets
 
-import qrcode
 from django.conf import settings
 from django.urls import reverse
 
 from . import base
-
-
-def _qr_png_base64(text: str) -> str:
-    buffer = io.BytesIO()
-    qrcode.make(text).save(buffer)
-    return base64.b64encode(buffer.getvalue()).decode()
 
 
 class SandboxGateway(base.PaymentGateway):
@@ -34,7 +25,7 @@ class SandboxGateway(base.PaymentGateway):
         if method == "pix":
             # A clearly fake "copia e cola" code: shows the PIX screen without any bank behind it.
             result.pix_qr_code = f"SANDBOX-PIX-WHAGO-{payment.reference}-{payment.amount}"
-            result.pix_qr_code_base64 = _qr_png_base64(result.pix_qr_code)
+            result.pix_qr_code_base64 = base.qr_png_base64(result.pix_qr_code)
         return result
 
     def parse_webhook(self, request):

@@ -4,12 +4,18 @@ payment is pending and the new state once Mercado Pago's signed webhook marked i
 
 Mercado Pago is faked at the HTTP boundary (`responses`); its webhook carries the real x-signature.
 """
+import base64
+import io
+import json
 import re
 
 import pytest
 import responses
 from django.urls import reverse
+from django_scopes import scopes_disabled
+from PIL import Image
 from playwright.sync_api import expect
+from pyzbar.pyzbar import decode
 
 from billing.models import Payment
 from tests.chips.browserkit import LAPTOP, PHONE, browser, session_cookie  # noqa: F401
@@ -46,6 +52,23 @@ def test_the_pix_page_has_the_code_a_copy_button_the_qr_and_polls_its_status(gat
     assert '<script src="/static/js/billing.js" defer></script>' in page  # a static file: the CSP allows no inline
     status_url = reverse("billing_payment_status", args=[payment.reference])
     assert f'hx-get="{status_url}?shown=pending" hx-trigger="every 3s" hx-swap="outerHTML"' in page
+
+
+@pytest.mark.django_db
+def test_a_pix_charge_without_an_image_gets_one_drawn_from_its_code(gateway_settings, owner_client, provider):
+    answer = mp_payment("1325009999", reference="set-below", status="pending")
+    del answer["point_of_interaction"]["transaction_data"]["qr_code_base64"]
+    provider.add(responses.POST, f"{MP_API}/v1/payments", status=201, json=answer)
+    response = owner_client.post(reverse("billing_checkout"),
+                                 {"credits": "1000", "gateway": "mercadopago", "method": "pix"})
+    with scopes_disabled():
+        payment = Payment.objects.get(tenant=owner_client.tenant)
+    assert payment.pix_qr_code == PIX_CODE and payment.pix_qr_code_base64
+    [symbol] = decode(Image.open(io.BytesIO(base64.b64decode(payment.pix_qr_code_base64))))
+    assert symbol.data.decode() == PIX_CODE  # what a bank's app reads is the copy-and-paste code
+    page = owner_client.get(response.url).content.decode()
+    assert f'src="data:image/png;base64,{payment.pix_qr_code_base64}"' in page
+    assert json.loads(provider.calls[0].request.body)["description"] == "1.000 créditos de mensagens"
 
 
 @pytest.mark.django_db
