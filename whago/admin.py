@@ -19,8 +19,8 @@ from django.urls import NoReverseMatch, path, reverse
 from django.utils import formats, timezone
 from django.utils.formats import number_format
 from django.utils.html import format_html
-from django.utils.translation import gettext, ngettext
 from django.utils.translation import gettext_lazy as _
+from django.utils.translation import ngettext
 from django_celery_beat.admin import CrontabScheduleAdmin, PeriodicTaskAdmin
 from django_celery_beat.models import CrontabSchedule, PeriodicTask
 from django_otp.plugins.otp_totp.admin import TOTPDeviceAdmin
@@ -253,31 +253,6 @@ class MembershipAdmin(ConsoleAdmin):
     search_fields = ["user__email", "tenant__name"]
 
 
-# What each kind of audited action is called on the console (its code stays in the log, searchable).
-AUDITED_ACTIONS = {
-    "orphans.cleanup": _("Orphan cleanup"),
-    "tenant.suspend": _("Tenant suspended"),
-    "tenant.reactivate": _("Tenant reactivated"),
-    "alert.acknowledge": _("Alert acknowledged"),
-    "member.remove": _("Member removed"),
-    "member.role": _("Member's role changed"),
-    "member.transfer_ownership": _("Ownership transferred"),
-}
-
-
-def action_label(code: str) -> str:
-    """The operator's words for an audit log action code (a container action by its button's name)."""
-    if code in AUDITED_ACTIONS:
-        return str(AUDITED_ACTIONS[code])
-    kind, _dot, name = code.partition(".")
-    if kind == "container":
-        from waha.ops import ACTIONS  # the console's container actions, with their labels
-
-        if name in ACTIONS:
-            return gettext("Container: %(action)s") % {"action": ACTIONS[name].label}
-    return code
-
-
 class ActionKindFilter(admin.SimpleListFilter):
     """Kinds of actions by their prefix (no DISTINCT over a log that only grows)."""
 
@@ -307,7 +282,7 @@ class AuditLogAdmin(BigTableAdmin):
 
     @admin.display(description=_("action"), ordering="action")
     def action_name(self, obj: AuditLog) -> str:
-        return action_label(obj.action)
+        return obj.action_name
 
     @admin.display(description=_("target"), ordering="target_repr")
     def target(self, obj: AuditLog) -> str:

@@ -11,9 +11,35 @@ from typing import Any
 
 from django.db import models
 from django.utils import timezone
+from django.utils.translation import gettext
+from django.utils.translation import gettext_lazy as _
 from django_scopes import scopes_disabled
 
 from .models import AuditLog, Tenant
+
+# What each kind of audited action is called on the console (its code stays in the log, searchable).
+AUDITED_ACTIONS = {
+    "orphans.cleanup": _("Orphan cleanup"),
+    "tenant.suspend": _("Tenant suspended"),
+    "tenant.reactivate": _("Tenant reactivated"),
+    "alert.acknowledge": _("Alert acknowledged"),
+    "member.remove": _("Member removed"),
+    "member.role": _("Member's role changed"),
+    "member.transfer_ownership": _("Ownership transferred"),
+}
+
+
+def action_label(code: str) -> str:
+    """The operator's words for an audit log action code (a container action by its button's name)."""
+    if code in AUDITED_ACTIONS:
+        return str(AUDITED_ACTIONS[code])
+    kind, _dot, name = code.partition(".")
+    if kind == "container":
+        from waha.ops import ACTIONS  # the console's container actions, with their labels
+
+        if name in ACTIONS:
+            return gettext("Container: %(action)s") % {"action": ACTIONS[name].label}
+    return code
 
 
 def record(

@@ -300,6 +300,13 @@ class AuditLog(models.Model):
         return f"{self.action} {self.target_repr}".strip()
 
     @property
+    def action_name(self) -> str:
+        """The action in the operator's words ("Contêiner: Reiniciar" for container.restart)."""
+        from .audit import action_label
+
+        return action_label(self.action)
+
+    @property
     def is_finished(self) -> bool:
         return self.status != self.Status.RUNNING
 

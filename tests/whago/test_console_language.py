@@ -14,7 +14,7 @@ from tests.ops.conftest import pass_second_factor
 from tests.ops.rows import make
 from waha.models import ContainerStatus, StatsSample, WahaContainer
 from whago import audit
-from whago.admin import action_label
+from whago.audit import action_label
 from whago.models import Membership, Role, User
 
 pytestmark = pytest.mark.django_db
@@ -36,9 +36,9 @@ def shown_text(html: str) -> str:
 
 
 def english_in(text: str, catalogue: list[str]) -> list[str]:
-    found = [word for word in DENYLIST if word in text]
-    return found + [msgid for msgid in catalogue
-                    if re.search(r"(?<![\w-])" + re.escape(msgid) + r"(?![\w-])", text)]
+    """The denylist's and the catalogue's English found as whole words ("30 minutos" has no "0 minuto")."""
+    return [text_ for text_ in DENYLIST + catalogue
+            if re.search(r"(?<![\w-])" + re.escape(text_) + r"(?![\w-])", text)]
 
 
 @pytest.fixture
@@ -81,6 +81,21 @@ def test_the_console_index_and_every_list_speak_portuguese(console):
     for name in ("Tentativas de login", "Tentativas de acesso", "Tarefas periódicas", "Segundo fator",
                  "Autenticadores", "Intervalos"):
         assert name in index, name
+
+
+def test_every_change_form_speaks_portuguese(console):
+    """(Group and user forms list permission names, which Django stores in English: left out.)"""
+    client, rows, _tenant = console
+    catalogue = english_msgids()
+    problems = {}
+    for model, row in rows.items():
+        if model._meta.label in ("auth.Group", "whago.User"):
+            continue
+        url = f"/admin/{model._meta.app_label}/{model._meta.model_name}/{row.pk}/change/"
+        found = english_in(shown_text(client.get(url).content.decode()), catalogue)
+        if found:
+            problems[url] = found
+    assert not problems, problems
 
 
 def test_the_console_names_actions_statuses_units_and_times_for_people(console):
