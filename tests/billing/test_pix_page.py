@@ -17,6 +17,7 @@ from PIL import Image
 from playwright.sync_api import expect
 from pyzbar.pyzbar import decode
 
+from billing.gateways.base import qr_png_base64
 from billing.models import Payment
 from tests.chips.browserkit import LAPTOP, PHONE, browser, session_cookie  # noqa: F401
 
@@ -25,10 +26,10 @@ from .conftest import MP_API, PIX_PNG, mp_payment, pending_payment, post_mp
 PIX_CODE = "00020126360014BR.GOV.BCB.PIX0114+5511999998888520400005303986540549.905802BR"
 
 
-def pix_payment(tenant, payment_id: str = "1325001122") -> Payment:
+def pix_payment(tenant, payment_id: str = "1325001122", image: str = PIX_PNG) -> Payment:
     """A PIX charge as start_checkout leaves it: pending, with Mercado Pago's code and QR image."""
     return pending_payment(tenant, gateway="mercadopago", external_id=payment_id, external_payment_id=payment_id,
-                           method="pix", pix_qr_code=PIX_CODE, pix_qr_code_base64=PIX_PNG)
+                           method="pix", pix_qr_code=PIX_CODE, pix_qr_code_base64=image)
 
 
 def status_of(client, payment: Payment, shown: str | None = "pending"):
@@ -134,7 +135,7 @@ def test_in_the_browser_copy_then_the_confirmation_appears_by_itself(gateway_set
                                                                      provider, browser):  # noqa: F811
     user, tenant = make_owner(company="Padaria Pão Quente")
     client.force_login(user)
-    payment = pix_payment(tenant)
+    payment = pix_payment(tenant, image=qr_png_base64(PIX_CODE))
     browser.cookies = session_cookie(client, browser.base)
     page = browser.open(PHONE)
     page.context.grant_permissions(["clipboard-read", "clipboard-write"], origin=browser.base)
@@ -154,3 +155,7 @@ def test_in_the_browser_copy_then_the_confirmation_appears_by_itself(gateway_set
     assert page.evaluate("window.__sameDocument") == "yes"  # no reload: the state was swapped in
     expect(page.get_by_role("link", name="Recibo")).to_be_visible()
     assert browser.check(page, "billing_pix_paid") == []
+    page.get_by_role("link", name="Recibo").click()
+    expect(page.locator("#customer")).to_contain_text("Padaria Pão Quente")
+    expect(page.locator("table")).to_contain_text("1.000 créditos de mensagens")
+    assert browser.check(page, "billing_receipt") == []
