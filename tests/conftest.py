@@ -13,6 +13,7 @@ from django.db import connection
 from django.utils import timezone
 from django_scopes import scopes_disabled
 
+from tests import waiting
 from whago import services
 from whago.models import Membership, Role
 
@@ -22,7 +23,8 @@ _counter = itertools.count(1)
 
 
 def pytest_collection_modifyitems(items):
-    """Every transactional test restores the data migrations seeded (plans, beat schedules).
+    """Every transactional test restores what the data migrations seeded (the plans; beat schedules
+    are no longer seeded: beat writes them from CELERY_BEAT_SCHEDULE).
 
     Mixing serialized and plain transactional tests breaks: a plain flush re-creates
     content types, which the next serialized restore then duplicates. So all of them
@@ -132,13 +134,13 @@ class Worker:
             # Its own process group: kill() takes any pool child with it, like a machine dying.
             start_new_session=True,
         )
-        deadline = time.monotonic() + 30
+        give_up = waiting.deadline()
         while "ready." not in self.log() and " ready" not in self.log():
             if self.proc.poll() is not None:
                 pytest.fail(f"celery worker exited early:\n{self.log()}")
-            if time.monotonic() > deadline:
+            if time.monotonic() > give_up:
                 self.kill()
-                pytest.fail(f"celery worker not ready in 30 s:\n{self.log()}")
+                pytest.fail(f"celery worker not ready in {waiting.WAIT_SECONDS:.0f} s:\n{self.log()}")
             time.sleep(0.2)
 
     def log(self) -> str:
@@ -165,7 +167,7 @@ def celery_worker(request, django_db_serialized_rollback, transactional_db, tmp_
     """A real `celery worker` process on the real broker, sharing the test database.
 
     `@pytest.mark.worker_env(NAME="value")` sets extra environment (settings) for it.
-    Serialized rollback: data seeded by migrations (plans, beat schedules) survives the flush.
+    Serialized rollback: data seeded by migrations (the plans) survives the flush.
     """
     import redis
 
@@ -221,9 +223,9 @@ class Receiver:
         self.thread.start()
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
 
-    def wait_for(self, count: int, timeout: float = 20.0) -> list[dict]:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
+    def wait_for(self, count: int, timeout: float | None = None) -> list[dict]:
+        give_up = waiting.deadline(timeout)
+        while time.monotonic() < give_up:
             with self.lock:
                 if len(self.requests) >= count:
                     return list(self.requests)

@@ -2,7 +2,6 @@
 import io
 import json
 import subprocess
-import time
 
 import pytest
 import requests
@@ -20,6 +19,7 @@ from tests.waha.conftest import (  # noqa: F401 - fixtures shared with the waha 
     simulator_image,
 )
 from tests.waha.realwaha import real_target, simulator_target, waha_target  # noqa: F401 - conformance targets
+from tests.waiting import wait_until
 from waha.models import WahaContainer
 from whago.services import create_api_key
 
@@ -31,18 +31,6 @@ def set_plan(tenant, code: str) -> None:
     with scopes_disabled():
         Subscription.objects.filter(tenant=tenant).update(plan=Plan.objects.get(code=code),
                                                           status=Subscription.Status.ACTIVE)
-
-
-def wait_until(predicate, timeout: float = 20.0, interval: float = 0.1, message: str = "condition"):
-    """Poll predicate() until truthy; returns its value or fails the test."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout} s waiting for {message}")
-        time.sleep(interval)
 
 
 def chip_row(pk: int) -> Chip:

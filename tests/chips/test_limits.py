@@ -1,4 +1,5 @@
 """Plan limits and bad input: chip limit under concurrency, message quota, downgrades, clear errors."""
+import base64
 import io
 import json
 import threading
@@ -22,15 +23,16 @@ from .conftest import chip_row, placed_chip, png_bytes, set_plan
 TRANSACTIONAL = pytest.mark.django_db(transaction=True, serialized_rollback=True)
 
 
-def queued_tasks() -> int:
-    """Tasks waiting in the broker's default queue."""
-    return redis.Redis.from_url(settings.CELERY_BROKER_URL).llen("celery")
+def queued_calls() -> list[tuple[str, list]]:
+    """The tasks enqueued and their arguments, read from the broker's default queue (Celery's
+    message: the task name in the headers, [args, kwargs, embed] as base64 JSON in the body)."""
+    raw = redis.Redis.from_url(settings.CELERY_BROKER_URL).lrange("celery", 0, -1)
+    messages = [json.loads(item) for item in raw]
+    return sorted((m["headers"]["task"], json.loads(base64.b64decode(m["body"]))[0]) for m in messages)
 
 
 def queued_task_names() -> list[str]:
-    """The names of the tasks waiting in the broker's default queue (Celery's message headers)."""
-    raw = redis.Redis.from_url(settings.CELERY_BROKER_URL).lrange("celery", 0, -1)
-    return sorted(json.loads(item)["headers"]["task"] for item in raw)
+    return [name for name, _ in queued_calls()]
 
 
 @pytest.fixture
@@ -67,7 +69,7 @@ def test_simultaneous_creates_on_a_one_chip_plan_make_exactly_one_chip(make_owne
     assert refused[0].startswith("Your plan allows 1 chip(s) and you have 1.")
     with scopes_disabled():
         assert Chip.all_objects.filter(tenant=tenant).count() == 1
-    assert queued_tasks() == 1  # one provisioning task, for the one chip
+    assert queued_calls() == [("chips.tasks.provision_chip", created)]  # for the one chip
 
 
 @pytest.mark.django_db
@@ -125,7 +127,7 @@ def test_over_quota_is_refused_clearly_and_queues_nothing(owner_client, api, emp
     assert api_response.json()["error"]["code"] == "quota_exceeded"
     with scopes_disabled():
         assert not Message.objects.filter(tenant=tenant).exists()
-    assert queued_tasks() == 0
+    assert queued_calls() == []
     assert limits.remaining_quota(tenant)["sendable"] == 0
 
 
@@ -159,7 +161,7 @@ def test_bad_input_in_the_send_form_is_explained_and_nothing_is_queued(owner_cli
     assert text in " ".join(errors)
     with scopes_disabled():
         assert not Message.objects.filter(tenant=owner_client.tenant).exists()
-    assert queued_tasks() == 0
+    assert queued_calls() == []
 
 
 @pytest.mark.django_db
@@ -207,7 +209,7 @@ def test_the_same_idempotency_key_queues_one_message(make_owner, api, empty_brok
     with scopes_disabled():
         assert Message.objects.filter(tenant=tenant).count() == 1
     assert limits.remaining_quota(tenant)["day_used"] == 1
-    assert queued_tasks() == 1
+    assert queued_calls() == [("chips.tasks.send_message", [first.json()["id"]])]
 
 
 @TRANSACTIONAL
@@ -263,15 +265,16 @@ def test_a_batch_is_queued_whole_or_refused_whole(make_owner, api, empty_broker,
     assert accepted.status_code == 201, accepted.content
     assert accepted.json()["created"] == 5
     assert [m["peer"] for m in accepted.json()["messages"]] == [f"+55119{n:04d}0000" for n in range(1, 6)]
-    assert queued_tasks() == 1  # one task sends the five, one after another
+    ids = [m["id"] for m in accepted.json()["messages"]]
+    assert queued_calls() == [("chips.tasks.send_messages", [ids])]  # one task sends the five, one after another
     with scopes_disabled():
         assert Reservation.objects.filter(tenant=tenant).get().quantity == 5
     # Sent again (a client retrying): the same messages, nothing new.
     with django_capture_on_commit_callbacks(execute=True):
         again = client.post("/api/v1/messages/batch", {"messages": items}, content_type="application/json")
     assert again.json()["created"] == 0
-    assert [m["id"] for m in again.json()["messages"]] == [m["id"] for m in accepted.json()["messages"]]
-    assert queued_tasks() == 1
+    assert [m["id"] for m in again.json()["messages"]] == ids
+    assert queued_calls() == [("chips.tasks.send_messages", [ids])]
 
     limits.reserve_messages(tenant, limits.remaining_quota(tenant)["sendable"] - 2)
     over = [{"chip": chip.pk, "to": "11988887777", "text": f"Mais {n}"} for n in range(3)]
@@ -314,5 +317,5 @@ def test_messages_whose_task_was_lost_are_queued_again(make_owner, empty_broker)
                                          next_attempt_at=timezone.now() + timedelta(minutes=3))
         Message.objects.filter(pk__in=[old.pk, waiting.pk]).update(created_at=timezone.now() - timedelta(hours=1))
     assert services.requeue_stale() == 1
-    assert queued_tasks() == 1
+    assert queued_calls() == [("chips.tasks.send_message", [old.pk])]
     assert fresh.pk != old.pk

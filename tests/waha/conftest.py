@@ -97,6 +97,7 @@ import docker  # noqa: E402
 from django.conf import settings  # noqa: E402
 
 from tests.waha.simkit import ROOT  # noqa: E402
+from tests.waiting import wait_until  # noqa: E402
 
 SIMULATOR_IMAGE = "whago/waha-simulator:latest"
 
@@ -152,16 +153,7 @@ def waha_info(session) -> dict:
     return manager.client_for(session.container).get_session(session.remote_name)
 
 
-def wait_for(predicate, timeout: float = 20, interval: float = 0.1, message: str = "condition"):
-    """Poll until predicate() is truthy; return its value or fail the test."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout} s waiting for {message}")
-        time.sleep(interval)
+wait_for = wait_until  # the name the waha tests use
 
 
 @pytest.fixture(scope="session")

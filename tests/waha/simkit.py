@@ -25,6 +25,8 @@ from pathlib import Path
 
 import requests
 
+from tests import waiting
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -35,16 +37,10 @@ def free_port(host: str = "127.0.0.1") -> int:
         return sock.getsockname()[1]
 
 
-def wait_until(predicate: Callable[[], object], timeout: float = 5.0, interval: float = 0.02, message: str = ""):
-    """Poll predicate until it returns something truthy; AssertionError on timeout."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() >= deadline:
-            raise AssertionError(message or f"condition not met within {timeout} s")
-        time.sleep(interval)
+def wait_until(predicate: Callable[[], object], timeout: float | None = None, interval: float = 0.02,
+               message: str = ""):
+    """Poll predicate until it returns something truthy; AssertionError on timeout (tests/waiting.py)."""
+    return waiting.wait_until(predicate, timeout, interval, message or "condition", error=AssertionError)
 
 
 class SimulatorProcess:
@@ -168,7 +164,7 @@ class SimulatorProcess:
         response.raise_for_status()
         return response.json()["status"]
 
-    def wait_status(self, session: str, status: str, timeout: float = 5.0) -> None:
+    def wait_status(self, session: str, status: str, timeout: float | None = None) -> None:
         """Poll until the session has this status."""
         wait_until(lambda: self.status(session) == status, timeout, message=f"{session} never became {status}")
 
@@ -262,7 +258,7 @@ class WebhookReceiver:
             out.append(body)
         return out
 
-    def wait_for(self, predicate: Callable[[dict], bool], count: int = 1, timeout: float = 5.0) -> list[dict]:
+    def wait_for(self, predicate: Callable[[dict], bool], count: int = 1, timeout: float | None = None) -> list[dict]:
         """Wait until `count` accepted bodies match predicate; returns them."""
 
         def matched():

@@ -6,9 +6,11 @@ import time
 from datetime import timedelta
 
 import pytest
+import redis
 from django.conf import settings
 from django_celery_beat.models import IntervalSchedule, PeriodicTask
 
+from tests import waiting
 from tests.conftest import ROOT, worker_env
 
 # Celery's own cleanup of stored results, added by the scheduler itself (crontab, 04:00).
@@ -39,10 +41,10 @@ def run_beat(tmp_path):
             cwd=ROOT, env=worker_env(), stdout=log.open("w"), stderr=subprocess.STDOUT, start_new_session=True,
         )
         procs.append(proc)
-        deadline = time.monotonic() + 120
+        give_up = waiting.deadline()
         # "Waking up" is logged after the first tick, so after setup_schedule wrote the entries.
         while "beat: Waking up" not in log.read_text():
-            if proc.poll() is not None or time.monotonic() > deadline:
+            if proc.poll() is not None or time.monotonic() > give_up:
                 pytest.fail(f"celery beat did not tick:\n{log.read_text()}")
             time.sleep(0.2)
         return proc
@@ -55,6 +57,8 @@ def run_beat(tmp_path):
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+    if procs:  # what beat sent must not reach a later test's worker
+        redis.Redis.from_url(settings.CELERY_BROKER_URL).flushdb()
 
 
 def test_every_declared_task_exists():
