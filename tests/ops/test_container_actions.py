@@ -6,7 +6,7 @@ from django.utils import translation
 from django_scopes import scopes_disabled
 
 from waha import manager
-from waha.models import ContainerStatus, WahaContainer
+from waha.models import ContainerStatus, SessionStatus, WahaContainer
 from whago.models import AuditLog, Tenant
 
 from .conftest import messages_of, wait_for
@@ -43,6 +43,9 @@ def test_list_stop_start_and_restart_from_the_container_page(ops_worker, ops_cli
     [listed] = entries("container.list_sessions")
     assert listed.status == AuditLog.Status.SUCCEEDED, listed.error
     assert [s["name"] for s in listed.detail["sessions"]] == ["chip_1"]
+    # WAHA's status code in the operator's words ("chip_1 (Parado)", not "chip_1 (STOPPED)").
+    status = listed.detail["sessions"][0]["status"]
+    assert f"chip_1 ({SessionStatus(status).label})" in listed.result and f"({status})" not in listed.result
     assert listed.actor == ops_client.user and listed.actor_email == ops_client.user.email
     assert listed.tenant_id == tenant.pk and listed.target_repr == container.name
     assert any("chip_1" in text for text in messages_of(response))
@@ -97,8 +100,8 @@ def test_list_stop_start_and_restart_from_the_container_page(ops_worker, ops_cli
     # The audit log lists all four, read-only.
     audit_page = ops_client.get(reverse("admin:whago_auditlog_changelist"))
     assert audit_page.status_code == 200
-    for action in ("container.list_sessions", "container.stop", "container.start", "container.restart"):
-        assert action in audit_page.content.decode()
+    for action in ("Listar sessões", "Parar", "Iniciar", "Reiniciar"):  # named as the page's buttons
+        assert f"Contêiner: {action}</td>" in audit_page.content.decode()
     assert ops_client.post(audit_link, {"result": "edited"}).status_code == 403
 
 
