@@ -80,7 +80,7 @@ from waha.signals import RetryLater
 from whago import services as accounts
 from whago.models import Tenant
 
-from . import outgoing, signals
+from . import inbound_media, outgoing, signals
 from .models import Chip, Message
 from .phones import chat_id, normalize_phone, phone_from_chat_id
 
@@ -1493,9 +1493,12 @@ def record_inbound(tenant: Tenant, session_name: str, payload: dict) -> Message 
         if waha_id and Message.objects.filter(chip=chip, direction=Message.Direction.IN, waha_id=waha_id).exists():
             return None
         media = payload.get("media") if isinstance(payload.get("media"), dict) else {}
+        has_media, media_url = inbound_media.expected(payload)
         kind = Message.Kind.TEXT
-        if payload.get("hasMedia"):
-            is_image = str(media.get("mimetype") or "").startswith("image/")
+        if has_media:
+            # SVG is a document: served inline from our origin it could run scripts.
+            mimetype = str(media.get("mimetype") or "")
+            is_image = mimetype.startswith("image/") and "svg" not in mimetype
             kind = Message.Kind.IMAGE if is_image else Message.Kind.DOCUMENT
         sent_at = None
         with contextlib.suppress(TypeError, ValueError, OverflowError, OSError):
@@ -1516,9 +1519,16 @@ def record_inbound(tenant: Tenant, session_name: str, payload: dict) -> Message 
                     waha_id=waha_id,
                     sent_at=sent_at,
                     source="whatsapp",
+                    # A file the server could not give (Core, download off, failed): said in the thread.
+                    error=inbound_media.UNAVAILABLE if has_media and not media_url else "",
                 )
         except IntegrityError:
             return None
+        if media_url:
+            from . import tasks
+
+            message_pk = message.pk
+            transaction.on_commit(lambda: tasks.fetch_inbound_media.delay(message_pk, media_url))
         outgoing.emit(tenant.pk, "message.received", message_data(message))
         with scope(tenant=tenant):
             signals.message_received.send(sender=Message, message=message, chip=chip, tenant=tenant)

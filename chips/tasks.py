@@ -1,5 +1,6 @@
 """Celery tasks of the chips app: thin wrappers around services."""
 from celery import shared_task
+from django.conf import settings
 
 from proxies.services import ProxyUnavailable
 from waha import manager
@@ -105,3 +106,24 @@ def kick_campaigns() -> dict:
     from . import dispatch
 
     return dispatch.kick()
+
+
+# --- received files (chips/inbound_media.py) ------------------------------------------------------
+
+INBOUND_MEDIA_RETRIES = 5
+
+
+@shared_task(bind=True, acks_late=True, max_retries=INBOUND_MEDIA_RETRIES)
+def fetch_inbound_media(self, message_id: int, url: str) -> str:
+    """Download a received message's file from its chip's WAHA server (retried with backoff while the
+    server does not answer; then the thread says the file is not available)."""
+    from . import inbound_media
+
+    try:
+        return inbound_media.download(message_id, url)
+    except inbound_media.Transient as exc:
+        if self.request.retries < self.max_retries:
+            wait = min(settings.CHIPS_INBOUND_MEDIA_BACKOFF_SECONDS * 2**self.request.retries, 300)
+            raise self.retry(exc=exc, countdown=wait) from exc
+        inbound_media.give_up(message_id)
+        return inbound_media.UNAVAILABLE

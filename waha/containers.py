@@ -58,6 +58,9 @@ def env_for(container: WahaContainer) -> dict[str, str]:
         # With host networking (and locally) listen on loopback only; a published port
         # is bound to 127.0.0.1 on the host by Docker, so inside it listens on all.
         "WHATSAPP_API_HOSTNAME": "127.0.0.1" if loopback_only else "0.0.0.0",  # noqa: S104
+        # The base of the media URLs WAHA puts in webhooks: where WHAGO reaches it, the only origin
+        # chips/inbound_media.py downloads from.
+        "WAHA_BASE_URL": container.base_url,
         "WAHA_API_KEY": container.api_key,
         "WHATSAPP_API_KEY": container.api_key,
         "WHATSAPP_DEFAULT_ENGINE": settings.WAHA_WHATSAPP_ENGINE,

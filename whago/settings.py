@@ -524,6 +524,11 @@ CHIPS_SEND_BACKOFF_SECONDS = env.float("CHIPS_SEND_BACKOFF_SECONDS", default=10.
 CHIPS_MAX_MEDIA_BYTES = env.int("CHIPS_MAX_MEDIA_BYTES", default=16 * 1024 * 1024)
 # A request body may carry such a file as base64 in JSON (4/3 of its size) plus the rest.
 DATA_UPLOAD_MAX_MEMORY_SIZE = CHIPS_MAX_MEDIA_BYTES * 4 // 3 + 1024 * 1024
+# Files contacts send (chips/inbound_media.py): largest kept, in MB; seconds per download request;
+# first wait before another try when WAHA does not answer (then doubled, 5 tries).
+CHIPS_INBOUND_MEDIA_MAX_MB = env.float("CHIPS_INBOUND_MEDIA_MAX_MB", default=16.0)
+CHIPS_INBOUND_MEDIA_TIMEOUT_SECONDS = env.float("CHIPS_INBOUND_MEDIA_TIMEOUT_SECONDS", default=30.0)
+CHIPS_INBOUND_MEDIA_BACKOFF_SECONDS = env.float("CHIPS_INBOUND_MEDIA_BACKOFF_SECONDS", default=10.0)
 # Seconds between the portal's refreshes of a chip's status and QR code (htmx polling).
 CHIPS_POLL_SECONDS = env.float("CHIPS_POLL_SECONDS", default=2.0)
 # Crash tests only: seconds a send task sleeps right after WAHA accepted the message and

@@ -82,6 +82,12 @@ class Config:
     max_messages: int = 200_000
     max_pending_webhooks: int = 100_000
     debug: bool = False
+    # Received media (waha/simulator/media.py): WAHA_BASE_URL, else http://<WHATSAPP_API_HOSTNAME>:<port>.
+    base_url: str | None = None
+    url_host: str = "localhost"
+    download_media: bool = True
+    files_mimetypes: list[str] = field(default_factory=list)
+    files_lifetime: float = 180.0
 
     @property
     def tier(self) -> str:
@@ -234,4 +240,10 @@ def load_config(argv: list[str] | None = None, env: dict | None = None) -> Confi
     cfg.max_messages = int(_env(env, "WAHA_SIM_MAX_MESSAGES") or cfg.max_messages)
     cfg.max_pending_webhooks = int(_env(env, "WAHA_SIM_MAX_PENDING_WEBHOOKS") or cfg.max_pending_webhooks)
     cfg.debug = (_env(env, "WAHA_LOG_LEVEL") or "").lower() in {"debug", "trace"}
+    cfg.base_url = _env(env, "WAHA_BASE_URL")
+    cfg.url_host = _env(env, "WHATSAPP_API_HOSTNAME") or cfg.url_host
+    cfg.download_media = parse_bool(_env(env, "WHATSAPP_DOWNLOAD_MEDIA"), True)
+    types = _env(env, "WHATSAPP_FILES_MIMETYPES")
+    cfg.files_mimetypes = [t for t in types.split(",") if t] if types else []
+    cfg.files_lifetime = float(_env(env, "WHATSAPP_FILES_LIFETIME") or cfg.files_lifetime)
     return cfg

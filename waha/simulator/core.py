@@ -16,6 +16,7 @@ from collections import Counter, deque
 from urllib.parse import urlsplit
 
 from . import BROWSER, PLUS_VERSION, WAHA_VERSION, engines
+from . import media as media_files
 from .config import Config
 from .engines import ACK_NAMES
 from .jobs import Scheduler
@@ -377,6 +378,7 @@ class Simulator:
         self.rng_lock = threading.Lock()
         self.record_count = 0
         self.started_at = time.time()
+        self.files = media_files.FileStore(cfg.files_lifetime)
         self.store = Store(cfg.data_dir) if cfg.data_dir else None
         if self.store:
             self._restore()
@@ -880,17 +882,60 @@ class Simulator:
         if not isinstance(text, str):
             raise bad_request("body must be a string")
         push_name = body.get("pushName")
+        raw_media, data = self._inbound_file(body)
         self.wait_status(session, [WORKING])
         chat = chat_id(sender)
         record = Record(engines.serialized(False, chat, engines.inbound_short_id()), chat, "chat", text,
                         int(time.time()), 1)
         with session.lock:
             session.inbound += 1
-        message = engines.inbound_payload(self.engine, record, (session.me or {}).get("id"), push_name,
-                                          bool(body.get("hasMedia")))
+        media = self._received_media(session.name, record, raw_media, data)
+        message = engines.inbound_payload(self.engine, record, (session.me or {}).get("id"), push_name, media,
+                                          raw_media)
         self.emit(session, "message", message)
         self.emit(session, "message.any", message)
         return message
+
+    @staticmethod
+    def _inbound_file(body: dict) -> tuple[dict | None, bytes | None]:
+        """The file a contact sends: `media: {mimetype, filename?, data (base64)}`; `hasMedia: true`
+        alone is a photo whose download fails (no data)."""
+        given = body.get("media")
+        if given is None:
+            return ({"mimetype": "image/jpeg", "filename": None}, None) if body.get("hasMedia") else (None, None)
+        if not isinstance(given, dict) or not isinstance(given.get("mimetype"), str) or "/" not in given["mimetype"]:
+            raise bad_request("media must be an object with a mimetype and base64 data")
+        if given.get("filename") is not None and not isinstance(given["filename"], str):
+            raise bad_request("media.filename must be a string")
+        try:
+            data = base64.b64decode(given.get("data") or "", validate=True)
+        except (binascii.Error, TypeError, ValueError):
+            raise bad_request("media.data must be base64") from None
+        return {"mimetype": given["mimetype"], "filename": given.get("filename")}, data or None
+
+    def _received_media(self, session_name: str, record: Record, raw: dict | None, data: bytes | None):
+        """MediaManager.processMedia: saved and linked, skipped (url null) or failed (error)."""
+        if raw is None:
+            return None
+        media = {"url": None, "filename": raw.get("filename"), "mimetype": raw["mimetype"]}
+        if not media_files.wanted(raw["mimetype"], self.cfg.download_media, self.cfg.files_mimetypes):
+            return media
+        if data is None:
+            media["error"] = {"details": "Error: Message has no media, but it has media flag in the engine"}
+            return media
+        own_id = engines.short_of(record.id) if self.engine == "NOWEB" else record.id
+        key = f"{session_name}/{own_id}.{media_files.extension(raw['mimetype'])}"
+        self.files.save(key, data, raw["mimetype"])
+        media["url"] = f"{media_files.base_url(self.cfg)}/api/files/{key}"
+        return media
+
+    def file(self, key: str) -> tuple[bytes, str]:
+        """GET /api/files/<key>: serve-static's 404 when absent or expired."""
+        found = self.files.get(key)
+        if found is None:
+            raise SimError(404, {"message": f"Cannot GET /api/files/{key}", "error": "Not Found",
+                                 "statusCode": 404})
+        return found
 
     def fail(self, name: str, body) -> dict:
         """The session breaks (device unlinked, ban...): FAILED and a session.status webhook."""
@@ -941,7 +986,8 @@ class Simulator:
                     "records": len(s.records),
                 }
         webhooks = self.sender.snapshot()
-        return {"sessions": sessions, "webhooks": webhooks, "uptime": round(time.time() - self.started_at, 3)}
+        return {"sessions": sessions, "webhooks": webhooks, "files": self.files.stats(),
+                "uptime": round(time.time() - self.started_at, 3)}
 
     def messages(self, name: str, offset: int, limit: int) -> dict:
         """GET /_sim/sessions/{name}/messages."""

@@ -140,23 +140,33 @@ def own_message_payload(engine: str, record, me_id: str | None, sent: dict, has_
     return webjs_message(record, me_id, True, has_media)
 
 
-def inbound_payload(engine: str, record, me_id: str | None, push_name: str | None, has_media: bool) -> dict:
-    """The payload of message / message.any for a message a contact sent."""
-    body = {"conversation": record.body}
+def inbound_payload(engine: str, record, me_id: str | None, push_name: str | None, media: dict | None,
+                    raw_media: dict | None = None) -> dict:
+    """The payload of message / message.any for a message a contact sent.
+
+    `media` is WAHA's WAMedia ({url, mimetype, filename}, url null when not downloaded) or None for a
+    text; as in toWAMessage, hasMedia is Boolean(media) and the deprecated mediaUrl repeats media.url.
+    `raw_media` ({mimetype, filename}) shapes the engine's own message in _data.
+    """
+    has_media = media is not None
+    if raw_media is not None:
+        kind = "image" if raw_media["mimetype"].startswith("image/") else "document"
+        body = content(kind, record.body, raw_media)
+    else:
+        body = {"conversation": record.body}
+    extra = {"media": media, "mediaUrl": media.get("url")} if has_media else {}
     if engine == "NOWEB":
         data = {"key": {"remoteJid": jid(record.chat_id), "fromMe": False, "id": short_of(record.id)},
                 "messageTimestamp": record.timestamp, "broadcast": False, "message": body}
         if push_name:
             data["pushName"] = push_name
-        payload = {"id": record.id, "timestamp": record.timestamp, "from": record.chat_id, "fromMe": False,
-                   "body": record.body, "hasMedia": has_media, "ack": None, "ackName": "UNKNOWN", "replyTo": None,
-                   "_data": data}
-        if has_media:
-            payload["media"] = {"url": None, "mimetype": "image/jpeg", "filename": None}
-        return payload
+        return {"id": record.id, "timestamp": record.timestamp, "from": record.chat_id, "fromMe": False,
+                "body": record.body, "hasMedia": has_media, **extra, "ack": None, "ackName": "UNKNOWN",
+                "replyTo": None, "_data": data}
     if engine == "GOWS":
         return {"id": record.id, "timestamp": record.timestamp, "from": record.chat_id, "fromMe": False,
                 "source": "app", "body": record.body, "to": None, "participant": None, "hasMedia": has_media,
-                "media": None, "ack": 2, "ackName": "DEVICE", "location": None, "vCards": [], "replyTo": None,
-                "_data": {"Info": gows_info(record, jid(record.chat_id), False, push_name), "Message": body}}
-    return webjs_message(record, me_id, False, has_media, push_name)
+                "media": None, **extra, "ack": 2, "ackName": "DEVICE", "location": None, "vCards": [],
+                "replyTo": None, "_data": {"Info": gows_info(record, jid(record.chat_id), False, push_name),
+                                           "Message": body}}
+    return {**webjs_message(record, me_id, False, has_media, push_name), **extra}

@@ -16,6 +16,7 @@ from .core import SimError, Simulator, bad_request
 
 MAX_BODY = 64 * 1024 * 1024
 SEG = r"([^/]+)"
+FILES = object()  # route marker: GET /api/files/<key> answers the file itself
 
 
 def _json(data) -> bytes:
@@ -58,6 +59,7 @@ class Router:
             ("PUT", rf"/api/sessions/{SEG}", lambda m, q, b: s.update(m[0], b())),
             ("DELETE", rf"/api/sessions/{SEG}", lambda m, q, b: s.delete(m[0])),
             ("GET", rf"/api/{SEG}/auth/qr", None),  # handled in the request handler (binary)
+            ("GET", r"/api/files/(.+)", FILES),  # received media (binary), behind the key like the API
             ("POST", rf"/api/{SEG}/auth/request-code", lambda m, q, b: s.request_code(m[0], b())),
             ("POST", r"/api/sendText", lambda m, q, b: s.send("text", b())),
             ("POST", r"/api/sendImage", lambda m, q, b: s.send("image", b())),
@@ -184,6 +186,10 @@ class Handler(BaseHTTPRequestHandler):
 
             if fn is None:  # the QR route
                 self._qr(groups[0], query)
+                return
+            if fn is FILES:
+                data, mimetype = self.server.sim.file(groups[0])
+                self._send(200, data, content_type=mimetype)
                 return
             result = fn(groups, query, body)
             # NestJS answers POST with 201 unless told otherwise, and a handler's null/undefined
