@@ -42,8 +42,9 @@ class SendMessageForm(CleanTextForm, forms.Form):
     def __init__(self, *args, chips=None, **kwargs):
         super().__init__(*args, **kwargs)
         self.fields["chip"].queryset = chips if chips is not None else Chip.objects.none()
+        # The name and the number's last digits: the whole number would not fit a phone's screen.
         self.fields["chip"].label_from_instance = lambda chip: (
-            f"{chip.alias} ({chip.display_phone})" if chip.phone else chip.alias
+            f"{chip.alias} · …{chip.phone[-4:]}" if chip.phone else chip.alias
         )
 
 

@@ -139,8 +139,15 @@ CLIPPED = """() => Array.from(document.querySelectorAll("main select")).filter((
         + parseFloat(style.paddingRight) + 20;
     return select.getBoundingClientRect().width > 0 && needed > select.getBoundingClientRect().width;
 }).map((select) => `#${select.id} ("${select.options[select.selectedIndex].text}")`)"""
-# Pages with a select still cut off at 390 px (issue 18, item 10), left to their owners: remove when fixed.
-CUT_OFF_KNOWN = {"messages"}
+# Entries of the top bar not on the brand's row (the bar wrapped into two rows).
+OFF_ROW = """() => {
+    const brand = document.querySelector(".topbar .brand").getBoundingClientRect();
+    return Array.from(document.querySelectorAll(".mainnav > a, .mainnav .more-button, .account > *"))
+        .filter((e) => e.getBoundingClientRect().height > 0).filter((e) => {
+            const box = e.getBoundingClientRect(), middle = (box.top + box.bottom) / 2;
+            return middle < brand.top || middle > brand.bottom;
+        }).map((e) => e.textContent.trim().replace(/\\s+/g, " ").slice(0, 40));
+}"""
 # Pixels of one colour inside a chart's plot area (its legend's swatch is outside).
 COLOUR_PIXELS = """([id, rgb]) => {
     const canvas = document.getElementById(id);
@@ -169,8 +176,10 @@ def test_the_main_pages_fit_speak_portuguese_and_log_no_errors(portal_with_data,
         page.wait_for_load_state("networkidle")
         problems += browser.check(page, name)
         page.console_errors.clear()
-        if name not in CUT_OFF_KNOWN:
-            problems += [f"{name} at {width} px: the select {clipped} is cut off" for clipped in page.evaluate(CLIPPED)]
+        problems += [f"{name} at {width} px: the select {clipped} is cut off" for clipped in page.evaluate(CLIPPED)]
+        if width == LAPTOP:
+            problems += [f"{name} at {width} px: the top bar wraps ({off!r} on a second row)"
+                         for off in page.evaluate(OFF_ROW)]
         if name == "conversation":  # the photo is shown in the thread, the reply form under it
             assert page.evaluate("document.querySelector('.bubble img').naturalWidth") > 0
             expect(page.locator("#reply-form button[type=submit]")).to_be_visible()
@@ -234,3 +243,26 @@ def test_forms_show_each_error_under_its_own_field_and_the_menu_opens_on_phones(
     label = builder.locator("label[for=id_chips_0]").bounding_box()
     assert label["x"] <= box["x"] and box["y"] < label["y"] + label["height"] and box["width"] < 40  # inline, not a row
     builder.screenshot(path=str(ARTIFACTS / "page_campaign_builder_1280.png"), full_page=True)
+
+
+def test_billing_api_and_settings_are_under_more_on_wide_screens_and_listed_on_phones(owner_in_browser, browser):  # noqa: F811
+    _tenant, client = owner_in_browser
+    browser.cookies = session_cookie(client, browser.base)
+    wide = browser.open(LAPTOP)
+    wide.goto(browser.base + "/painel/")
+    billing = wide.locator(".mainnav a[href='/cobranca/']")
+    expect(billing).to_be_hidden()
+    wide.click("label.more-button")  # no script: a checkbox's label
+    expect(billing).to_be_visible()
+    expect(wide.locator(".mainnav a[href='/configuracoes/']")).to_be_visible()
+    billing.click()
+    wide.wait_for_url("**/cobranca/")
+    expect(wide.locator("label.more-button.current")).to_be_visible()  # the current page is under More
+    assert wide.evaluate(OFF_ROW) == []
+
+    phone = browser.open(PHONE)
+    phone.goto(browser.base + "/painel/")
+    expect(phone.locator("label.more-button")).to_be_hidden()
+    phone.click("label.menu-button")
+    for path in ("/cobranca/", "/api-keys/", "/configuracoes/"):
+        expect(phone.locator(f".mainnav a[href='{path}']")).to_be_visible()
