@@ -37,10 +37,10 @@ def docker(*args: str, check: bool = True) -> subprocess.CompletedProcess:
 
 
 def answers(url: str, **kwargs) -> bool:
-    """Whether GET url answers 200 now."""
+    """Whether GET url answers 200 now (a refused connection or a slow answer is "not yet")."""
     try:
         return requests.get(url, timeout=5, **kwargs).status_code == 200
-    except requests.ConnectionError:
+    except (requests.ConnectionError, requests.Timeout):
         return False
 
 
