@@ -31,9 +31,9 @@ from .models import Message
 log = logging.getLogger(__name__)
 
 # Message.error of a received message whose file is not kept (the thread explains each).
-UNAVAILABLE = "media_unavailable"
-TOO_LARGE = "media_too_large"
-REFUSED = "media_refused"
+UNAVAILABLE = Message.MediaError.UNAVAILABLE.value
+TOO_LARGE = Message.MediaError.TOO_LARGE.value
+REFUSED = Message.MediaError.REFUSED.value
 CHUNK = 64 * 1024
 
 

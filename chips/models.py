@@ -147,6 +147,13 @@ class Message(models.Model):
         OUT = "OUT", _("Sent")
         IN = "IN", _("Received")
 
+    class MediaError(models.TextChoices):
+        """Message.error of a received message whose file is not kept (chips/inbound_media.py)."""
+
+        UNAVAILABLE = "media_unavailable", _("File not available on this WAHA server")
+        TOO_LARGE = "media_too_large", _("File larger than the size kept; not stored")
+        REFUSED = "media_refused", _("File not fetched: its address is not the chip's WAHA server")
+
     class Kind(models.TextChoices):
         TEXT = "text", _("Text")
         IMAGE = "image", _("Image")
@@ -221,6 +228,16 @@ class Message(models.Model):
 
     def __str__(self) -> str:
         return f"{self.get_direction_display()} {self.peer} ({self.status})"
+
+    @property
+    def media_error_text(self) -> str:
+        """Why a received file is not kept, in the viewer's language ("" when it is not that)."""
+        return str(self.MediaError(self.error).label) if self.error in self.MediaError.values else ""
+
+    @property
+    def error_text(self) -> str:
+        """The failure reason as the viewer reads it: a received file's code in their language."""
+        return self.media_error_text or self.error
 
     @property
     def display_peer(self) -> str:

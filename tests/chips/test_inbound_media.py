@@ -189,6 +189,9 @@ def test_a_server_that_cannot_give_the_file_is_said_so(waha, eager):
     assert not message.media and message.error == inbound_media.UNAVAILABLE and served(sim) == 0
     page = client.get(reverse("conversation", args=[chip.pk, f"+{ANA}"])).content.decode()
     assert "Arquivo não disponível neste servidor WAHA" in page
+    # The message's own page says it in words too, never the stored code.
+    detail = client.get(reverse("message_detail", args=[message.pk])).content.decode()
+    assert "Arquivo não disponível neste servidor WAHA" in detail and inbound_media.UNAVAILABLE not in detail
 
 
 def test_another_tenant_cannot_open_the_file(waha, eager, make_owner, client_factory):
