@@ -8,7 +8,9 @@ the same few queries however many tenants, chips and payments there are.
 from django import forms
 from django.apps import apps
 from django.contrib import admin, messages
+from django.contrib.auth.admin import GroupAdmin as BaseGroupAdmin
 from django.contrib.auth.admin import UserAdmin as BaseUserAdmin
+from django.contrib.auth.models import Group
 from django.core.exceptions import PermissionDenied
 from django.db.models import Count, DecimalField, IntegerField, OuterRef, Subquery, Sum, Value
 from django.db.models.functions import Coalesce
@@ -27,7 +29,7 @@ from django_otp.plugins.otp_totp.admin import TOTPDeviceAdmin
 from django_otp.plugins.otp_totp.models import TOTPDevice
 
 from . import services
-from .admin_tools import BigTableAdmin, ConsoleAdmin, FastCheckboxMixin, status_dot
+from .admin_tools import BigTableAdmin, ConsoleAdmin, FastCheckboxMixin, TranslatedPermissionsMixin, status_dot
 from .models import AuditLog, Invitation, Membership, SuspensionKind, Tenant, User, WorkerHeartbeat
 
 
@@ -218,7 +220,7 @@ class TenantAdmin(ConsoleAdmin):
 
 
 @admin.register(User)
-class UserAdmin(FastCheckboxMixin, BaseUserAdmin):
+class UserAdmin(TranslatedPermissionsMixin, FastCheckboxMixin, BaseUserAdmin):
     list_per_page = 25
     show_full_result_count = False
     ordering = ["email"]
@@ -231,6 +233,14 @@ class UserAdmin(FastCheckboxMixin, BaseUserAdmin):
         (_("Important dates"), {"fields": ["last_login", "date_joined"]}),
     ]
     add_fieldsets = [(None, {"classes": ["wide"], "fields": ["email", "password1", "password2"]})]
+
+
+admin.site.unregister(Group)
+
+
+@admin.register(Group)
+class GroupAdmin(TranslatedPermissionsMixin, FastCheckboxMixin, BaseGroupAdmin):
+    pass
 
 
 @admin.register(Invitation)

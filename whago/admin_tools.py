@@ -1,6 +1,8 @@
 """Helpers that keep admin lists fast on big tables (millions of messages, events, samples)."""
 import json
 
+from django import forms
+from django.apps import apps
 from django.conf import settings
 from django.contrib import admin
 from django.contrib.admin import helpers
@@ -10,6 +12,7 @@ from django.db.models import QuerySet
 from django.utils.functional import cached_property
 from django.utils.html import format_html
 from django.utils.translation import gettext as _
+from django.utils.translation import gettext_lazy
 
 
 class EstimatedCountPaginator(Paginator):
@@ -83,3 +86,38 @@ def status_dot(label, tone: str, title: str = "") -> str:
     if title:
         return format_html('<span class="ops-dot ops-{}" title="{}">● {}</span>', tone, title, label)
     return format_html('<span class="ops-dot ops-{}">● {}</span>', tone, label)
+
+
+class PermissionChoiceField(forms.ModelMultipleChoiceField):
+    """Permissions named in the operator's language.
+
+    Django stores a model's default permissions with English names ("Can add tenant"); the
+    choice reads "Empresas | Empresa | Pode adicionar" instead, from the model's translated
+    names. Permissions a model declares itself are named by the catalogue, as their msgid.
+    """
+
+    ACTIONS = {
+        "add": gettext_lazy("Can add"),
+        "change": gettext_lazy("Can change"),
+        "delete": gettext_lazy("Can delete"),
+        "view": gettext_lazy("Can view"),
+    }
+
+    def label_from_instance(self, permission) -> str:
+        model = permission.content_type.model_class()
+        if model is None:
+            return str(permission)
+        action, _sep, model_name = permission.codename.partition("_")
+        name = self.ACTIONS.get(action) if model_name == model._meta.model_name else None
+        app = apps.get_app_config(model._meta.app_label).verbose_name
+        # A model's own permissions are named with a msgid of our catalogue (Meta.permissions).
+        return f"{app} | {model._meta.verbose_name} | {name or _(permission.name)}"
+
+
+class TranslatedPermissionsMixin:
+    """Use PermissionChoiceField for a user's or a group's permissions."""
+
+    def formfield_for_manytomany(self, db_field, request, **kwargs):
+        if db_field.name in ("permissions", "user_permissions"):
+            kwargs["form_class"] = PermissionChoiceField
+        return super().formfield_for_manytomany(db_field, request, **kwargs)
