@@ -61,7 +61,11 @@ class WebhookDelivery(models.Model):
         verbose_name = _("webhook delivery")
         verbose_name_plural = _("webhook deliveries")
         ordering = ["-created_at"]
-        indexes = [models.Index(fields=["tenant", "-created_at"])]
+        indexes = [
+            models.Index(fields=["tenant", "-created_at"]),
+            # The few pending rows, for the redeliver sweep (outgoing.overdue_deliveries).
+            models.Index(fields=["created_at"], condition=models.Q(status="pending"), name="chips_delivery_pending"),
+        ]
 
     def __str__(self) -> str:
         return f"{self.event} → {self.url} ({self.status})"

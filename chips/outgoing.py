@@ -204,3 +204,16 @@ def prune_deliveries() -> int:
     with scopes_disabled():  # a sweep over every tenant's log
         old = WebhookDelivery.objects.filter(created_at__lt=cutoff(settings.CHIPS_WEBHOOK_DELIVERY_RETENTION_DAYS))
         return prune(old.exclude(status=WebhookDelivery.Status.PENDING))
+
+
+def overdue_deliveries(limit: int = 500) -> list[int]:
+    """Pending deliveries whose task was lost: never tried OUTGOING_WEBHOOK_OVERDUE_SECONDS after they
+    were stored (the broker was down when they were queued), or a retry or a claim that many seconds
+    past due (a Redis restart without its queue, a worker killed mid-call). Queuing one again is
+    harmless: each attempt is claimed (_claim) before the call."""
+    late = timezone.now() - timedelta(seconds=settings.OUTGOING_WEBHOOK_OVERDUE_SECONDS)
+    with scopes_disabled():  # a sweep over every tenant's deliveries
+        pending = WebhookDelivery.objects.filter(status=WebhookDelivery.Status.PENDING)
+        never_tried = pending.filter(next_attempt_at__isnull=True, created_at__lt=late)
+        past_due = pending.filter(next_attempt_at__lt=late)
+        return list((never_tried | past_due).order_by("created_at").values_list("pk", flat=True)[:limit])

@@ -26,6 +26,15 @@ def deliver_webhook(delivery_id: int) -> None:
         deliver_webhook.apply_async((delivery_id,), countdown=wait)
 
 
+@shared_task(expires=50)
+def redeliver_webhooks() -> int:
+    """Beat: queue again the deliveries whose task was lost (outgoing.overdue_deliveries)."""
+    overdue = outgoing.overdue_deliveries()
+    for delivery_id in overdue:
+        deliver_webhook.delay(delivery_id)
+    return len(overdue)
+
+
 @shared_task(expires=3000)
 def prune_webhook_deliveries() -> int:
     """Beat: delete the delivery log older than CHIPS_WEBHOOK_DELIVERY_RETENTION_DAYS (pending retries kept)."""

@@ -33,6 +33,8 @@ from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_POST
 from django_scopes import scope, scopes_disabled
 
+from whago.rest import RETRY_AFTER_SECONDS, UNAVAILABLE
+
 from . import signals
 from .models import SessionStatus, WahaContainer, WahaSession, WebhookEvent
 
@@ -185,6 +187,15 @@ def receive(request: HttpRequest, container_id: int | None = None, token: str | 
             log.info("webhook %s of %s: to be delivered again later", event_id, container)
             response = _answer(503, error="the event cannot be applied yet")
             response["Retry-After"] = "2"
+            return response
+        except UNAVAILABLE as exc:
+            # Redis (the broker or the cache) is down. Raised inside the transaction, nothing was
+            # stored; raised by a task queued on commit, the event was stored and applied, and its
+            # follow-up is taken up by the sweeps (chips.tasks.redeliver_webhooks, requeue_stale_messages).
+            # Either way WAHA is told to come back: a retry of a stored event is a duplicate.
+            log.warning("webhook %s of %s: Redis unavailable (%r), to be delivered again", event_id, container, exc)
+            response = _answer(503, error="temporarily unavailable, retry later")
+            response["Retry-After"] = str(RETRY_AFTER_SECONDS)
             return response
         except IntegrityError:
             if WebhookEvent.objects.filter(container=container, event_id=event_id).exists():

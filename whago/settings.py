@@ -299,6 +299,7 @@ CELERY_BEAT_SCHEDULE = {
     "chips: campaign kick": {"task": "chips.tasks.kick_campaigns", "schedule": 10},
     "chips: provisioning sweep": {"task": "chips.tasks.provision_sweep", "schedule": 60},
     "chips: prune webhook deliveries": {"task": "chips.tasks.prune_webhook_deliveries", "schedule": 3600},
+    "chips: redeliver lost webhooks": {"task": "chips.tasks.redeliver_webhooks", "schedule": 60},
     "proxies: health sweep": {"task": "proxies.tasks.check_proxies", "schedule": 60},
     "billing: expire subscriptions": {"task": "billing.tasks.expire_subscriptions", "schedule": 3600},
     "whago: prune audit log": {"task": "whago.tasks.prune_audit_log", "schedule": 3600},
@@ -334,6 +335,8 @@ OUTGOING_HTTP_ALLOW_LOOPBACK = env.bool("OUTGOING_HTTP_ALLOW_LOOPBACK", default=
 OUTGOING_WEBHOOK_TIMEOUT = env.float("OUTGOING_WEBHOOK_TIMEOUT", default=10.0)
 OUTGOING_WEBHOOK_MAX_ATTEMPTS = env.int("OUTGOING_WEBHOOK_MAX_ATTEMPTS", default=8)
 OUTGOING_WEBHOOK_BACKOFF_SECONDS = env.float("OUTGOING_WEBHOOK_BACKOFF_SECONDS", default=30.0)
+# A pending delivery this late (never tried, or a retry past due) lost its task: beat queues it again.
+OUTGOING_WEBHOOK_OVERDUE_SECONDS = env.int("OUTGOING_WEBHOOK_OVERDUE_SECONDS", default=120)
 # Requests per API key ("120/min", "10/s").
 API_THROTTLE_RATE = env.str("API_THROTTLE_RATE", default="120/min")
 SPECTACULAR_SETTINGS = {

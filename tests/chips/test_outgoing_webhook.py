@@ -102,3 +102,32 @@ def _wait_status(delivery, status, timeout=20.0):
             return delivery
         time.sleep(0.1)
     raise AssertionError(f"delivery stayed {delivery.status}: {delivery.last_error}")
+
+
+@pytest.mark.django_db
+def test_the_redeliver_sweep_picks_only_deliveries_whose_task_was_lost(make_owner, settings):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    settings.OUTGOING_WEBHOOK_OVERDUE_SECONDS = 120
+    _, tenant = make_owner()
+    now = timezone.now()
+    late, early = now - timedelta(seconds=300), now - timedelta(seconds=30)
+    pending, delivered = WebhookDelivery.Status.PENDING, WebhookDelivery.Status.DELIVERED
+    rows = {
+        "never tried, late": (pending, late, None),
+        "never tried, just stored": (pending, early, None),
+        "retry past due": (pending, late, late),
+        "retry due soon": (pending, late, now + timedelta(seconds=60)),
+        "retry just due": (pending, late, early),
+        "delivered long ago": (delivered, late, None),
+    }
+    ids = {}
+    with scopes_disabled():
+        for name, (status, created_at, next_attempt_at) in rows.items():
+            delivery = WebhookDelivery.objects.create(tenant=tenant, event="chip.status", url="http://127.0.0.1/x",
+                                                      payload={}, status=status, next_attempt_at=next_attempt_at)
+            WebhookDelivery.objects.filter(pk=delivery.pk).update(created_at=created_at)
+            ids[delivery.pk] = name
+    assert sorted(ids[pk] for pk in outgoing.overdue_deliveries()) == ["never tried, late", "retry past due"]
