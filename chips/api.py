@@ -73,6 +73,8 @@ PERMISSIONS = [HasTenant, PlanIncludesApi]
 class ChipSerializer(serializers.ModelSerializer):
     suspended = serializers.SerializerMethodField(help_text="Stopped because the plan allows fewer chips.")
     qr_url = serializers.SerializerMethodField(help_text="PNG of the QR code while status is SCAN_QR_CODE.")
+    last_error = serializers.CharField(source="error_text", read_only=True,
+                                       help_text="What went wrong, in the request's language (Accept-Language).")
 
     class Meta:
         model = Chip

@@ -93,6 +93,19 @@ class Chip(models.Model):
     # Statuses whose page keeps polling: something is about to change.
     TRANSIENT = (Status.PROVISIONING, Status.STARTING, Status.SCAN_QR_CODE)
 
+    class Problem(models.TextChoices):
+        """Why a chip is not connected, shown in the viewer's language (%(error)s: problem_detail)."""
+
+        PROVISION_STALE = "provision_stale", _(
+            "The WhatsApp server could not be prepared for a long time. Press Connect to try again; "
+            "if it keeps failing, contact support.")
+        PROXY_UNSUPPORTED = "proxy_unsupported", _(
+            "This chip's proxy cannot be used by its WhatsApp server. The operators were told; try again later.")
+        NO_ROOM = "no_room", _(
+            "There is no room for a new WhatsApp number right now. The operators were told; try again later.")
+        PROVISION_ERROR = "provision_error", _("The WhatsApp server could not be prepared: %(error)s")
+        SESSION_CLOSED = "session_closed", _("WhatsApp closed the session.")
+
     tenant = models.ForeignKey("whago.Tenant", on_delete=models.CASCADE, related_name="chips")
     alias = models.CharField(_("name"), max_length=80)
     status = models.CharField(_("status"), max_length=16, choices=Status.choices, default=Status.PROVISIONING)
@@ -106,6 +119,10 @@ class Chip(models.Model):
         "proxies.ProxyAssignment", on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
     )
     last_error = models.TextField(_("last error"), blank=True)
+    # What went wrong as a code (+ a technical detail), so each viewer reads it in their own
+    # language (error_text); last_error keeps the text as written, for older rows and free texts.
+    problem = models.CharField(_("problem"), max_length=32, choices=Problem.choices, blank=True)
+    problem_detail = models.CharField(_("problem detail"), max_length=500, blank=True)
     # Set when a lower plan stopped this chip; it may be connected again once it fits the plan.
     suspended_at = models.DateTimeField(_("stopped by the plan limit at"), null=True, blank=True)
     # WAHA's timestamp (ms) of the last status event applied: older events arriving late are ignored.
@@ -138,6 +155,19 @@ class Chip(models.Model):
         from .phones import display_phone
 
         return display_phone(self.phone) if self.phone else ""
+
+    @property
+    def error_text(self) -> str:
+        """What went wrong, in the active language (the viewer's, in a request)."""
+        if self.problem in self.Problem.values:
+            text = str(self.Problem(self.problem).label)
+            return text % {"error": self.problem_detail} if "%(error)s" in text else text
+        return self.last_error
+
+    def problem_fields(self, problem: str, detail: str = "") -> dict:
+        """The fields that record a problem: the code, its detail, and the text in the active language."""
+        self.problem, self.problem_detail = problem, detail[:500]
+        return {"problem": problem, "problem_detail": self.problem_detail, "last_error": self.error_text}
 
 
 def _media_path(instance: "Message", filename: str) -> str:

@@ -205,6 +205,8 @@ def _set_status(chip: Chip, status: str, **fields: Any) -> None:
     """Save a chip's status (and other fields) and announce the change."""
     old = chip.status
     chip.status = status
+    if fields.get("last_error") == "" or ("last_error" in fields and "problem" not in fields):
+        fields.update(problem="", problem_detail="")  # a new error text or none: the old code goes
     for key, value in fields.items():
         setattr(chip, key, value)
     if old != status:
@@ -328,9 +330,7 @@ def fail_stale_provisioning() -> int:
         with scopes_disabled(), transaction.atomic():
             chip = _locked_chip(chip_id)
             if chip is not None and chip.status == Chip.Status.PROVISIONING:
-                _set_status(chip, Chip.Status.FAILED, last_error=_(
-                    "The WhatsApp server could not be prepared for a long time. Press Connect to try again; "
-                    "if it keeps failing, contact support."))
+                _set_status(chip, Chip.Status.FAILED, **chip.problem_fields(Chip.Problem.PROVISION_STALE))
     return len(stale)
 
 
@@ -341,18 +341,16 @@ def provision_problem(chip_id: int, exc: BaseException, final: bool) -> None:
         if chip is None or chip.is_deleted:
             return
         if isinstance(exc, manager.ProxyNotSupported):
-            error = _("This chip's proxy cannot be used by its WhatsApp server. The operators were told; "
-                      "try again later.")
+            fields = chip.problem_fields(Chip.Problem.PROXY_UNSUPPORTED)
         elif isinstance(exc, manager.PortRangeExhausted | manager.NoServerWithRoom):
-            error = _("There is no room for a new WhatsApp number right now. The operators were told; "
-                      "try again later.")
+            fields = chip.problem_fields(Chip.Problem.NO_ROOM)
         else:
-            error = _("The WhatsApp server could not be prepared: %(error)s") % {"error": _redacted(chip, exc)}
+            fields = chip.problem_fields(Chip.Problem.PROVISION_ERROR, _redacted(chip, exc))
         if final:
-            _set_status(chip, Chip.Status.FAILED, last_error=error)
+            _set_status(chip, Chip.Status.FAILED, **fields)
         else:
-            chip.last_error = error
-            chip.save(update_fields=["last_error", "updated_at"])
+            chip.last_error = fields["last_error"]
+            chip.save(update_fields=[*fields, "updated_at"])
 
 
 def apply_session_status(tenant: Tenant, session_name: str, status: str, me: dict | None, event_ms: int) -> None:
@@ -383,7 +381,7 @@ def apply_session_status(tenant: Tenant, session_name: str, status: str, me: dic
             fields["last_error"] = ""
             fields["connected_at"] = chip.connected_at or _now()
         elif status == Chip.Status.FAILED and not chip.last_error:
-            fields["last_error"] = _("WhatsApp closed the session.")
+            fields.update(chip.problem_fields(Chip.Problem.SESSION_CLOSED))
         _set_status(chip, status, **fields)
 
 
