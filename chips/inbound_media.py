@@ -19,12 +19,13 @@ import mimetypes
 import posixpath
 from urllib.parse import urlsplit
 
-import requests
 from django.conf import settings
 from django.core.files.base import ContentFile
 from django.db import transaction
 from django.utils.text import get_valid_filename
 from django_scopes import scopes_disabled
+
+from waha.client import ContainerUnreachable, WahaClient, WahaError
 
 from .models import Message
 
@@ -34,7 +35,6 @@ log = logging.getLogger(__name__)
 UNAVAILABLE = Message.MediaError.UNAVAILABLE.value
 TOO_LARGE = Message.MediaError.TOO_LARGE.value
 REFUSED = Message.MediaError.REFUSED.value
-CHUNK = 64 * 1024
 
 
 class Transient(Exception):
@@ -84,20 +84,6 @@ def _name(message: Message, url: str) -> str:
     return get_valid_filename(base)[:100] or "file"
 
 
-def _read(response: requests.Response, limit: int) -> bytes | None:
-    """The body, or None as soon as it is known to be over limit."""
-    declared = response.headers.get("Content-Length")
-    if declared and declared.isdigit() and int(declared) > limit:
-        return None
-    chunks, size = [], 0
-    for chunk in response.iter_content(CHUNK):
-        size += len(chunk)
-        if size > limit:
-            return None
-        chunks.append(chunk)
-    return b"".join(chunks)
-
-
 def download(message_id: int, url: str) -> str:
     """Fetch and store one received message's file; returns what happened (stored, kept, or an error
     code). Raises Transient when another attempt may succeed."""
@@ -114,23 +100,19 @@ def download(message_id: int, url: str) -> str:
         log.warning("message %s: media url %r is not on its WAHA server; not fetched", message_id, url)
         _finish(message_id, REFUSED)
         return REFUSED
-    http = requests.Session()
-    http.trust_env = False  # the container is reached directly, never through an environment proxy
     timeout = settings.CHIPS_INBOUND_MEDIA_TIMEOUT_SECONDS
+    client = WahaClient.for_container(container, timeout=(min(timeout, 10), timeout))
     try:
-        with http.get(url, headers={"X-Api-Key": container.api_key}, stream=True, allow_redirects=False,
-                      timeout=(min(timeout, 10), timeout)) as response:
-            if response.status_code >= 500 or response.status_code == 429:
-                raise Transient(f"WAHA answered {response.status_code}")
-            if response.status_code != 200:
-                # 404: gone (WAHA removes files after their lifetime); 401/3xx: not ours to chase.
-                _finish(message_id, UNAVAILABLE)
-                return UNAVAILABLE
-            data = _read(response, max_bytes())
-    except (requests.ConnectionError, requests.Timeout) as exc:
+        # allowed() checked the path starts with the server's own: ask for the rest of it.
+        data = client.download(urlsplit(url).path[len(urlsplit(container.base_url).path.rstrip("/")):], max_bytes())
+    except ContainerUnreachable as exc:
         raise Transient(str(exc)) from exc
-    finally:
-        http.close()
+    except WahaError as exc:
+        if exc.status is not None and (exc.status >= 500 or exc.status == 429):
+            raise Transient(str(exc)) from exc
+        # 404: gone (WAHA removes files after their lifetime); 401/3xx: not ours to chase.
+        _finish(message_id, UNAVAILABLE)
+        return UNAVAILABLE
     if data is None:
         _finish(message_id, TOO_LARGE)
         return TOO_LARGE

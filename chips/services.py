@@ -54,8 +54,9 @@ from django.conf import settings
 from django.core.cache import caches
 from django.core.exceptions import ValidationError
 from django.core.files.base import ContentFile
+from django.core.paginator import Paginator
 from django.db import IntegrityError, OperationalError, connection, transaction
-from django.db.models import Count, Max, Q
+from django.db.models import Count, Max, OuterRef, Q, Subquery
 from django.utils import timezone
 from django.utils.text import get_valid_filename
 from django.utils.translation import gettext as _
@@ -81,7 +82,7 @@ from whago import services as accounts
 from whago.models import Tenant
 
 from . import inbound_media, outgoing, signals
-from .models import Chip, Message
+from .models import Chip, Contact, Message
 from .phones import chat_id, normalize_phone, phone_from_chat_id
 
 log = logging.getLogger(__name__)
@@ -205,7 +206,7 @@ def _set_status(chip: Chip, status: str, **fields: Any) -> None:
     """Save a chip's status (and other fields) and announce the change."""
     old = chip.status
     chip.status = status
-    if fields.get("last_error") == "" or ("last_error" in fields and "problem" not in fields):
+    if "last_error" in fields and "problem" not in fields:
         fields.update(problem="", problem_detail="")  # a new error text or none: the old code goes
     for key, value in fields.items():
         setattr(chip, key, value)
@@ -1544,11 +1545,6 @@ def conversations(tenant: Tenant, *, chip: Chip | None = None, page=1, per_page:
     the WhatsApp name the number last sent), contact_pk. Three queries whatever the number of conversations:
     the count, the page of (chip, number) groups, their last messages with the names.
     """
-    from django.core.paginator import Paginator
-    from django.db.models import OuterRef, Subquery
-
-    from .models import Contact
-
     with scopes_disabled():
         groups = Message.objects.filter(tenant_id=tenant.pk, chip__deleted_at__isnull=True)
         if chip is not None:
@@ -1579,8 +1575,6 @@ def conversations(tenant: Tenant, *, chip: Chip | None = None, page=1, per_page:
 
 def peer_name(tenant: Tenant, peer: str) -> tuple[str, int | None]:
     """(name, contact id) of a phone number: the contact's name, else the WhatsApp name it last sent."""
-    from .models import Contact
-
     with scopes_disabled():
         contact = Contact.objects.filter(tenant_id=tenant.pk, phone=peer).values_list("name", "pk").first()
         if contact and contact[0]:

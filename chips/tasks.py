@@ -9,7 +9,7 @@ from waha.manager import WahaManagerError
 from waha.runtime import RuntimeFailure
 from waha.tasks import TRANSIENT
 
-from . import outgoing, services
+from . import inbound_media, outgoing, services
 
 PROVISION_RETRIES = 5
 # What may come back by itself: the Docker engine or a server unreachable, no room left. The chip
@@ -126,8 +126,6 @@ INBOUND_MEDIA_RETRIES = 5
 def fetch_inbound_media(self, message_id: int, url: str) -> str:
     """Download a received message's file from its chip's WAHA server (retried with backoff while the
     server does not answer; then the thread says the file is not available)."""
-    from . import inbound_media
-
     try:
         return inbound_media.download(message_id, url)
     except inbound_media.Transient as exc:

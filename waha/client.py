@@ -187,6 +187,31 @@ class WahaClient:
             raise WahaServerError(f"WAHA failed with {status} ({where}): {message}", status, body)
         raise WahaRequestError(f"WAHA refused the request with {status} ({where}): {message}", status, body)
 
+    def download(self, path: str, limit: int, timeout: tuple[float, float] | None = None) -> bytes | None:
+        """A file this server serves (GET path, streamed, no redirects): its bytes, or None as soon as it
+        is known to exceed `limit` bytes. Raises ContainerUnreachable (no answer, time out) and, for any
+        answer but 200, the error _result gives it (a redirect: WahaRequestError)."""
+        try:
+            with _http().get(f"{self.base_url}{path}", headers={"X-Api-Key": self.api_key}, stream=True,
+                             allow_redirects=False, timeout=timeout or self.timeout) as response:
+                if response.status_code != 200:
+                    if response.status_code < 400:
+                        raise WahaRequestError(f"WAHA answered {response.status_code} for {path}",
+                                               response.status_code, None)
+                    self._result(response, raw=True)
+                declared = response.headers.get("Content-Length")
+                if declared and declared.isdigit() and int(declared) > limit:
+                    return None
+                chunks, size = [], 0
+                for chunk in response.iter_content(64 * 1024):
+                    size += len(chunk)
+                    if size > limit:
+                        return None
+                    chunks.append(chunk)
+                return b"".join(chunks)
+        except (requests.ConnectionError, requests.Timeout) as exc:
+            raise ContainerUnreachable(f"WAHA at {self.base_url} did not give {path}: {exc}") from exc
+
     # --- server ------------------------------------------------------------------
 
     def version(self) -> dict:

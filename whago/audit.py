@@ -11,7 +11,6 @@ from typing import Any
 
 from django.db import models
 from django.utils import timezone
-from django.utils.translation import gettext
 from django.utils.translation import gettext_lazy as _
 from django_scopes import scopes_disabled
 
@@ -29,17 +28,14 @@ AUDITED_ACTIONS = {
 }
 
 
-def action_label(code: str) -> str:
-    """The operator's words for an audit log action code (a container action by its button's name)."""
-    if code in AUDITED_ACTIONS:
-        return str(AUDITED_ACTIONS[code])
-    kind, _dot, name = code.partition(".")
-    if kind == "container":
-        from waha.ops import ACTIONS  # the console's container actions, with their labels
+def name_actions(labels: dict[str, Any]) -> None:
+    """An app names its own audited actions (code -> label, a lazy text): whago imports no app."""
+    AUDITED_ACTIONS.update(labels)
 
-        if name in ACTIONS:
-            return gettext("Container: %(action)s") % {"action": ACTIONS[name].label}
-    return code
+
+def action_label(code: str) -> str:
+    """The operator's words for an audit log action code (the code itself when no app named it)."""
+    return str(AUDITED_ACTIONS[code]) if code in AUDITED_ACTIONS else code
 
 
 def record(
