@@ -4,7 +4,8 @@ Errors become exceptions that say what went wrong (all are WahaError):
 ContainerUnreachable (refused, timed out), WahaServerError (5xx), and WahaRequestError (4xx)
 with its precise kinds Unauthorized (401), SessionNotFound (404), CoreSessionLimit (422 on
 Core), SessionAlreadyExists (422), SessionAlreadyStarted (422), FeatureUnavailable (422: a
-Plus feature asked of Core) and SessionNotReady (422: not WORKING yet).
+Plus feature asked of Core; 400: a NOWEB session without its store asked for chats or messages)
+and SessionNotReady (422: not WORKING yet).
 Only safe or idempotent calls are retried (reads, PUT/DELETE, and the session
 start/stop/restart which WAHA documents as idempotent); a send is never repeated.
 Starting a started session is success (Core answers 422 "already started").
@@ -15,6 +16,7 @@ import base64
 import threading
 import time
 from typing import Any
+from urllib.parse import quote
 
 import requests
 from requests.adapters import HTTPAdapter
@@ -22,6 +24,8 @@ from requests.adapters import HTTPAdapter
 CONNECT_TIMEOUT = 3.05
 READ_TIMEOUT = 30
 RETRY_STATUSES = {502, 503, 504}
+# What NOWEB answers (400) for chats and messages when the session's config.noweb.store is off.
+NOWEB_STORE_OFF = "Enable NOWEB store"
 
 
 class WahaError(Exception):
@@ -66,7 +70,8 @@ class SessionAlreadyStarted(WahaRequestError):
 
 
 class FeatureUnavailable(WahaRequestError):
-    """422: the feature needs another tier or engine ("... is available only in Plus version")."""
+    """The feature needs another tier, engine or session config: 422 "... is available only in Plus
+    version", or 400 "Enable NOWEB store ..." (chats and messages of a NOWEB session without its store)."""
 
 
 class SessionNotReady(WahaRequestError):
@@ -169,6 +174,8 @@ class WahaClient:
         where = f"{response.request.method} {response.request.path_url}"
         if status == 401:
             raise Unauthorized(f"WAHA refused the API key ({where}): {message}", status, body)
+        if status == 400 and NOWEB_STORE_OFF in str(message):
+            raise FeatureUnavailable(f"{message} ({where})", status, body)
         if status == 404:
             raise SessionNotFound(f"Not found ({where}): {message}", status, body)
         if status == 422:
@@ -315,6 +322,25 @@ class WahaClient:
         if caption:
             body["caption"] = caption
         return self.request("POST", "/api/sendFile", json=body)
+
+    def chat_messages(self, session: str, chat_id: str, *, limit: int = 100, download_media: bool = False
+                      ) -> list[dict]:
+        """The messages WAHA holds for one chat, newest first (GET /api/{session}/chats/{chatId}/messages):
+        WAHA's WAMessages as it returns them, each with at least `id` (the id its events carry),
+        `timestamp` (s), `fromMe`, `body` and `ack`; [] for a chat it has no message of.
+
+        2024.10.8 takes `limit` (default 100) and `downloadMedia` only. A bare number gets "@c.us"
+        (WAHA's ensureSuffix, which this route does not apply). Raises SessionNotFound (404: not
+        started), SessionNotReady (422 after WAHA waited 5 s for WORKING), FeatureUnavailable (400:
+        a NOWEB session started without config.noweb.store.enabled), CoreSessionLimit, and the
+        transport errors of every call (a read: retried on 502-504 and connection errors)."""
+        if "@" not in chat_id:
+            chat_id = "".join(c for c in chat_id if c.isdigit()) + "@c.us"
+        result = self.request(
+            "GET", f"/api/{quote(session, safe='')}/chats/{quote(chat_id, safe='@')}/messages",
+            params={"limit": int(limit), "downloadMedia": "true" if download_media else "false"},
+        )
+        return [m for m in result if isinstance(m, dict)] if isinstance(result, list) else []
 
 
 def _message(body: Any) -> str:

@@ -44,6 +44,7 @@ from .placement import (
 from .sessions import (
     DEFAULT_EVENTS,
     ProxyNotSupported,
+    chat_messages,
     create_session,
     delete_session,
     get_session,
@@ -64,7 +65,7 @@ from .stats import stats_sweep
 
 __all__ = [
     "ContainerNotReady", "DEFAULT_EVENTS", "NoNodeWithRoom", "NoServerWithRoom", "PortRangeExhausted",
-    "ProxyNotSupported", "TenantSuspended", "WahaManagerError", "alert_recipients", "alert_sweep",
+    "ProxyNotSupported", "TenantSuspended", "WahaManagerError", "alert_recipients", "alert_sweep", "chat_messages",
     "cleanup_orphans", "client_for", "container_logs", "container_stats", "create_session", "delete_container",
     "delete_session", "detect_capabilities", "ensure_container", "ensure_started", "env_for", "find_orphans",
     "get_session", "health_sweep", "instance_slug", "labels_for", "limits_of", "list_sessions", "logout_session",

@@ -8,6 +8,7 @@ the config again before each start.
 from __future__ import annotations
 
 import contextlib
+import copy
 import json
 import logging
 from collections.abc import Iterable
@@ -29,6 +30,10 @@ from .placement import lock_tenant, place, placing
 log = logging.getLogger(__name__)
 
 DEFAULT_EVENTS = ["session.status", "message", "message.ack"]
+# NOWEB keeps chats and messages only with its store on (else GET /api/{s}/chats/{c}/messages is a
+# 400): enabled, without the full history sync (fullSync would pull the phone's whole history).
+# markOnline is given as WAHA fills it in, so the config WAHA echoes equals the one WHAGO keeps.
+NOWEB_CONFIG = {"store": {"enabled": True, "fullSync": False}, "markOnline": True}
 # A pairing code is asked of WAHA with its own bound: Core may hang on it while STARTING.
 REQUEST_CODE_TIMEOUT = (3.05, 15)
 
@@ -45,7 +50,8 @@ def session_config(
     events: Iterable[str] = DEFAULT_EVENTS,
 ) -> dict:
     """WAHA's session config: our webhook (URL with the container's token; signed where the
-    server signs), proxy, metadata. Refuses a proxy scheme the server cannot use."""
+    server signs), proxy, metadata, and NOWEB's message store (so a message in doubt can be looked
+    up by chat: chat_messages). Refuses a proxy scheme the server cannot use."""
     webhook: dict[str, Any] = {"url": container.webhook_url, "events": list(events)}
     if container.signs_webhooks:
         webhook["hmac"] = {"key": container.webhook_key}
@@ -54,6 +60,8 @@ def session_config(
         "webhooks": [webhook],
         "metadata": {"whago.session": name, "whago.tenant": str(container.tenant_id or ""), **(metadata or {})},
     }
+    if (container.whatsapp_engine or "NOWEB").upper() == "NOWEB":
+        config["noweb"] = copy.deepcopy(NOWEB_CONFIG)
     if proxy:
         proxy = {k: v for k, v in proxy.items() if k in ("server", "username", "password") and v}
         scheme = (urlsplit(proxy.get("server", "")).scheme or "http").lower()
@@ -274,6 +282,14 @@ def request_code(session: WahaSession, phone_number: str) -> str:
 def send_text(session: WahaSession, chat_id: str, text: str) -> dict:
     """Send a text; returns WAHA's message (its id: waha.client.message_id(result))."""
     return client_for(session.container).send_text(session.remote_name, chat_id, text)
+
+
+def chat_messages(session: WahaSession, chat_id: str, limit: int = 100) -> list[dict]:
+    """What WAHA holds of one chat of the session, newest first (waha.client.WahaClient.chat_messages:
+    each message's id, timestamp, fromMe, body, ack as WAHA gives them). Raises FeatureUnavailable when
+    the engine cannot answer (a NOWEB session started without its store), SessionNotReady when not
+    WORKING, SessionNotFound when not started, ContainerUnreachable."""
+    return client_for(session.container).chat_messages(session.remote_name, chat_id, limit=limit)
 
 
 def _media_allowed(session: WahaSession) -> None:

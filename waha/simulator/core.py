@@ -32,10 +32,21 @@ CORE_ONLY_DEFAULT = (
 )
 PLUS_ONLY = f"The feature is available only in Plus version. Check this out: {DOCS_URL}"
 STATUS_NOT_EXPECTED = "Session status is not as expected. Try again later or restart the session"
+# NowebInMemoryStore.errorMessage: chats and messages of a NOWEB session started without its store.
+NOWEB_STORE_OFF = (
+    'Enable NOWEB store "config.noweb.store.enabled=True" and "config.noweb.store.full_sync=True" when starting '
+    "a new session. Read more: https://waha.devlike.pro/docs/engines/noweb#store"
+)
+CHAT_HISTORY_MAX = 1000  # messages kept per chat for GET /api/{session}/chats/{chatId}/messages
 NAME_MAX = 64 - len("waha_noweb")
 NAME_RE = re.compile(r"^[A-Za-z0-9_.\-]+$")
 PAIRING_ALPHABET = "ABCDEFGHJKLMNPQRSTVWXYZ123456789"
 HTTP_REASONS = {400: "Bad Request", 404: "Not Found", 409: "Conflict", 422: "Unprocessable Entity"}
+
+
+class AnswerLost(Exception):
+    """The request was carried out but its answer never reaches the caller: the server closes the
+    connection without writing a response (behaviour fail_mode "lost_answer")."""
 
 
 class SimError(Exception):
@@ -143,6 +154,9 @@ class Session:
         self.inbound = 0
         self.acks: Counter = Counter()
         self.failed = 0
+        self.answers_lost = 0
+        # What the engine's message store holds, per chat (@c.us form): (record, fromMe, pushName, media).
+        self.history: dict[str, deque] = {}
 
 
 class Store:
@@ -283,6 +297,19 @@ def validate_config(config) -> dict | None:
         errors.append("config.metadata accepts string key-value pairs only")
     if config.get("debug") is not None and not isinstance(config.get("debug"), bool):
         errors.append("config.debug must be a boolean value")
+    noweb = config.get("noweb")
+    if noweb is not None:
+        if not isinstance(noweb, dict):
+            errors.append("config.noweb must be an object")
+        else:
+            if "markOnline" in noweb and not isinstance(noweb["markOnline"], bool):
+                errors.append("config.noweb.markOnline must be a boolean value")
+            store = noweb.get("store")
+            if store is not None and not isinstance(store, dict):
+                errors.append("config.noweb.store must be an object")
+            elif store is not None:
+                errors.extend(f"config.noweb.store.{key} must be a boolean value" for key in ("enabled", "fullSync")
+                              if key in store and not isinstance(store[key], bool))
     if errors:
         raise bad_request(*errors)
     return config
@@ -339,8 +366,8 @@ def validate_behaviour(body, base: dict) -> dict:
             raise bad_request("fail_chat_ids must be an array of chat ids")
         out["fail_chat_ids"] = [chat_id(i) for i in ids]
     if "fail_mode" in body:
-        if body["fail_mode"] not in ("ack", "http"):
-            raise bad_request("fail_mode must be ack or http")
+        if body["fail_mode"] not in ("ack", "http", "lost_answer"):
+            raise bad_request("fail_mode must be ack, http or lost_answer")
         out["fail_mode"] = body["fail_mode"]
     if "seed" in body:
         if body["seed"] is not None and (isinstance(body["seed"], bool) or not isinstance(body["seed"], int)):
@@ -762,6 +789,8 @@ class Simulator:
             raise SimError(422, PLUS_ONLY)
         behaviour = self._behaviour_for(session)
         fail = self._should_fail(behaviour, chat)
+        lost = fail and behaviour["fail_mode"] == "lost_answer"
+        fail = fail and not lost  # a lost answer is a send WhatsApp got: its acks come as usual
         if fail and behaviour["fail_mode"] == "http":
             with session.lock:
                 session.failed += 1
@@ -793,10 +822,15 @@ class Simulator:
                  "body": record.body, "timestamp": ts}
             )
         full = Record(serialized, chat, msg_type, content, ts)
+        self._remember(session, record, True, None, media)
         message = engines.sent_body(self.engine, full, me_id, media, bool(body.get("reply_to")))
         self.emit(session, "message.any",
                   engines.own_message_payload(self.engine, full, session.me and me_id, message, media is not None))
         self._schedule_acks(session, record, behaviour, fail, media is not None)
+        if lost:
+            with session.lock:
+                session.answers_lost += 1
+            raise AnswerLost(serialized)
         return message
 
     @staticmethod
@@ -839,6 +873,46 @@ class Simulator:
             session.acks[ACK_NAMES[ack]] += 1
         me_id = (session.me or {}).get("id")
         self.emit(session, "message.ack", engines.ack_payload(self.engine, record, ack, me_id, has_media))
+
+    # ----------------------------------------------------------------- the engine's message store
+
+    def store_enabled(self, session: Session) -> bool:
+        """NOWEB keeps chats and messages only with config.noweb.store.enabled (else its in-memory
+        store answers 400); WEBJS and GOWS read them from the engine itself."""
+        if self.engine != "NOWEB":
+            return True
+        noweb = (session.config or {}).get("noweb")
+        store = noweb.get("store") if isinstance(noweb, dict) else None
+        return isinstance(store, dict) and store.get("enabled") is True
+
+    def _remember(self, session: Session, record: Record, from_me: bool, push_name: str | None,
+                  media: dict | None) -> None:
+        """A message the engine's store keeps (only while it is on, as NOWEB's upsert does)."""
+        if not self.store_enabled(session):
+            return
+        with session.lock:
+            chat = session.history.setdefault(record.chat_id, deque(maxlen=CHAT_HISTORY_MAX))
+            chat.append((record, from_me, push_name, media))
+
+    def chat_messages(self, name: str, chat: str, query: dict) -> list[dict]:
+        """GET /api/{session}/chats/{chatId}/messages (chats.controller.ts getChatMessages): a WORKING
+        session (WorkingSessionPipe: 404 unless started, 422 after the status wait), then the store (NOWEB
+        without it: 400), newest first (ORDER BY messageTimestamp DESC LIMIT limit, default 100)."""
+        session = self.get_running(name)
+        self.wait_status(session, [WORKING])
+        if not self.store_enabled(session):
+            raise SimError(400, NOWEB_STORE_OFF)
+        try:
+            limit = max(0, int(query.get("limit", ["100"])[0]))
+        except ValueError:
+            limit = 100
+        me_id = (session.me or {}).get("id")
+        with session.lock:
+            kept = list(session.history.get(chat_id(chat), ()))
+        kept.reverse()
+        kept.sort(key=lambda item: item[0].timestamp, reverse=True)  # stable: the latest first among equals
+        return [engines.stored_message(self.engine, record, me_id, from_me, push_name, media)
+                for record, from_me, push_name, media in kept[:limit]]
 
     # ----------------------------------------------------------------- fake network (/_sim/)
 
@@ -890,6 +964,7 @@ class Simulator:
         with session.lock:
             session.inbound += 1
         media = self._received_media(session.name, record, raw_media, data)
+        self._remember(session, record, False, push_name, media)
         message = engines.inbound_payload(self.engine, record, (session.me or {}).get("id"), push_name, media,
                                           raw_media)
         self.emit(session, "message", message)
@@ -983,6 +1058,7 @@ class Simulator:
                     "inbound": s.inbound,
                     "acks": dict(s.acks),
                     "failed": s.failed,
+                    "answers_lost": s.answers_lost,
                     "records": len(s.records),
                 }
         webhooks = self.sender.snapshot()
@@ -1012,7 +1088,7 @@ class Simulator:
             for s in self.sessions.values():
                 with s.lock:
                     s.records = []
-                    s.sent = s.inbound = s.failed = 0
+                    s.sent = s.inbound = s.failed = s.answers_lost = 0
                     s.sent_by_type.clear()
                     s.acks.clear()
             self.record_count = 0

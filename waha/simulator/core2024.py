@@ -113,6 +113,7 @@ class Core2024Simulator(Simulator):
         self.started_config = self.config
         session.config = None if self.config is MISSING else self.config
         session.hooks = self._hooks_for(session.config)
+        session.history = {}  # Core's NOWEB store is an in-memory SQLite, made anew at every start
         self.slot = RUNNING
         self._start(session)
 
@@ -125,7 +126,16 @@ class Core2024Simulator(Simulator):
 
     @staticmethod
     def _config_of(body: dict):
-        return whitelisted(validate_config(body["config"])) if "config" in body else MISSING
+        if "config" not in body:
+            return MISSING
+        config = whitelisted(validate_config(body["config"]))
+        noweb = (config or {}).get("noweb")
+        if isinstance(noweb, dict):  # class-transformer fills NowebConfig's and NowebStoreConfig's defaults
+            noweb = {**noweb, "markOnline": noweb.get("markOnline", True)}
+            if isinstance(noweb.get("store"), dict):
+                noweb["store"] = {"enabled": False, "fullSync": False, **noweb["store"]}
+            config = {**config, "noweb": noweb}
+        return config
 
     # ----------------------------------------------------------------- sessions API
 

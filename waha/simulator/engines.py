@@ -170,3 +170,43 @@ def inbound_payload(engine: str, record, me_id: str | None, push_name: str | Non
                 "replyTo": None, "_data": {"Info": gows_info(record, jid(record.chat_id), False, push_name),
                                            "Message": body}}
     return {**webjs_message(record, me_id, False, has_media, push_name), **extra}
+
+
+def stored_message(engine: str, record, me_id: str | None, from_me: bool, push_name: str | None,
+                   media: dict | None) -> dict:
+    """A message as GET /api/{session}/chats/{chatId}/messages answers it (downloadMedia=false).
+
+    NOWEB (toWAMessage of the stored Baileys message, its Longs made numbers): `from` is the chat
+    whoever wrote, no `to`/`participant` in a direct chat, ack from the stored status (status - 1:
+    PENDING 0, SERVER 1, DEVICE 2, READ 3) for a sent message, null for a received one. WEBJS and
+    GOWS: the WAMessage their events carry.
+    """
+    has_media = media is not None
+    if engine == "NOWEB":
+        ack = record.ack if from_me else None
+        body = content(record.type, record.body, media) if from_me else {"conversation": record.body}
+        data = {"key": {"remoteJid": jid(record.chat_id), "fromMe": from_me, "id": short_of(record.id)},
+                "message": body, "messageTimestamp": record.timestamp}
+        if from_me:
+            data["status"] = ack + 1 if ack is not None and ack >= 0 else 0  # ERROR is status 0
+        elif push_name:
+            data["pushName"] = push_name
+        message = {"id": record.id, "timestamp": record.timestamp, "from": record.chat_id, "fromMe": from_me,
+                   "body": record.body, "hasMedia": has_media}
+        if has_media:
+            message.update(media=media, mediaUrl=media.get("url"))
+        message.update(ack=ack, ackName=ACK_NAMES.get(ack, "UNKNOWN"), replyTo=None, _data=data)
+        return message
+    if engine == "GOWS":
+        sender = jid(me_id or "") if from_me else jid(record.chat_id)
+        ack = record.ack if from_me else 2  # a received message is DEVICE, as its `message` event says
+        return {"id": record.id, "timestamp": record.timestamp, "from": record.chat_id, "fromMe": from_me,
+                "source": "api" if from_me else "app", "body": record.body, "to": None, "participant": None,
+                "hasMedia": has_media, "media": media, "ack": ack, "ackName": ACK_NAMES.get(ack, "UNKNOWN"),
+                "location": None, "vCards": [], "replyTo": None,
+                "_data": {"Info": gows_info(record, sender, from_me, push_name),
+                          "Message": content(record.type, record.body, media)}}
+    message = webjs_message(record, me_id, from_me, has_media, push_name)
+    if has_media:
+        message.update(media=media, mediaUrl=media.get("url"))
+    return message

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import base64
+import contextlib
 import hmac
 import json
 import re
@@ -12,7 +13,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from . import WAHA_VERSION
-from .core import SimError, Simulator, bad_request
+from .core import AnswerLost, SimError, Simulator, bad_request
 
 MAX_BODY = 64 * 1024 * 1024
 SEG = r"([^/]+)"
@@ -61,6 +62,7 @@ class Router:
             ("GET", rf"/api/{SEG}/auth/qr", None),  # handled in the request handler (binary)
             ("GET", r"/api/files/(.+)", FILES),  # received media (binary), behind the key like the API
             ("POST", rf"/api/{SEG}/auth/request-code", lambda m, q, b: s.request_code(m[0], b())),
+            ("GET", rf"/api/{SEG}/chats/{SEG}/messages", lambda m, q, b: s.chat_messages(m[0], m[1], q)),
             ("POST", r"/api/sendText", lambda m, q, b: s.send("text", b())),
             ("POST", r"/api/sendImage", lambda m, q, b: s.send("image", b())),
             ("POST", r"/api/sendFile", lambda m, q, b: s.send("file", b())),
@@ -201,6 +203,10 @@ class Handler(BaseHTTPRequestHandler):
                 self._send(status, _json(result))
         except SimError as exc:
             self._send(exc.status, _json(exc.body))
+        except AnswerLost:  # done, but the caller never hears it: the connection closes unanswered
+            self.close_connection = True
+            with contextlib.suppress(OSError):
+                self.connection.shutdown(socket.SHUT_RDWR)
         except Exception as exc:  # WAHA's AllExceptionsFilter shape
             print(f"simulator: {method} {path} failed: {exc!r}", file=sys.stderr, flush=True)
             self._send(
