@@ -12,6 +12,8 @@ import pytest
 
 from tests.waha.realwaha import BASELINE, closed_proxy, wait_until
 from tests.waha.simkit import WebhookReceiver
+from waha.client import CoreSessionLimit, SessionNotFound, SessionNotReady, WahaClient
+from waha.sessions import NOWEB_CONFIG
 
 VERSION = {"version": "2024.10.8", "engine": "NOWEB", "tier": "CORE", "browser": "/usr/bin/chromium"}
 CORE_ONLY = {
@@ -299,3 +301,45 @@ def test_the_kit_never_starts_a_session_without_a_loopback_proxy(waha_target):
     with pytest.raises(AssertionError, match="without a proxy"):  # default's config is null
         waha_target.call("POST", "/api/sessions/default/restart")
     assert waha_target.sessions() == BASELINE  # nothing was sent
+
+
+# --------------------------------------------------------------------------- a chat's messages
+
+
+def chat_messages_of(waha_target, session="default"):
+    return waha_target.call("GET", f"/api/{session}/chats/5511988887777@c.us/messages?limit=5&downloadMedia=false")
+
+
+def test_chat_messages_need_a_working_default_session_and_the_client_says_why(waha_target):
+    client = WahaClient(waha_target.base_url, waha_target.api_key, retries=0)
+    stopped = chat_messages_of(waha_target)
+    assert (stopped.status_code, stopped.json()) == (404, NOT_STARTED)
+    with pytest.raises(SessionNotFound):
+        client.chat_messages("default", "5511988887777@c.us", limit=5)
+    other = chat_messages_of(waha_target, "other")
+    assert (other.status_code, other.json()) == (422, CORE_ONLY)
+    with pytest.raises(CoreSessionLimit):
+        client.chat_messages("other", "5511988887777@c.us")
+    missing = waha_target.call("GET", "/api/default/chats/messages")
+    assert (missing.status_code, missing.json()["message"]) == (404, "Cannot GET /api/default/chats/messages")
+
+    # The config WHAGO sends (waha.sessions.session_config: NOWEB's store on) is accepted and echoed as
+    # sent, so a retried configure finds it unchanged; a half-given store gets class-transformer's defaults.
+    config = {"proxy": closed_proxy(), "webhooks": [{"url": "http://127.0.0.1:9/hook", "events": ["message"]}],
+              "metadata": {"whago.session": "chip_1"}, "noweb": NOWEB_CONFIG}
+    half = waha_target.call("PUT", "/api/sessions/default",
+                            json={"config": {**config, "noweb": {"store": {"enabled": True}}}})
+    assert (half.status_code, half.json()["config"]) == (200, config)
+    bad = waha_target.call("PUT", "/api/sessions/default", json={"config": {"noweb": {"store": {"enabled": "yes"}}}})
+    assert (bad.status_code, bad.json()) == (
+        400, {"statusCode": 400, "message": ["config.noweb.store.enabled must be a boolean value"],
+              "error": "Bad Request"})
+
+    # Store on or off, a session that is not WORKING is waited for (5 s on real Core), then refused.
+    for noweb in (NOWEB_CONFIG, {"store": {"enabled": False, "fullSync": False}, "markOnline": True}):
+        started = waha_target.start_session({**config, "noweb": noweb})
+        assert (started.status_code, started.json()["config"]) == (201, {**config, "noweb": noweb})
+        with pytest.raises(SessionNotReady) as error:
+            client.chat_messages("default", "5511988887777", limit=5)
+        assert (error.value.status, error.value.body) == (422, not_expected("STARTING", ["WORKING"]))
+        assert waha_target.call("POST", "/api/sessions/default/stop").status_code == 201
