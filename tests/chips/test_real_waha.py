@@ -19,6 +19,7 @@ from tests.waha.simkit import free_port
 from waha import manager
 from waha.client import FeatureUnavailable, SessionNotReady
 from waha.models import AlertRule, ContainerAlert, ExternalServer, WebhookEvent
+from waha.sessions import NOWEB_CONFIG
 
 from .conftest import DOCKER, chip_row, wait_chip, wait_until
 
@@ -95,6 +96,10 @@ def test_a_chip_lives_on_real_waha_core_through_the_external_runtime(
     assert info["status"] == "STARTING"
     assert info["config"]["proxy"] == {"server": loopback_proxy}
     assert info["config"]["webhooks"][0]["url"] == server.webhook_url
+    assert info["config"]["noweb"] == NOWEB_CONFIG  # its message store on, echoed as WHAGO keeps it
+    # WAHA's record of a chat (for messages in doubt) needs a WORKING session: real Core waits 5 s, refuses.
+    with pytest.raises(SessionNotReady):
+        manager.chat_messages(session, "5511988887777@c.us", limit=5)
 
     # What Core cannot do is refused before WAHA is asked: media, and a pairing code while STARTING.
     with pytest.raises(FeatureUnavailable):
