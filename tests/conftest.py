@@ -22,26 +22,6 @@ STRONG_PASSWORD = "Zebra-Cachoeira-2026!"
 _counter = itertools.count(1)
 
 
-def pytest_collection_modifyitems(items):
-    """Every transactional test restores what the data migrations seeded (the plans; beat schedules
-    are no longer seeded: beat writes them from CELERY_BEAT_SCHEDULE).
-
-    Mixing serialized and plain transactional tests breaks: a plain flush re-creates
-    content types, which the next serialized restore then duplicates. So all of them
-    get serialized rollback.
-    """
-    for item in items:
-        names = getattr(item, "fixturenames", None)
-        if names is None:
-            continue
-        marker = item.get_closest_marker("django_db")
-        transactional = "transactional_db" in names or "live_server" in names or (
-            marker is not None and marker.kwargs.get("transaction")
-        )
-        if transactional and "django_db_serialized_rollback" not in names:
-            names.append("django_db_serialized_rollback")
-
-
 @pytest.fixture(autouse=True)
 def _fresh_cache():
     """Each test starts with an empty shared cache (throttle counters and cached lookups
@@ -163,11 +143,10 @@ class Worker:
 
 
 @pytest.fixture
-def celery_worker(request, django_db_serialized_rollback, transactional_db, tmp_path):
+def celery_worker(request, transactional_db, tmp_path):
     """A real `celery worker` process on the real broker, sharing the test database.
 
     `@pytest.mark.worker_env(NAME="value")` sets extra environment (settings) for it.
-    Serialized rollback: data seeded by migrations (the plans) survives the flush.
     """
     import redis
 

@@ -42,7 +42,7 @@ TIME_LIMIT = 240  # seconds: the benchmark fails rather than run on
 
 
 @pytest.fixture
-def app(tmp_path, settings, simulator_image, django_db_serialized_rollback, transactional_db):  # noqa: F811
+def app(tmp_path, settings, simulator_image, transactional_db):  # noqa: F811
     """gunicorn + a Celery worker on the test database, WAHA containers from the simulator image."""
     import redis
 
@@ -91,7 +91,7 @@ def _drain(sim, timeout: float = 120) -> None:
                interval=0.2, message="the acks of the previous phase to be delivered")
 
 
-@pytest.mark.django_db(transaction=True, serialized_rollback=True)
+@pytest.mark.django_db(transaction=True)
 def test_send_ratio(app):
     user, tenant = accounts.sign_up(email="bench@example.com.br", password="Bench-Send-2026!",
                                     full_name="Bench", company="Bench Envios")

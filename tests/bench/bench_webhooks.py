@@ -29,7 +29,7 @@ TIME_LIMIT = 120  # seconds per phase
 
 
 @pytest.fixture
-def server(tmp_path, django_db_serialized_rollback, transactional_db):
+def server(tmp_path, transactional_db):
     port = free_port()
     env = {"DJANGO_SETTINGS_MODULE": "tests.chips.bench_site", "LOG_LEVEL": "WARNING", "DB_CONN_MAX_AGE": "600",
            "DEBUG": "false"}  # as in production: no query log
@@ -60,7 +60,7 @@ def _run(url: str, bodies: list[tuple[bytes, dict]]) -> float:
     return time.monotonic() - started
 
 
-@pytest.mark.django_db(transaction=True, serialized_rollback=True)
+@pytest.mark.django_db(transaction=True)
 def test_webhooks_ratio(server):
     _user, tenant = accounts.sign_up(email="hooks@example.com.br", password="Bench-Hooks-2026!",
                                      full_name="Bench", company="Bench Webhooks")

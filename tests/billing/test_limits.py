@@ -161,7 +161,7 @@ def _race(tenant, threads: int) -> tuple[list, list]:
     return ok, refused
 
 
-@pytest.mark.django_db(transaction=True, serialized_rollback=True)
+@pytest.mark.django_db(transaction=True)
 def test_twenty_threads_on_ten_left_exactly_ten_succeed(make_owner):
     _, tenant = make_owner()
     limits.reserve_messages(tenant, plan("FREE").messages_per_day - 10)
@@ -171,7 +171,7 @@ def test_twenty_threads_on_ten_left_exactly_ten_succeed(make_owner):
     assert quota["day_used"] == plan("FREE").messages_per_day and quota["day_left"] == 0
 
 
-@pytest.mark.django_db(transaction=True, serialized_rollback=True)
+@pytest.mark.django_db(transaction=True)
 def test_concurrent_reservations_never_overspend_credits(make_owner):
     _, tenant = make_owner()
     limits.reserve_messages(tenant, plan("FREE").messages_per_day - 4)

@@ -135,7 +135,7 @@ def test_buyer_return_only_counts_our_own_payment(gateway_settings, owner_client
     assert limits.credit_balance(owner_client.tenant) == 1000
 
 
-@pytest.mark.django_db(transaction=True, serialized_rollback=True)
+@pytest.mark.django_db(transaction=True)
 def test_ten_concurrent_notifications_apply_once(gateway_settings, live_server, make_owner):
     _, tenant = make_owner()
     payment = pending_payment(tenant, gateway="mercadopago", external_id="555000999")

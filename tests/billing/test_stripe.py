@@ -192,7 +192,7 @@ def test_renewal_and_cancellation_of_the_subscription(gateway_settings, client, 
     assert subscription.plan.code == "FREE" and limits.chip_limit(tenant) == 1
 
 
-@pytest.mark.django_db(transaction=True, serialized_rollback=True)
+@pytest.mark.django_db(transaction=True)
 def test_ten_concurrent_deliveries_apply_once(gateway_settings, live_server, make_owner):
     _, tenant = make_owner()
     payment = pending_payment(tenant, gateway="stripe", external_id="cs_test_race")

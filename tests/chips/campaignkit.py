@@ -128,7 +128,7 @@ def sim_chips(tmp_path, live_server, settings):
 
 
 @pytest.fixture
-def campaign_workers(request, django_db_serialized_rollback, transactional_db, tmp_path, settings):
+def campaign_workers(request, transactional_db, tmp_path, settings):
     """start() real workers with the campaign environment; all stopped at teardown."""
     import redis
 

@@ -23,7 +23,7 @@ from tests.waiting import wait_until
 from waha.models import WahaContainer
 from whago.services import create_api_key
 
-DOCKER = [pytest.mark.docker, pytest.mark.django_db(transaction=True, serialized_rollback=True)]
+DOCKER = [pytest.mark.docker, pytest.mark.django_db(transaction=True)]
 
 
 def set_plan(tenant, code: str) -> None:
@@ -157,7 +157,7 @@ def waha_env(settings, live_server, simulator_image):  # noqa: F811
 
 
 @pytest.fixture
-def start_worker(request, django_db_serialized_rollback, transactional_db, tmp_path, waha_env):
+def start_worker(request, transactional_db, tmp_path, waha_env):
     """Start real workers (start_worker(**env)); all are stopped at teardown."""
     import redis
 

@@ -15,7 +15,7 @@ from chips.models import CampaignRecipient, Message
 from .browserkit import ARTIFACTS, LAPTOP, PHONE, browser, session_cookie  # noqa: F401 - fixture
 from .conftest import placed_chip, png_bytes
 
-pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True, serialized_rollback=True)]
+pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 R = CampaignRecipient.Status
 
 

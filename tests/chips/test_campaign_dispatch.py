@@ -27,7 +27,7 @@ from tests import waiting
 from .campaignkit import campaign_workers, sim_chips, wait_until  # noqa: F401 - fixtures
 from .conftest import set_plan
 
-pytestmark = [pytest.mark.django_db(transaction=True, serialized_rollback=True)]
+pytestmark = [pytest.mark.django_db(transaction=True)]
 
 R = CampaignRecipient.Status
 BODY = "Oferta WHAGO"

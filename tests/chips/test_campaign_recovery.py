@@ -119,7 +119,7 @@ def run_lanes(specs) -> list[BaseException]:
     return errors
 
 
-@pytest.mark.django_db(transaction=True, serialized_rollback=True)
+@pytest.mark.django_db(transaction=True)
 def test_duplicated_and_concurrent_lanes_send_each_recipient_once_and_a_refusing_chip_is_left_alone(
         make_owner, tmp_path, settings, empty_broker):
     settings.CAMPAIGN_PACE_LIMITS = ["*=0"]

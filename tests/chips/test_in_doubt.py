@@ -14,7 +14,7 @@ from waha.models import WebhookEvent
 
 from .conftest import placed_chip
 
-pytestmark = pytest.mark.django_db(transaction=True, serialized_rollback=True)
+pytestmark = pytest.mark.django_db(transaction=True)
 
 
 @pytest.fixture

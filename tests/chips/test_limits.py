@@ -20,7 +20,7 @@ from chips.models import Chip, Message
 
 from .conftest import chip_row, placed_chip, png_bytes, set_plan
 
-TRANSACTIONAL = pytest.mark.django_db(transaction=True, serialized_rollback=True)
+TRANSACTIONAL = pytest.mark.django_db(transaction=True)
 
 
 def queued_calls() -> list[tuple[str, list]]:

@@ -14,7 +14,7 @@ from tests.conftest import Worker
 
 from .brokerkit import fault_broker  # noqa: F401 - fixture
 
-pytestmark = [pytest.mark.django_db(transaction=True, serialized_rollback=True)]
+pytestmark = [pytest.mark.django_db(transaction=True)]
 
 
 def messages_with(key: str) -> list[Message]:

@@ -57,7 +57,7 @@ def test_a_silent_role_is_reported_once_per_silence_and_again_after_it_came_back
     assert beat.stale and beat.last_seen is None and heartbeats.report_silences() == []
 
 
-@pytest.mark.django_db(transaction=True, serialized_rollback=True)
+@pytest.mark.django_db(transaction=True)
 def test_real_worker_and_beat_beat_and_each_reports_the_other_missing(
         fault_broker, client, operator, settings, tmp_path):  # noqa: F811
     settings.HEARTBEAT_STALE_SECONDS = 3

@@ -15,7 +15,7 @@ from whago.rest import RETRY_AFTER_SECONDS
 
 from .brokerkit import fault_broker  # noqa: F401 - fixture
 
-pytestmark = [pytest.mark.django_db(transaction=True, serialized_rollback=True)]
+pytestmark = [pytest.mark.django_db(transaction=True)]
 
 
 def inbound(text: str) -> list[Message]:

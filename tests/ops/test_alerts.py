@@ -118,7 +118,7 @@ def test_acknowledge_from_the_admin(ops_client, make_owner):
 
 
 @pytest.mark.docker
-@pytest.mark.django_db(transaction=True, serialized_rollback=True)
+@pytest.mark.django_db(transaction=True)
 def test_the_workers_alert_sweep_mails_the_operators(celery_worker, operator, make_tenant):
     """The worker (embedded mode: console e-mail backend) prints one e-mail per new alert."""
     tenant = make_tenant()

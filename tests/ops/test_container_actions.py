@@ -11,7 +11,7 @@ from whago.models import AuditLog, Tenant
 
 from .conftest import messages_of, wait_for
 
-pytestmark = [pytest.mark.docker, pytest.mark.django_db(transaction=True, serialized_rollback=True)]
+pytestmark = [pytest.mark.docker, pytest.mark.django_db(transaction=True)]
 
 
 def action_url(container: WahaContainer, name: str) -> str:

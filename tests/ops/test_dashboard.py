@@ -174,7 +174,7 @@ def week_of_samples(make_tenant, client) -> str:
 
 
 @pytest.mark.browser
-@pytest.mark.django_db(transaction=True, serialized_rollback=True)
+@pytest.mark.django_db(transaction=True)
 def test_dashboard_chart_in_a_browser(live_server, week_of_samples, page):
     base = live_server.url.replace("localhost", "127.0.0.1")
     page.context.add_cookies([{"name": "sessionid", "value": week_of_samples, "url": base}])
@@ -236,7 +236,7 @@ SERIES_PIXELS = """(id) => {
 
 
 @pytest.mark.browser
-@pytest.mark.django_db(transaction=True, serialized_rollback=True)
+@pytest.mark.django_db(transaction=True)
 def test_the_chart_is_not_blank_in_the_first_hour(live_server, first_hour, page):
     base = live_server.url.replace("localhost", "127.0.0.1")
     page.context.add_cookies([{"name": "sessionid", "value": first_hour, "url": base}])

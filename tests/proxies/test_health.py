@@ -134,7 +134,7 @@ def test_target_error_status_is_a_failure(microsocks, http_target):
     assert result.outcome == Outcome.HTTP_ERROR and "404" in result.detail
 
 
-@pytest.mark.django_db(transaction=True, serialized_rollback=True)
+@pytest.mark.django_db(transaction=True)
 def test_a_dead_proxy_is_detected_and_its_sessions_move_to_a_healthy_one(
     make_tenant, microsocks, http_target, static_list, signal_log, settings
 ):
@@ -190,7 +190,7 @@ def test_a_dead_proxy_is_detected_and_its_sessions_move_to_a_healthy_one(
     assert not ProxyAlert.objects.filter(proxy=dying, kind=ProxyAlert.Kind.UNHEALTHY, resolved_at__isnull=True)
 
 
-@pytest.mark.django_db(transaction=True, serialized_rollback=True)
+@pytest.mark.django_db(transaction=True)
 def test_with_no_healthy_proxy_left_sessions_stay_and_operators_are_told_once(
     make_tenant, microsocks, http_target, static_list, signal_log, settings
 ):
@@ -211,7 +211,7 @@ def test_with_no_healthy_proxy_left_sessions_stay_and_operators_are_told_once(
         services.assign(tenant, "chip_2")
 
 
-@pytest.mark.django_db(transaction=True, serialized_rollback=True)
+@pytest.mark.django_db(transaction=True)
 def test_a_failing_gateway_hands_its_sessions_to_another_provider(
     make_tenant, microsocks, http_target, gateway, static_list, signal_log, settings
 ):
@@ -234,7 +234,7 @@ def test_a_failing_gateway_hands_its_sessions_to_another_provider(
     assert ProxyAlert.objects.filter(provider=gw, proxy__isnull=True, kind=ProxyAlert.Kind.UNHEALTHY).exists()
 
 
-@pytest.mark.django_db(transaction=True, serialized_rollback=True)
+@pytest.mark.django_db(transaction=True)
 def test_disabling_a_proxy_moves_its_sessions(make_tenant, microsocks, http_target, static_list, signal_log):
     tenant = make_tenant()
     provider = static_list([microsocks(), microsocks()])
@@ -247,7 +247,7 @@ def test_disabling_a_proxy_moves_its_sessions(make_tenant, microsocks, http_targ
     assert signal_log[0][:2] == ("chip_1", "proxy_disabled")
 
 
-@pytest.mark.django_db(transaction=True, serialized_rollback=True)
+@pytest.mark.django_db(transaction=True)
 def test_credentials_never_reach_the_logs(make_tenant, microsocks, http_target, static_list, gateway, caplog,
                                           settings):
     settings.PROXY_FAILURE_THRESHOLD = 1

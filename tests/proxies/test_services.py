@@ -112,7 +112,7 @@ def test_providers_are_used_by_priority(make_owner, static_list, gateway):
     assert services.assign(tenant, "chip_1").proxy is None  # the gateway comes first
 
 
-@pytest.mark.django_db(transaction=True, serialized_rollback=True)
+@pytest.mark.django_db(transaction=True)
 def test_simultaneous_assignments_spread_across_the_list(make_tenant, static_list):
     tenant = make_tenant()
     static_list([FakeServer(2001), FakeServer(2002)])

@@ -35,7 +35,7 @@ def rows(**filters) -> list[WahaContainer]:
 
 
 def test_tenant_container_is_created_with_labels_limits_volume_and_key(
-    django_db_serialized_rollback, waha_docker, make_tenant, docker_client
+    waha_docker, make_tenant, docker_client
 ):
     tenant = make_tenant()
 
@@ -385,7 +385,7 @@ def test_operators_see_containers_in_the_admin(waha_docker, make_tenant, client)
 
 
 def test_a_plan_change_resizes_the_tenants_container(
-    django_db_serialized_rollback, waha_docker, make_tenant, docker_client
+    waha_docker, make_tenant, docker_client
 ):
     from billing.models import Plan, Subscription
 

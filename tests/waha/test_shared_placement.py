@@ -9,7 +9,7 @@ from waha import manager, ops
 from waha.models import WahaContainer
 from whago.models import AuditLog
 
-pytestmark = [pytest.mark.docker, pytest.mark.django_db(transaction=True, serialized_rollback=True)]
+pytestmark = [pytest.mark.docker, pytest.mark.django_db(transaction=True)]
 
 
 @pytest.fixture

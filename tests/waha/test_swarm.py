@@ -43,7 +43,7 @@ def working_session(tenant, phone: str):
 
 
 def test_a_tenant_container_is_a_service_pinned_to_its_node(
-    django_db_serialized_rollback, waha_swarm, make_tenant, docker_client, swarm, client
+    waha_swarm, make_tenant, docker_client, swarm, client
 ):
     store = "postgres://waha:segredo@127.0.0.1:5432/postgres?sslmode=disable"
     waha_swarm.WAHA_SESSIONS_POSTGRESQL_URL = store

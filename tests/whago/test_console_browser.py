@@ -15,7 +15,7 @@ from whago.models import User
 
 from .test_console_language import DENYLIST
 
-pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True, serialized_rollback=True)]
+pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
 # Columns whose header must lie inside the window: what an operator looks at first.
 COLUMNS = {"containers": ["column-cpu", "column-memory", "column-open_alerts"], "tenants": ["column-payments"]}

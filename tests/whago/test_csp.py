@@ -154,7 +154,7 @@ def console_lists(data) -> list[tuple[str, str, str]]:
 
 
 @pytest.mark.browser
-@pytest.mark.django_db(transaction=True, serialized_rollback=True)
+@pytest.mark.django_db(transaction=True)
 def test_no_page_breaks_the_policy_in_a_browser(clients, browser):  # noqa: F811
     pages = {}
     for who in ("anonymous", "owner", "operator"):
@@ -251,7 +251,7 @@ def checkout_browser(live_server, monkeypatch):
 
 
 @pytest.mark.browser
-@pytest.mark.django_db(transaction=True, serialized_rollback=True)
+@pytest.mark.django_db(transaction=True)
 def test_the_pay_button_goes_on_to_the_gateways_checkout(stripe_owner, checkout_browser):
     """form-action 'self' alone would stop the browser at the redirect to Stripe's page (a form's redirect is
     checked too): the billing pages allow the gateways' checkout origins."""
