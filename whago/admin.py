@@ -1,25 +1,19 @@
 """Admin for accounts and tenants, and the operators' audit log.
 
-The tenant list shows what other apps know about each tenant (plan, chips, usage, payments).
-whago does not import those apps: their models are looked up by name when the list is
-built (django.apps.apps.get_model), each column a correlated subquery, so the list costs
-the same few queries however many tenants, chips and payments there are.
+The tenant list's columns from other apps (plan, chips, usage, payments) are added by
+whago.console.admin, which replaces TenantAdmin with a subclass: whago imports no app.
 """
 from django import forms
-from django.apps import apps
 from django.contrib import admin, messages
 from django.contrib.auth.admin import GroupAdmin as BaseGroupAdmin
 from django.contrib.auth.admin import UserAdmin as BaseUserAdmin
 from django.contrib.auth.models import Group
 from django.core.exceptions import PermissionDenied
-from django.db.models import Count, DecimalField, IntegerField, OuterRef, Subquery, Sum, Value
-from django.db.models.functions import Coalesce
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.shortcuts import get_object_or_404
 from django.template.response import TemplateResponse
 from django.urls import NoReverseMatch, path, reverse
 from django.utils import formats, timezone
-from django.utils.formats import number_format
 from django.utils.html import format_html
 from django.utils.translation import gettext_lazy as _
 from django.utils.translation import ngettext
@@ -39,17 +33,6 @@ class MembershipInline(admin.TabularInline):
     autocomplete_fields = ["user"]
 
 
-# Payments through these gateways are money; the sandbox gateway's are tests.
-REAL_GATEWAYS = ["stripe", "mercadopago", "paypal"]
-
-
-def _per_tenant(model_label: str, value, **filters) -> Subquery:
-    """One value per tenant row from another app's table (a correlated subquery, no join)."""
-    model = apps.get_model(model_label)
-    rows = model._base_manager.filter(tenant=OuterRef("pk"), **filters).order_by().values("tenant")
-    return Subquery(rows.annotate(v=value).values("v"))
-
-
 class SuspendForm(forms.Form):
     reason = forms.CharField(
         label=_("Reason (kept in the audit log)"), max_length=300, required=False,
@@ -64,7 +47,7 @@ class SuspendForm(forms.Form):
 
 @admin.register(Tenant)
 class TenantAdmin(ConsoleAdmin):
-    list_display = ["name", "slug", "state", "plan", "chips", "usage", "payments", "created_at"]
+    list_display = ["name", "slug", "state", "created_at"]
     list_filter = ["is_active"]
     search_fields = ["name", "slug"]
     prepopulated_fields = {"slug": ["name"]}
@@ -75,63 +58,11 @@ class TenantAdmin(ConsoleAdmin):
     actions = ["suspend_selected", "reactivate_selected"]
     change_form_template = "admin/whago/tenant/change_form.html"
 
-    def get_queryset(self, request):
-        month = timezone.localdate().replace(day=1)
-        money = DecimalField(max_digits=14, decimal_places=2)
-        return super().get_queryset(request).annotate(
-            _plan=Subquery(
-                apps.get_model("billing.Subscription")._base_manager.filter(tenant=OuterRef("pk")).values("plan__name")
-            ),
-            _quota=Subquery(
-                apps.get_model("billing.Subscription")._base_manager.filter(tenant=OuterRef("pk"))
-                .values("plan__messages_per_month")
-            ),
-            _chips=Coalesce(_per_tenant("chips.Chip", Count("pk"), deleted_at__isnull=True), Value(0),
-                            output_field=IntegerField()),
-            _used=Coalesce(_per_tenant("billing.UsageCounter", Sum("used"), period="month", starts_on=month),
-                           Value(0), output_field=IntegerField()),
-            # Paid for real: the sandbox gateway's test payments are left out.
-            _paid=Coalesce(_per_tenant("billing.Payment", Sum("amount"), status="paid", gateway__in=REAL_GATEWAYS),
-                           Value(0), output_field=money),
-            _payments=Coalesce(_per_tenant("billing.Payment", Count("pk"), status="paid", gateway__in=REAL_GATEWAYS),
-                               Value(0), output_field=IntegerField()),
-        )
-
     @admin.display(description=_("state"), ordering="is_active")
     def state(self, obj: Tenant) -> str:
         if obj.is_active:
             return status_dot(_("active"), "good")
         return status_dot(_("suspended"), "bad", title=obj.suspension_reason)
-
-    @admin.display(description=_("plan"), ordering="_plan")
-    def plan(self, obj: Tenant) -> str:
-        return obj._plan or "—"
-
-    @admin.display(description=_("chips"), ordering="_chips")
-    def chips(self, obj: Tenant) -> str:
-        url = self._changelist_url("chips", "chip")
-        return format_html('<a href="{}?tenant__id__exact={}">{}</a>', url, obj.pk, obj._chips) if url else obj._chips
-
-    @admin.display(description=_("messages this month"), ordering="_used")
-    def usage(self, obj: Tenant) -> str:
-        if obj._quota is None:
-            return number_format(obj._used)
-        return f"{number_format(obj._used)} / {number_format(obj._quota)}"
-
-    @admin.display(description=_("payments received"), ordering="_paid")
-    def payments(self, obj: Tenant) -> str:
-        label = ngettext("%(n)d paid, R$ %(total)s", "%(n)d paid, R$ %(total)s", obj._payments) % {
-            "n": obj._payments, "total": number_format(obj._paid, 2, force_grouping=True)
-        }
-        url = self._changelist_url("billing", "payment")
-        return format_html('<a href="{}?tenant__id__exact={}">{}</a>', url, obj.pk, label) if url else label
-
-    @staticmethod
-    def _changelist_url(app_label: str, model_name: str) -> str:
-        try:
-            return reverse(f"admin:{app_label}_{model_name}_changelist")
-        except NoReverseMatch:
-            return ""
 
     # --- suspension ---
 

@@ -13,11 +13,9 @@ from django.utils.text import slugify
 from django.utils.translation import gettext as _
 from django_scopes import scopes_disabled
 
-from billing.services import start_free_plan
-
 from . import audit
 from .models import ApiKey, Invitation, Membership, Role, SuspensionKind, Tenant, User
-from .signals import tenant_reactivated, tenant_suspended
+from .signals import tenant_created, tenant_reactivated, tenant_suspended
 
 
 class AccountError(Exception):
@@ -41,13 +39,14 @@ def unique_slug(name: str) -> str:
 
 @transaction.atomic
 def sign_up(*, email: str, password: str, full_name: str, company: str) -> tuple[User, Tenant]:
-    """Create the user, their tenant, the owner membership and the FREE subscription; e-mail the
-    link that confirms the address (once the transaction commits)."""
+    """Create the user, their tenant and the owner membership, and announce the tenant (tenant_created:
+    billing starts its FREE subscription); e-mail the link that confirms the address (once the
+    transaction commits)."""
     user = User.objects.create_user(email=email, password=password, full_name=full_name)
     tenant = Tenant.objects.create(name=company, slug=unique_slug(company))
     with scopes_disabled():
         Membership.objects.create(tenant=tenant, user=user, role=Role.OWNER)
-    start_free_plan(tenant)
+    tenant_created.send(sender=Tenant, tenant=tenant, by=user)
     transaction.on_commit(lambda: send_email_confirmation(user))
     return user, tenant
 

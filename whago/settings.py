@@ -79,6 +79,7 @@ INSTALLED_APPS = [
     "proxies",
     "billing",
     "chips",
+    "whago.console",  # the one place that imports every app (dashboard, tenant list, front page): last
 ]
 
 MIDDLEWARE = [

@@ -6,12 +6,13 @@ from django.templatetags.static import static
 from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerSplitView
 
-from . import dashboard, health, views
+from . import health, views
 from .api import Me
 from .forms import LoginForm
 
 urlpatterns = [
-    path("", views.landing, name="landing"),
+    # The front page and the operations dashboard read several apps: whago.console (named, not imported).
+    path("", include("whago.console.urls")),
     path("healthz", health.healthz, name="healthz"),
     # Browsers ask for /favicon.ico on pages without an icon link (the admin's, the receipt).
     path("favicon.ico", lambda request: HttpResponsePermanentRedirect(static("img/favicon.svg"))),
@@ -54,6 +55,5 @@ urlpatterns = [
     # Its script is served from ?script and its style from static/: the CSP allows neither inline.
     path("api/docs/", SpectacularSwaggerSplitView.as_view(url_name="api_schema", template_name="api/swagger_ui.html"),
          name="api_docs"),
-    path("admin/dashboard/", admin.site.admin_view(dashboard.dashboard), name="ops_dashboard"),
     path("admin/", admin.site.urls),
 ]

@@ -1,4 +1,4 @@
-"""Public pages, sign-up, the tenant's dashboard and settings."""
+"""Sign-up, the tenant's dashboard and settings (the public front page is whago.console.views)."""
 import secrets
 import time
 
@@ -13,8 +13,6 @@ from django.views.decorators.http import require_POST
 from django_ratelimit.decorators import ratelimit
 from django_scopes import scopes_disabled
 
-from billing.models import Plan
-
 from . import ratelimits, services
 from .admin_site import operator_required
 from .forms import ApiKeyForm, InviteForm, SignUpForm, TenantSettingsForm
@@ -23,11 +21,6 @@ from .tasks import ping
 from .tenancy import activate_tenant, manager_required, tenant_required
 
 AUTH_BACKEND = "django.contrib.auth.backends.ModelBackend"
-
-
-def landing(request: HttpRequest) -> HttpResponse:
-    plans = Plan.objects.filter(is_public=True)
-    return render(request, "landing.html", {"plans": plans})
 
 
 @ratelimit(group="signup-address", key="ip", rate=ratelimits.per_address, method="POST", block=False)

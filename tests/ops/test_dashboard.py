@@ -193,7 +193,7 @@ def test_dashboard_chart_in_a_browser(live_server, week_of_samples, page):
 
 
 def test_a_platform_sampled_for_an_hour_gets_a_chart_of_its_recent_hours(make_owner):
-    from whago.dashboard import MIN_CHART_HOURS, charts
+    from whago.console.dashboard import MIN_CHART_HOURS, charts
 
     _, tenant = make_owner()
     container = container_row(tenant, 21831)

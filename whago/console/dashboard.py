@@ -1,7 +1,7 @@
 """The operators' dashboard in the admin: platform totals and the 7-day utilisation chart.
 
-This page knows every app (tenants, billing, chips, waha); it is a view, imported only by
-the URLconf, so whago's models and services still depend on none of them.
+This page knows every app (tenants, billing, chips, waha), which is why it lives in the console
+(whago.console) and not in whago's core.
 """
 from decimal import Decimal
 
@@ -18,9 +18,8 @@ from billing.models import Gateway, Payment, Subscription
 from chips.models import Message
 from waha import ops
 from waha.models import AlertState, ContainerAlert, ContainerStatus, SessionStatus, WahaContainer, WahaSession
-
-from .heartbeats import states as process_states
-from .models import Tenant
+from whago.heartbeats import states as process_states
+from whago.models import Tenant
 
 
 def totals() -> dict:
