@@ -12,7 +12,7 @@ import time
 
 from django.conf import settings
 from django.utils import timezone
-from django_scopes import scopes_disabled
+from django_scopes import scope, scopes_disabled
 
 from billing import limits as plan_limits
 
@@ -252,21 +252,21 @@ def delete_container(container: WahaContainer, volume: bool = False) -> None:
     log.info("deleted WAHA container %s (volume %s)", container.name, "removed" if volume else "kept")
 
 
-def resize_containers(tenant_id: int) -> list[str]:
-    """Apply the tenant's plan limits (memory, CPUs) to its containers; returns their names."""
-    with scopes_disabled():
-        containers = list(WahaContainer.objects.filter(tenant_id=tenant_id).select_related("tenant"))
-    resized = []
-    for container in containers:
-        resources = plan_limits.container_resources(container.tenant)
-        if resources is None:
-            continue
-        container.memory_mb, container.cpus = resources.memory_mb, resources.cpus
-        with scopes_disabled():
+def resize_containers(tenant) -> list[str]:
+    """Apply the tenant's plan limits (memory, CPUs) to its own containers (tenant: a Tenant or its
+    pk; read in its scope); returns their names."""
+    with scope(tenant=getattr(tenant, "pk", tenant)):
+        containers = list(WahaContainer.objects.select_related("tenant"))
+        resized = []
+        for container in containers:
+            resources = plan_limits.container_resources(container.tenant)
+            if resources is None:
+                continue
+            container.memory_mb, container.cpus = resources.memory_mb, resources.cpus
             WahaContainer.objects.filter(pk=container.pk).update(memory_mb=container.memory_mb, cpus=container.cpus)
-        if container.runtime_id and container.status == ContainerStatus.RUNNING:
-            runtime_of(container).resize(container.runtime_id, *limits_of(container))
-        resized.append(container.name)
+            if container.runtime_id and container.status == ContainerStatus.RUNNING:
+                runtime_of(container).resize(container.runtime_id, *limits_of(container))
+            resized.append(container.name)
     return resized
 
 

@@ -23,4 +23,4 @@ def start_reactivated_tenant(sender, tenant, by=None, **kwargs) -> None:
 @receiver(plan_changed, dispatch_uid="waha.resize_on_plan_change")
 def resize_on_plan_change(sender, tenant, **kwargs) -> None:
     """The tenant's containers get the new plan's memory and CPUs (the worker holds the engine)."""
-    tasks.resize_containers.delay(tenant.pk)
+    tasks.resize_containers.delay(tenant_id=tenant.pk)

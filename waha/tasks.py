@@ -15,6 +15,7 @@ from django_scopes import scopes_disabled
 
 from whago import audit
 from whago.pruning import cutoff, prune
+from whago.tasks import TenantTask
 
 from . import manager, ops
 from .client import ContainerUnreachable, WahaServerError
@@ -25,10 +26,11 @@ from .runtime import RuntimeFailure
 TRANSIENT = (ContainerUnreachable, WahaServerError, manager.ContainerNotReady)
 
 
-@shared_task(autoretry_for=(*TRANSIENT, RuntimeFailure), retry_backoff=5, retry_kwargs={"max_retries": 5})
-def resize_containers(tenant_id: int) -> list[str]:
-    """Apply the tenant's plan limits to its containers."""
-    return manager.resize_containers(tenant_id)
+@shared_task(base=TenantTask, autoretry_for=(*TRANSIENT, RuntimeFailure), retry_backoff=5,
+             retry_kwargs={"max_retries": 5})
+def resize_containers(tenant) -> list[str]:
+    """Apply the tenant's plan limits to its containers (queued with tenant_id=)."""
+    return manager.resize_containers(tenant)
 
 
 @shared_task(autoretry_for=TRANSIENT, retry_backoff=5, retry_kwargs={"max_retries": 3})
