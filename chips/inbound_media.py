@@ -11,23 +11,34 @@ refused without a request (no SSRF through a forged or misconfigured webhook). R
 followed, the size is bounded by CHIPS_INBOUND_MEDIA_MAX_MB (Content-Length and the bytes read),
 each request by CHIPS_INBOUND_MEDIA_TIMEOUT_SECONDS. Transport errors and 5xx are retried by the
 task with backoff; storing is done once per message (row lock, file field empty).
+
+The fetch is queued when the webhook's transaction commits; while the broker is down that task is
+lost. Beat's requeue_lost_media (every minute) queues it again for a received file that has neither
+its file nor an error CHIPS_INBOUND_MEDIA_LOST_SECONDS after its webhook, with the URL read back from
+the stored `message` webhook (the Message row does not keep it); at most once per retry span each.
 """
 from __future__ import annotations
 
+import hashlib
 import logging
 import mimetypes
 import posixpath
+from datetime import timedelta
 from urllib.parse import urlsplit
 
+from celery import shared_task
 from django.conf import settings
+from django.core.cache import cache
 from django.core.files.base import ContentFile
 from django.db import transaction
+from django.utils import timezone
 from django.utils.text import get_valid_filename
 from django_scopes import scopes_disabled
 
 from waha.client import ContainerUnreachable, WahaClient, WahaError
+from waha.models import WahaContainer, WebhookEvent
 
-from .models import Message
+from .models import Chip, Message
 
 log = logging.getLogger(__name__)
 
@@ -130,3 +141,81 @@ def _store(message_id: int, url: str, data: bytes) -> str:
         message.error = ""
         message.save(update_fields=["media", "error"])
     return "stored"
+
+
+# --- the task (name kept as chips.tasks.fetch_inbound_media for queued tasks) ---------------------
+
+INBOUND_MEDIA_RETRIES = 5
+
+
+@shared_task(name="chips.tasks.fetch_inbound_media", bind=True, acks_late=True, max_retries=INBOUND_MEDIA_RETRIES)
+def fetch_inbound_media(self, message_id: int, url: str) -> str:
+    """Download a received message's file from its chip's WAHA server (retried with backoff while the
+    server does not answer; then the thread says the file is not available)."""
+    try:
+        return download(message_id, url)
+    except Transient as exc:
+        if self.request.retries < self.max_retries:
+            wait = min(settings.CHIPS_INBOUND_MEDIA_BACKOFF_SECONDS * 2**self.request.retries, 300)
+            raise self.retry(exc=exc, countdown=wait) from exc
+        give_up(message_id)
+        return UNAVAILABLE
+
+
+# --- fetches lost with their task (queued on commit while the broker was down) ----------------
+
+# Webhooks older than this are not looked at: WAHA keeps a file WHATSAPP_FILES_LIFETIME (180 s).
+REQUEUE_WINDOW = timedelta(hours=1)
+REQUEUE_BATCH = 500
+
+
+def _retry_span() -> float:
+    """Seconds a fetch task may still be at work (every attempt's timeout and every backoff)."""
+    backoff = sum(min(settings.CHIPS_INBOUND_MEDIA_BACKOFF_SECONDS * 2**n, 300) for n in range(INBOUND_MEDIA_RETRIES))
+    return backoff + (INBOUND_MEDIA_RETRIES + 1) * settings.CHIPS_INBOUND_MEDIA_TIMEOUT_SECONDS
+
+
+def lost_fetches(now=None) -> list[tuple[int, str]]:
+    """(message id, media url) of the received files whose fetch never ended: a stored `message` webhook
+    with a media url, received between REQUEUE_WINDOW and CHIPS_INBOUND_MEDIA_LOST_SECONDS ago, whose
+    message has neither its file nor an error. Read per container (its received_at index), the messages
+    by their (chip, direction, waha_id) index."""
+    now = now or timezone.now()
+    newest = now - timedelta(seconds=settings.CHIPS_INBOUND_MEDIA_LOST_SECONDS)
+    found: list[tuple[int, str]] = []
+    with scopes_disabled():
+        for container_id in WahaContainer.objects.values_list("pk", flat=True):
+            urls: dict[str, str] = {}
+            events = WebhookEvent.objects.filter(
+                container_id=container_id, received_at__gte=now - REQUEUE_WINDOW, received_at__lt=newest,
+                event="message").values_list("payload", flat=True)
+            for body in events.iterator():
+                message = body.get("payload") if isinstance(body, dict) else None
+                if isinstance(message, dict) and not message.get("fromMe"):
+                    url = expected(message)[1]
+                    if url and message.get("id"):
+                        urls[str(message["id"])[:200]] = url
+            if not urls:
+                continue
+            chips = Chip.all_objects.filter(waha_session__container_id=container_id).values_list("pk", flat=True)
+            waiting = Message.objects.filter(chip_id__in=list(chips), direction=Message.Direction.IN,
+                                             waha_id__in=list(urls), media="", error="")
+            found += [(pk, urls[waha_id]) for pk, waha_id in waiting.values_list("pk", "waha_id")]
+            if len(found) >= REQUEUE_BATCH:
+                break
+    return found[:REQUEUE_BATCH]
+
+
+@shared_task(name="chips.tasks.requeue_lost_media", expires=50)
+def requeue_lost_media() -> int:
+    """Beat: queue again the file fetches whose task was lost; a message at most once per retry span
+    (a fetch still retrying is not doubled every minute; a doubled one stores the file once anyway)."""
+    queued = 0
+    for message_id, url in lost_fetches():
+        marker = hashlib.sha256(f"{message_id} {url}".encode()).hexdigest()[:32]
+        if cache.add(f"chips:inbound-media-requeued:{marker}", 1, timeout=_retry_span()):
+            fetch_inbound_media.delay(message_id, url)
+            queued += 1
+    if queued:
+        log.warning("requeued %s received file fetch(es) whose task was lost", queued)
+    return queued

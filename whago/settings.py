@@ -301,6 +301,7 @@ CELERY_BEAT_SCHEDULE = {
     "chips: provisioning sweep": {"task": "chips.tasks.provision_sweep", "schedule": 60},
     "chips: prune webhook deliveries": {"task": "chips.tasks.prune_webhook_deliveries", "schedule": 3600},
     "chips: redeliver lost webhooks": {"task": "chips.tasks.redeliver_webhooks", "schedule": 60},
+    "chips: requeue lost media fetches": {"task": "chips.tasks.requeue_lost_media", "schedule": 60},
     "proxies: health sweep": {"task": "proxies.tasks.check_proxies", "schedule": 60},
     "billing: expire subscriptions": {"task": "billing.tasks.expire_subscriptions", "schedule": 3600},
     "whago: prune audit log": {"task": "whago.tasks.prune_audit_log", "schedule": 3600},
@@ -533,6 +534,9 @@ DATA_UPLOAD_MAX_MEMORY_SIZE = CHIPS_MAX_MEDIA_BYTES * 4 // 3 + 1024 * 1024
 CHIPS_INBOUND_MEDIA_MAX_MB = env.float("CHIPS_INBOUND_MEDIA_MAX_MB", default=16.0)
 CHIPS_INBOUND_MEDIA_TIMEOUT_SECONDS = env.float("CHIPS_INBOUND_MEDIA_TIMEOUT_SECONDS", default=30.0)
 CHIPS_INBOUND_MEDIA_BACKOFF_SECONDS = env.float("CHIPS_INBOUND_MEDIA_BACKOFF_SECONDS", default=10.0)
+# A received file with neither its file nor an error this long after its webhook lost its fetch task
+# (queued while the broker was down): beat's 'chips: requeue lost media fetches' queues it again.
+CHIPS_INBOUND_MEDIA_LOST_SECONDS = env.float("CHIPS_INBOUND_MEDIA_LOST_SECONDS", default=120.0)
 # Seconds between the portal's refreshes of a chip's status and QR code (htmx polling).
 CHIPS_POLL_SECONDS = env.float("CHIPS_POLL_SECONDS", default=2.0)
 # Crash tests only: seconds a send task sleeps right after WAHA accepted the message and

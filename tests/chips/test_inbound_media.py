@@ -8,16 +8,19 @@ as the container would; the download runs as the Celery task (eagerly, in the te
 import base64
 import itertools
 import threading
+from datetime import timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 from django.test import Client
 from django.urls import reverse
+from django.utils import timezone
 from django_scopes import scopes_disabled
 
 from chips import inbound_media
 from chips.models import Message
 from tests.waha.conftest import simulator_factory  # noqa: F401 - fixture
+from waha.models import WebhookEvent
 
 from .conftest import placed_chip, png_bytes, post_event
 
@@ -229,3 +232,50 @@ def test_a_failing_server_is_tried_again_then_the_file_is_said_unavailable(waha,
         assert message.media.read() == photo and message.error == ""
     else:
         assert not message.media and message.error == outcome
+
+
+def test_a_fetch_lost_with_its_task_is_queued_again_by_the_sweep(waha, eager, settings):
+    """The fetch is queued when the webhook commits; with the broker down that task is lost (here: the
+    on-commit callbacks never run). Beat's sweep finds the file still missing and queues it again, with
+    the URL of the stored webhook; only once, and not before CHIPS_INBOUND_MEDIA_LOST_SECONDS."""
+    sim, chip, _client = waha
+    photo = png_bytes("red")
+    payload = contact_sends(sim, chip, photo)
+    contact_sends(sim, chip, hasMedia=True)  # no url: said unavailable at once, nothing to queue
+    with eager(execute=False):  # the webhook is stored and the message recorded; the fetch task is lost
+        response = post_event(Client(), chip, "message", payload, f"evt_media_{next(_events)}")
+    assert response.status_code == 200
+    [message] = received(chip)
+    assert not message.media and message.error == "" and served(sim) == 0
+
+    settings.CHIPS_INBOUND_MEDIA_LOST_SECONDS = 60
+    assert inbound_media.requeue_lost_media() == 0  # too early: its task may still be at work
+    with scopes_disabled():
+        WebhookEvent.objects.filter(event="message").update(received_at=timezone.now() - timedelta(seconds=90))
+    assert inbound_media.lost_fetches() == [(message.pk, payload["media"]["url"])]
+
+    assert inbound_media.requeue_lost_media() == 1
+    message.refresh_from_db()
+    assert message.media.read() == photo and message.error == "" and served(sim) == 1
+    assert inbound_media.lost_fetches() == [] and inbound_media.requeue_lost_media() == 0
+
+
+def test_a_lost_fetch_is_queued_again_once_per_retry_span(waha, eager, settings):
+    """A fetch the sweep queued that is still retrying (the server does not answer) is not queued again
+    every minute; when the server's file is gone the fetch settles it as unavailable."""
+    sim, chip, _client = waha
+    payload = contact_sends(sim, chip, png_bytes("gray"))
+    with eager(execute=False):
+        post_event(Client(), chip, "message", payload, f"evt_media_{next(_events)}")
+    settings.CHIPS_INBOUND_MEDIA_LOST_SECONDS = 0
+    [message] = received(chip)
+    sim.stop()  # the server does not answer: every attempt of the queued fetch fails (eager: retries inline)
+    settings.CHIPS_INBOUND_MEDIA_BACKOFF_SECONDS = 0
+    settings.CHIPS_INBOUND_MEDIA_TIMEOUT_SECONDS = 1
+    assert inbound_media.requeue_lost_media() == 1
+    message.refresh_from_db()
+    assert not message.media and message.error == inbound_media.UNAVAILABLE  # retried, then given up
+    with scopes_disabled():  # as if it were still waiting: the marker keeps it from a second queueing
+        Message.objects.filter(pk=message.pk).update(error="")
+    assert inbound_media.lost_fetches() == [(message.pk, payload["media"]["url"])]
+    assert inbound_media.requeue_lost_media() == 0
