@@ -15,25 +15,27 @@ Recipients: pending → claimed → sent | failed | skipped
     2. consent and opt-out are read again: no consent or unsubscribed → skipped.
     3. quota: billing.limits.reserve_messages for the batch; none left → the campaign is
        paused with the reason and the claims go back to pending.
-    4. the Message is created with the idempotency key campaign-<id>-recipient-<id>
-       (unique per tenant: one live message per recipient) and linked to the recipient,
-       in one transaction, only while the lane still holds the claim.
-    5. chips.services.deliver sends it: the attempt is committed before the HTTP call, so a
-       repeated delivery can tell it may already have been sent (see chips.services).
-    6. the recipient takes the message's outcome, only if it still holds the lane's token.
+    4. the messages are created with the idempotency key campaign-<id>-recipient-<id>
+       (unique per tenant: one live message per recipient), already leased by the lane's
+       Sender (chips/sending.py: that is their claim), and linked to the recipients, in one
+       transaction, only while the lane still holds the claims.
+    5. the Sender hands them to WAHA one by one and records the outcomes in batches;
+    6. with each record, the recipients take their messages' outcome (only while they still
+       hold the lane's token): a few statements per batch, none per message.
 
 Crashes
     A lane killed anywhere leaves claimed rows whose lane lease expires. kick() — beat, every
     few seconds, safe to run concurrently — recovers them by looking at the message: none, or
-    never attempted → deleted (quota given back) and the recipient pending again; sent → sent;
-    attempted but never answered → deliver() marks it failed as "may have been sent" rather
-    than sending it twice. Then it relaunches lanes whose lease expired. A task delivered
-    twice finds the lease taken or the recipients no longer pending, and does nothing.
+    not held and not handed over → deleted (quota given back) and the recipient pending again;
+    sent or failed → the recipient takes that; leased by a dead sender → settled from evidence
+    first (chips.sending.settle: WAHA's acks and record of the chat; never sent twice). Then it
+    relaunches lanes whose lease expired. A task delivered twice finds the lease taken or the
+    recipients no longer pending, and does nothing.
 
 Pace
-    ChipPace.next_send_at per chip, row-locked: a send starts only when the chip's slot is
-    due and pushes it one interval (60 / messages per minute) further, whatever the number
-    of lanes, campaigns and workers using that chip.
+    ChipPace.next_send_at per chip, taken by a conditional update: a send starts only when the
+    chip's slot is due and pushes it one interval (60 / messages per minute) further, whatever
+    the number of lanes, campaigns and workers using that chip.
 """
 from __future__ import annotations
 
@@ -43,6 +45,7 @@ import uuid
 from datetime import timedelta
 from functools import partial
 
+from celery import shared_task
 from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.db.models import CharField, OuterRef, Q, Subquery, Value
@@ -54,7 +57,7 @@ from django_scopes import scopes_disabled
 from billing import limits
 from waha.models import WahaSession
 
-from . import campaigns, services
+from . import campaigns, sending
 from .models import Campaign, CampaignChip, CampaignRecipient, Chip, ChipPace, Message
 
 log = logging.getLogger(__name__)
@@ -99,8 +102,6 @@ def release(campaign_id: int, chip_id: int, token: uuid.UUID) -> None:
 
 def launch_lanes(campaign: Campaign) -> int:
     """Start a lane (after commit) for each WORKING chip of a running campaign whose lane is free."""
-    from . import tasks
-
     if campaign.status != RUNNING or not campaign.in_window():
         return 0
     launched = 0
@@ -114,7 +115,7 @@ def launch_lanes(campaign: Campaign) -> int:
     for chip_id in chip_ids:
         token = uuid.uuid4()
         if acquire(campaign.pk, chip_id, token):
-            transaction.on_commit(partial(tasks.run_campaign_lane.delay, campaign.pk, chip_id, str(token)))
+            transaction.on_commit(partial(run_campaign_lane.delay, campaign.pk, chip_id, str(token)))
             launched += 1
     return launched
 
@@ -122,27 +123,24 @@ def launch_lanes(campaign: Campaign) -> int:
 def take_slot(chip_id: int, interval: float) -> float:
     """0.0 when the chip may start a send now (its next slot moves one interval on), else seconds to wait."""
     now = _now()
-    with scopes_disabled(), transaction.atomic():
-        pace = ChipPace.objects.select_for_update().filter(chip_id=chip_id).first()
-        if pace is None:
+    following = now + timedelta(seconds=interval)
+    with scopes_disabled():
+        if ChipPace.objects.filter(chip_id=chip_id, next_send_at__lte=now).update(next_send_at=following):
+            return 0.0
+        due = ChipPace.objects.filter(chip_id=chip_id).values_list("next_send_at", flat=True).first()
+        if due is None:
             try:
                 with transaction.atomic():
-                    ChipPace.objects.create(chip_id=chip_id, next_send_at=now + timedelta(seconds=interval))
+                    ChipPace.objects.create(chip_id=chip_id, next_send_at=following)
                 return 0.0
-            except IntegrityError:
-                pace = ChipPace.objects.select_for_update().get(chip_id=chip_id)
-        if pace.next_send_at > now:
-            return (pace.next_send_at - now).total_seconds()
-        pace.next_send_at = now + timedelta(seconds=interval)
-        pace.save(update_fields=["next_send_at"])
-        return 0.0
+            except IntegrityError:  # another lane created it a moment ago: its slot is taken
+                return interval
+    return max(0.0, (due - now).total_seconds())
 
 
 def _continue_later(campaign_id: int, chip_id: int, token: uuid.UUID, countdown: float = 0.0) -> None:
-    from . import tasks
-
     acquire(campaign_id, chip_id, token, hold=countdown + settings.CAMPAIGN_LEASE_SECONDS)
-    tasks.run_campaign_lane.apply_async((campaign_id, chip_id, str(token)), countdown=countdown)
+    run_campaign_lane.apply_async((campaign_id, chip_id, str(token)), countdown=countdown)
 
 
 def run_lane(campaign_id: int, chip_id: int, token: str | uuid.UUID) -> None:
@@ -220,8 +218,10 @@ def _unclaim(recipient_ids: list[int], token: uuid.UUID) -> None:
         status=R.PENDING, claim_token=None, claimed_at=None, chip=None)
 
 
-def _create_messages(campaign: Campaign, chip: Chip, items: list, token: uuid.UUID, reservation) -> list[tuple]:
-    """Create the messages of the claimed recipients still held by this lane; returns (recipient, message)."""
+def _create_messages(campaign: Campaign, chip: Chip, items: list, token: uuid.UUID, reservation,
+                     sender: sending.Sender) -> list[tuple]:
+    """Create the messages of the claimed recipients still held by this lane, leased by its sender;
+    returns (recipient, message)."""
     media = campaign.media.name if campaign.media else ""
     kind = campaign.media_kind if media else Message.Kind.TEXT
     with transaction.atomic():
@@ -231,26 +231,37 @@ def _create_messages(campaign: Campaign, chip: Chip, items: list, token: uuid.UU
             .values_list("pk", flat=True)
         )
         items = [(r, text) for r, text in items if r.pk in mine]
+        lease = sender.lease_fields()
         messages = [
             Message(
                 tenant=campaign.tenant, chip=chip, direction=Message.Direction.OUT, peer=r.phone,
                 peer_name=r.name[:128], kind=kind, body=text, media=media, media_name=campaign.media_name,
                 media_mimetype=campaign.media_mimetype, status=Message.Status.QUEUED, reservation=reservation,
-                source=f"campaign:{campaign.pk}", idempotency_key=recipient_key(campaign.pk, r.pk),
+                source=f"campaign:{campaign.pk}", idempotency_key=recipient_key(campaign.pk, r.pk), **lease,
             )
             for r, text in items
         ]
         Message.objects.bulk_create(messages)
         for (recipient, _text), message in zip(items, messages, strict=True):
             recipient.message_id = message.pk
+            message.chip = chip
         # Each recipient finds its message by its idempotency key (one indexed lookup each, one statement).
         key = Concat(Value(recipient_key(campaign.pk, "")), Cast(OuterRef("pk"), CharField()))
         CampaignRecipient.objects.filter(pk__in=[r.pk for r, _text in items]).update(message_id=Subquery(
             Message.objects.filter(tenant_id=campaign.tenant_id, idempotency_key=key).values("pk")[:1]))
+    sender.hold(messages)
     unused = reservation.quantity - len(items)
     if unused > 0:
         limits.release_reservation(reservation, unused)
     return [(r, m) for (r, _text), m in zip(items, messages, strict=True)]
+
+
+def _recipients_follow(token: uuid.UUID):
+    """The on_record hook of a lane's sender: recipients take their messages' recorded outcome."""
+    def follow(messages: list[Message]) -> None:
+        _settle_batch([m.pk for m in messages if m.status in SENT_STATUSES],
+                      [m.pk for m in messages if m.status == Message.Status.FAILED], token)
+    return follow
 
 
 def send_batch(campaign: Campaign, chip: Chip, token: uuid.UUID, size: int) -> str:
@@ -286,11 +297,12 @@ def send_batch(campaign: Campaign, chip: Chip, token: uuid.UUID, size: int) -> s
     if reservation is None:
         return STOP
     items = items[:reservation.quantity]
-    pairs = _create_messages(campaign, chip, items, token, reservation)
+    sender = sending.Sender(on_record=_recipients_follow(token))
+    pairs = _create_messages(campaign, chip, items, token, reservation, sender)
     session = WahaSession.objects.select_related("container").filter(pk=chip.waha_session_id).first()
-    sent, outcome, checked = [], DONE, time.monotonic()
-    with services.Sender() as sender:
-        for position, (recipient, message) in enumerate(pairs):
+    outcome, checked, refused, unsent = DONE, time.monotonic(), [], []
+    with sender:
+        for position, (_recipient, message) in enumerate(pairs):
             if time.monotonic() - checked > 0.5:
                 # Between two sends of a large batch: a pause, a cancel or a chip going down takes effect
                 # now, and the lease is renewed.
@@ -298,21 +310,18 @@ def send_batch(campaign: Campaign, chip: Chip, token: uuid.UUID, size: int) -> s
                 acquire(campaign.pk, chip.pk, token)
                 stopped = Campaign.objects.filter(pk=campaign.pk).values_list("status", flat=True).first() != RUNNING
                 if stopped or not Chip.objects.filter(pk=chip.pk, status=Chip.Status.WORKING).exists():
-                    sender.finish()  # the last message sent goes on record first
-                    for rest, rest_message in pairs[position:]:
-                        _requeue(rest.pk, rest_message.pk, token, count_retry=False)
-                    outcome = STOP
+                    unsent, outcome = pairs[position:], STOP
                     break
-            if session is None or _send(sender, message, session):
-                # deliver() wants a retry later: the message never reached WhatsApp because the chip or its
-                # server refused it. Another chip may take it now; this lane stops for a while.
-                _requeue(recipient.pk, message.pk, token, count_retry=True)
-                for rest, rest_message in pairs[position + 1:]:
-                    _requeue(rest.pk, rest_message.pk, token, count_retry=False)
-                outcome = CHIP_DOWN
+            if sender.send(message, session) == sending.RETRY:
+                # The message never reached WhatsApp: the chip or its server refused it. Another chip may
+                # take it now; this lane stops for a while.
+                refused, unsent, outcome = [pairs[position]], pairs[position + 1:], CHIP_DOWN
                 break
-            sent.append(recipient.pk)
-    _settle_batch(sent, token)
+        sender.release([m for _r, m in unsent])
+    for recipient, message in refused:
+        _requeue(recipient.pk, message.pk, token, count_retry=True)
+    for recipient, message in unsent:
+        _requeue(recipient.pk, message.pk, token, count_retry=False)
     return outcome
 
 
@@ -337,29 +346,16 @@ def _reserve(campaign: Campaign, items: list, token: uuid.UUID):
     return None
 
 
-def _send(sender: services.Sender, message: Message, session: WahaSession | None) -> bool:
-    """chips.services.deliver() for a message this lane just created, which it already holds in memory.
-
-    The same claim, call and records (services.Sender). Returns True when the message must be
-    tried again later because it provably never reached WhatsApp.
-    """
-    claim = sender.claim(message.pk)
-    if claim is None:
-        return False  # another sender has it
-    return sender.attempt(message, session, claim) is not None
-
-
-def _settle_batch(recipient_ids: list[int], token: uuid.UUID) -> None:
-    """Give the recipients of a batch their messages' outcome, in two statements."""
-    if not recipient_ids:
-        return
-    mine = CampaignRecipient.objects.filter(pk__in=recipient_ids, claim_token=token, status=R.CLAIMED)
+def _settle_batch(sent_ids: list[int], failed_ids: list[int], token: uuid.UUID) -> None:
+    """Give the recipients of recorded messages their outcome (a statement per outcome, none per message)."""
     message = Message.objects.filter(pk=OuterRef("message_id"))
-    mine.filter(message__status__in=SENT_STATUSES).update(
-        status=R.SENT, claim_token=None, error="", sent_at=Subquery(message.values("sent_at")[:1]))
-    mine.filter(message__status=Message.Status.FAILED).update(
-        status=R.FAILED, claim_token=None, error=Subquery(message.values("error")[:1]))
-    # Anything else is still being handled by deliver() elsewhere: recover() settles it later.
+    if sent_ids:
+        CampaignRecipient.objects.filter(message_id__in=sent_ids, claim_token=token, status=R.CLAIMED).update(
+            status=R.SENT, claim_token=None, error="", sent_at=Subquery(message.values("sent_at")[:1]))
+    if failed_ids:
+        CampaignRecipient.objects.filter(message_id__in=failed_ids, claim_token=token, status=R.CLAIMED).update(
+            status=R.FAILED, claim_token=None, error=Subquery(message.values("error")[:1]))
+    # Anything else (in doubt) is settled from evidence by the send sweep, then by recover().
 
 
 def _drop_unsent(message: Message) -> None:
@@ -371,16 +367,16 @@ def _drop_unsent(message: Message) -> None:
 
 
 def _requeue(recipient_id: int, message_id: int, token: uuid.UUID, count_retry: bool) -> None:
-    """Give a claimed recipient whose message was never attempted back to the pending pool."""
+    """Give a claimed recipient whose message never reached WhatsApp back to the pending pool."""
     with transaction.atomic():
         message = (
             Message.objects.select_for_update(skip_locked=True, of=("self",)).select_related("reservation")
-            .filter(pk=message_id, status=Message.Status.QUEUED, attempted_at__isnull=True).first()
+            .filter(pk=message_id, status=Message.Status.QUEUED, lease_token__isnull=True).first()
         )
         recipient = CampaignRecipient.objects.select_for_update().filter(
             pk=recipient_id, claim_token=token, status=R.CLAIMED).first()
         if message is None or recipient is None:
-            return  # being sent right now, or no longer this lane's: the owner settles it
+            return  # held by a sender right now, or no longer this lane's: the owner settles it
         reason = message.error
         _drop_unsent(message)
         retries = recipient.retries + (1 if count_retry else 0)
@@ -415,8 +411,12 @@ def _back_to_pool(recipient: CampaignRecipient, campaign_status: str) -> None:
 
 def recover(recipient_id: int, token: uuid.UUID) -> bool:
     """Settle a claim whose lane died, from what its message shows; True when it changed."""
-    in_doubt = None
     with scopes_disabled():
+        message_id_ = CampaignRecipient.objects.filter(
+            pk=recipient_id, status=R.CLAIMED, claim_token=token).values_list("message_id", flat=True).first()
+        if message_id_ is not None:
+            # Leased by a sender that is gone: settled from evidence first (never a second send).
+            sending.settle(message_id_)
         with transaction.atomic():
             recipient = (
                 CampaignRecipient.objects.select_for_update(skip_locked=True)
@@ -435,21 +435,12 @@ def recover(recipient_id: int, token: uuid.UUID) -> bool:
             )
             if message is None:
                 return False  # a sender holds it right now
-            if message.status == Message.Status.QUEUED and message.attempted_at is None:
+            if message.status == Message.Status.QUEUED:
+                if message.lease_token is not None:
+                    return False  # still leased (a live sender, or WAHA not asked yet): later
                 _drop_unsent(message)
                 _back_to_pool(recipient, recipient.campaign.status)
                 return True
-            if message.status == Message.Status.QUEUED:
-                in_doubt = message.pk
-            else:
-                _settle_from(recipient, message, token)
-                return True
-        # Attempted, and its sender is gone: deliver() decides (never a second send).
-        services.deliver(in_doubt)
-        with transaction.atomic():
-            message = Message.objects.get(pk=in_doubt)
-            if message.status == Message.Status.QUEUED:
-                return False
             _settle_from(recipient, message, token)
     return True
 
@@ -507,3 +498,18 @@ def kick() -> dict:
                 with transaction.atomic():
                     result["lanes"] += launch_lanes(campaign)
     return result
+
+
+# --- tasks ------------------------------------------------------------------------------------------
+
+
+@shared_task(name="chips.tasks.run_campaign_lane", acks_late=True)
+def run_campaign_lane(campaign_id: int, chip_id: int, token: str) -> None:
+    """Send a running campaign's recipients through one chip for one slice of time."""
+    run_lane(campaign_id, chip_id, token)
+
+
+@shared_task(name="chips.tasks.kick_campaigns", expires=30)
+def kick_campaigns() -> dict:
+    """Beat: start scheduled campaigns, take over the work of dead workers, complete finished campaigns."""
+    return kick()

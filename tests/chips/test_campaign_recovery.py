@@ -13,7 +13,7 @@ from django_scopes import scopes_disabled
 
 from billing import limits
 from billing.models import Reservation, UsageCounter
-from chips import campaigns, contacts, dispatch
+from chips import campaigns, contacts, dispatch, sending
 from chips.models import Campaign, CampaignChip, CampaignRecipient, Message
 
 from .campaignkit import SimChips
@@ -40,7 +40,8 @@ def rows(campaign) -> dict[int, CampaignRecipient]:
 
 
 @pytest.mark.django_db
-def test_the_kick_settles_a_dead_lanes_claims_from_their_messages(make_owner):
+def test_the_kick_settles_a_dead_lanes_claims_from_their_messages(make_owner, settings):
+    settings.CHIPS_SEND_SETTLE_GIVE_UP_SECONDS = 30  # the chip's WAHA does not answer: no record to ask
     _user, tenant = make_owner()
     set_plan(tenant, "BUSINESS")
     chip = placed_chip(tenant)
@@ -56,13 +57,16 @@ def test_the_kick_settles_a_dead_lanes_claims_from_their_messages(make_owner):
         recipients = list(CampaignRecipient.objects.filter(pk__in=ids).order_by("pk"))
         reservation = limits.reserve_messages(tenant, 3)
         pairs = dispatch._create_messages(campaign, chip, [(r, f"Oi {r.pk}") for r in recipients[1:]], token,
-                                          reservation)
+                                          reservation, sending.Sender())
         no_message, never_tried, in_doubt, sent = recipients
-        # Attempted a minute ago by the dead worker, never answered.
+        # Given back by its sender (never handed to WAHA) before the lane died.
+        Message.objects.filter(pk=pairs[0][1].pk).update(lease_token=None, leased_until=None, attempted_at=None,
+                                                         attempts=0)
+        # Handed over a minute ago by the dead worker, never answered (its lease expired since).
         Message.objects.filter(pk=pairs[1][1].pk).update(attempted_at=timezone.now() - timedelta(minutes=1),
-                                                         attempts=1)
+                                                         leased_until=timezone.now() - timedelta(seconds=30))
         Message.objects.filter(pk=pairs[2][1].pk).update(status=Message.Status.SENT, waha_id="true_x_1",
-                                                         sent_at=timezone.now(), attempted_at=timezone.now())
+                                                         sent_at=timezone.now(), lease_token=None, leased_until=None)
         never_tried_message = pairs[0][1].pk
         used = UsageCounter.objects.get(tenant=tenant, period=UsageCounter.Period.DAY).used
 
