@@ -45,7 +45,7 @@ from django_scopes import scopes_disabled
 
 from whago.models import Tenant
 
-from .models import CreditLedger, Plan, Reservation, Subscription, UsageCounter
+from .models import CreditLedger, Plan, Reservation, Subscription, UsageCounter, lock_tenant_billing
 
 
 class QuotaExceeded(Exception):
@@ -170,12 +170,6 @@ def can_send(tenant: Tenant, n: int = 1) -> bool:
     return n <= remaining_quota(tenant)["sendable"]
 
 
-def _lock_tenant_billing(tenant: Tenant) -> None:
-    """The per-tenant lock every quota and ledger writer takes first: the subscription row."""
-    if Subscription.objects.select_for_update(no_key=True).filter(tenant_id=tenant.pk).first() is None:
-        Tenant.objects.select_for_update(no_key=True).filter(pk=tenant.pk).first()
-
-
 def _counter(tenant: Tenant, period: str, starts_on) -> UsageCounter:
     counter, _created = UsageCounter.objects.get_or_create(tenant_id=tenant.pk, period=period, starts_on=starts_on)
     return counter
@@ -194,7 +188,7 @@ def reserve_messages(tenant: Tenant, n: int) -> Reservation:
         raise ValueError("n must be positive")
     today, month = _periods()
     with transaction.atomic(), scopes_disabled():
-        _lock_tenant_billing(tenant)
+        lock_tenant_billing(tenant.pk)
         plan = current_plan(tenant)
         month_counter = _counter(tenant, UsageCounter.Period.MONTH, month)
         day_counter = _counter(tenant, UsageCounter.Period.DAY, today)
@@ -218,40 +212,7 @@ def reserve_messages(tenant: Tenant, n: int) -> Reservation:
 
 def release_reservation(reservation: Reservation, n: int | None = None) -> int:
     """Give back up to n unsent messages of a reservation (all outstanding by default)."""
-    with transaction.atomic(), scopes_disabled():
-        _lock_tenant_billing(reservation.tenant)
-        locked = Reservation.objects.select_for_update().get(pk=reservation.pk)
-        given = _release_locked(locked, n)
-    reservation.released = locked.released
-    return given
-
-
-def _release_locked(reservation: Reservation, n: int | None) -> int:
-    give = reservation.outstanding if n is None else max(0, min(n, reservation.outstanding))
-    if not give:
-        return 0
-    # Credits went in last and come back first: they cost money.
-    credits_back = min(give, reservation.from_credits - min(reservation.released, reservation.from_credits))
-    plan_back = give - credits_back
-    if credits_back:
-        CreditLedger.objects.create(
-            tenant_id=reservation.tenant_id, amount=credits_back, reason=CreditLedger.Reason.RELEASE,
-            note=f"reservation {reservation.pk}",
-        )
-    if plan_back:
-        for period, starts_on in (
-            (UsageCounter.Period.DAY, reservation.day),
-            (UsageCounter.Period.MONTH, reservation.day.replace(day=1)),
-        ):
-            counter = UsageCounter.objects.filter(
-                tenant_id=reservation.tenant_id, period=period, starts_on=starts_on
-            ).first()
-            if counter is not None:
-                counter.used = max(0, counter.used - plan_back)
-                counter.save(update_fields=["used"])
-    reservation.released += give
-    reservation.save(update_fields=["released"])
-    return give
+    return reservation.release(n)
 
 
 def release_messages(tenant: Tenant, n: int) -> int:
@@ -260,14 +221,14 @@ def release_messages(tenant: Tenant, n: int) -> int:
         return 0
     given = 0
     with transaction.atomic(), scopes_disabled():
-        _lock_tenant_billing(tenant)
+        lock_tenant_billing(tenant.pk)
         open_reservations = (
             Reservation.objects.select_for_update()
             .filter(tenant_id=tenant.pk, released__lt=F("quantity"))
             .order_by("-pk")
         )
         for reservation in open_reservations:
-            given += _release_locked(reservation, n - given)
+            given += reservation.release_locked(n - given)
             if given >= n:
                 break
     return given

@@ -3,11 +3,13 @@ import uuid
 from decimal import Decimal
 
 from django.core.exceptions import ValidationError
-from django.db import models
+from django.db import models, transaction
 from django.utils import timezone
 from django.utils.formats import number_format
 from django.utils.translation import gettext_lazy as _
-from django_scopes import ScopedManager
+from django_scopes import ScopedManager, scopes_disabled
+
+from whago.models import Tenant
 
 from .failures import FailureCode, failure_message
 
@@ -244,6 +246,12 @@ class UsageCounter(models.Model):
         return f"{self.tenant} {self.period} {self.starts_on}: {self.used}"
 
 
+def lock_tenant_billing(tenant_id: int) -> None:
+    """The per-tenant lock every quota and ledger writer takes first: the subscription row."""
+    if Subscription.objects.select_for_update(no_key=True).filter(tenant_id=tenant_id).first() is None:
+        Tenant.objects.select_for_update(no_key=True).filter(pk=tenant_id).first()
+
+
 class Reservation(models.Model):
     """Messages counted before they are sent; what is not sent can be given back."""
 
@@ -271,9 +279,40 @@ class Reservation(models.Model):
 
     def release(self, n: int | None = None) -> int:
         """Give back n (default: all outstanding) unsent messages; returns how many."""
-        from .limits import release_reservation
+        with transaction.atomic(), scopes_disabled():
+            lock_tenant_billing(self.tenant_id)
+            locked = Reservation.objects.select_for_update().get(pk=self.pk)
+            given = locked.release_locked(n)
+        self.released = locked.released
+        return given
 
-        return release_reservation(self, n)
+    def release_locked(self, n: int | None) -> int:
+        """release() on a row already locked, its tenant's billing too (lock_tenant_billing)."""
+        give = self.outstanding if n is None else max(0, min(n, self.outstanding))
+        if not give:
+            return 0
+        # Credits went in last and come back first: they cost money.
+        credits_back = min(give, self.from_credits - min(self.released, self.from_credits))
+        plan_back = give - credits_back
+        if credits_back:
+            CreditLedger.objects.create(
+                tenant_id=self.tenant_id, amount=credits_back, reason=CreditLedger.Reason.RELEASE,
+                note=f"reservation {self.pk}",
+            )
+        if plan_back:
+            for period, starts_on in (
+                (UsageCounter.Period.DAY, self.day),
+                (UsageCounter.Period.MONTH, self.day.replace(day=1)),
+            ):
+                counter = UsageCounter.objects.filter(
+                    tenant_id=self.tenant_id, period=period, starts_on=starts_on
+                ).first()
+                if counter is not None:
+                    counter.used = max(0, counter.used - plan_back)
+                    counter.save(update_fields=["used"])
+        self.released += give
+        self.save(update_fields=["released"])
+        return give
 
 
 class GatewayEvent(models.Model):

@@ -1,12 +1,13 @@
 """The operators' console for containers: audited actions run by the worker, log tails, utilisation.
 
-The admin (waha/admin.py) asks and the worker does the work (waha.tasks.run_container_action,
-run_orphan_cleanup, read_container_logs): in production only the worker reaches the Docker
-engine. Every action is an entry of the audit log (whago.AuditLog), written when asked and
-completed by the worker with its result or error.
+The admin (waha/admin.py) asks and the worker does the work (the tasks below, named
+waha.tasks.run_container_action, run_orphan_cleanup, read_container_logs): in production only the
+worker reaches the Docker engine. Every action is an entry of the audit log (whago.AuditLog),
+written when asked and completed by the worker with its result or error.
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 import uuid
@@ -15,6 +16,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
+from celery import shared_task
 from django.conf import settings
 from django.core.cache import cache
 from django.db import transaction
@@ -202,21 +204,17 @@ ORPHAN_CLEANUP = "orphans.cleanup"
 
 def enqueue(container: WahaContainer, action: str, actor=None, **options) -> AuditLog:
     """Record the action in the audit log and hand it to the worker (once the transaction commits)."""
-    from . import tasks
-
     if action not in ACTIONS:
         raise ValueError(f"Unknown container action {action!r}.")
     entry = audit.record(f"container.{action}", actor=actor, target=container, detail={"options": options})
-    transaction.on_commit(lambda: tasks.run_container_action.delay(entry.pk))
+    transaction.on_commit(lambda: run_action.delay(entry.pk))
     return entry
 
 
 def enqueue_orphan_cleanup(actor=None, volumes: bool = False) -> AuditLog:
     """Record an orphan cleanup asked by an operator and hand it to the worker."""
-    from . import tasks
-
     entry = audit.record(ORPHAN_CLEANUP, actor=actor, detail={"options": {"volumes": volumes}})
-    transaction.on_commit(lambda: tasks.run_orphan_cleanup.delay(entry.pk))
+    transaction.on_commit(lambda: run_orphan_cleanup.delay(entry.pk))
     return entry
 
 
@@ -228,6 +226,7 @@ def _running_entry(entry_id: int) -> AuditLog | None:
     return entry
 
 
+@shared_task(name="waha.tasks.run_container_action")
 def run_action(entry_id: int) -> None:
     """Worker side: do the action of an audit entry and complete the entry."""
     entry = _running_entry(entry_id)
@@ -251,8 +250,30 @@ def run_action(entry_id: int) -> None:
     audit.succeed(entry, result, {**(entry.detail or {}), **detail})
 
 
+@contextlib.contextmanager
+def alone(name: str, seconds: int):
+    """Yield True when no other copy of this sweep runs (a slow sweep must not overlap the next)."""
+    key, token = f"waha:sweep:{name}", uuid.uuid4().hex
+    acquired = cache.add(key, token, timeout=seconds)
+    try:
+        yield acquired
+    finally:
+        if acquired and cache.get(key) == token:
+            cache.delete(key)
+
+
+@shared_task(name="waha.tasks.run_orphan_cleanup")
 def run_orphan_cleanup(entry_id: int) -> None:
-    """Worker side: remove labelled containers without a row, recreate rows' lost containers."""
+    """Worker side: an orphan cleanup asked by an operator, never alongside beat's (waha.tasks.cleanup_orphans)."""
+    with alone("orphans", 3000) as first:
+        if first:
+            _cleanup_orphans(entry_id)
+        else:
+            audit.fail(entry_id, "Another orphan cleanup is running; try again in a moment.")
+
+
+def _cleanup_orphans(entry_id: int) -> None:
+    """Remove labelled containers without a row, recreate rows' lost containers; complete the entry."""
     entry = _running_entry(entry_id)
     if entry is None:
         return
@@ -311,13 +332,12 @@ def on_tenant_reactivated(tenant: Tenant, by=None, **kwargs) -> list[AuditLog]:
 
 def request_logs(container: WahaContainer, tail: int) -> str:
     """Ask the worker for the container's last `tail` log lines; returns the token to fetch them with."""
-    from . import tasks
-
     token = uuid.uuid4().hex
-    tasks.read_container_logs.delay(container.pk, tail, token)
+    read_logs.delay(container.pk, tail, token)
     return token
 
 
+@shared_task(name="waha.tasks.read_container_logs", expires=60)
 def read_logs(container_id: int, tail: int, token: str) -> None:
     """Worker side: read the log tail and leave it in the cache under the token."""
     with scopes_disabled():

@@ -5,15 +5,10 @@ alerts every 60 s, orphan cleanup and the pruning of old webhook events every ho
 """
 from __future__ import annotations
 
-import contextlib
-import uuid
-
 from celery import shared_task
 from django.conf import settings
-from django.core.cache import cache
 from django_scopes import scopes_disabled
 
-from whago import audit
 from whago.pruning import cutoff, prune
 from whago.tasks import TenantTask
 
@@ -41,39 +36,27 @@ def delete_session(session_id: int) -> None:
         manager.delete_session(session)
 
 
-@contextlib.contextmanager
-def _alone(name: str, seconds: int):
-    """Yield True when no other copy of this sweep runs (a slow sweep must not overlap the next)."""
-    key, token = f"waha:sweep:{name}", uuid.uuid4().hex
-    acquired = cache.add(key, token, timeout=seconds)
-    try:
-        yield acquired
-    finally:
-        if acquired and cache.get(key) == token:
-            cache.delete(key)
-
-
 @shared_task(expires=25)
 def health_sweep() -> dict:
-    with _alone("health", 300) as alone:
+    with ops.alone("health", 300) as alone:
         return manager.health_sweep() if alone else {"skipped": ["another health sweep is running"]}
 
 
 @shared_task(expires=55)
 def stats_sweep() -> dict:
-    with _alone("stats", 300) as alone:
+    with ops.alone("stats", 300) as alone:
         return manager.stats_sweep() if alone else {"skipped": 1}
 
 
 @shared_task(expires=55)
 def alert_sweep() -> dict:
-    with _alone("alerts", 300) as alone:
+    with ops.alone("alerts", 300) as alone:
         return manager.alert_sweep() if alone else {"skipped": 1}
 
 
 @shared_task(expires=3000)
 def cleanup_orphans() -> dict:
-    with _alone("orphans", 3000) as alone:
+    with ops.alone("orphans", 3000) as alone:
         return manager.cleanup_orphans() if alone else {"skipped": ["another cleanup is running"]}
 
 
@@ -92,26 +75,5 @@ def prune_webhook_events() -> int:
         return prune(WebhookEvent.objects.filter(received_at__lt=cutoff(days)))
 
 
-# --- operators' console (waha.ops): actions recorded in the audit log ---------------------
-
-
-@shared_task
-def run_container_action(entry_id: int) -> None:
-    """Do the container action of an audit entry (start, stop, restart, delete, list sessions...)."""
-    ops.run_action(entry_id)
-
-
-@shared_task
-def run_orphan_cleanup(entry_id: int) -> None:
-    """An orphan cleanup asked by an operator, recorded in its audit entry."""
-    with _alone("orphans", 3000) as alone:
-        if alone:
-            ops.run_orphan_cleanup(entry_id)
-        else:
-            audit.fail(entry_id, "Another orphan cleanup is running; try again in a moment.")
-
-
-@shared_task(expires=60)
-def read_container_logs(container_id: int, tail: int, token: str) -> None:
-    """Leave a container's log tail in the cache for the admin page that asked (by token)."""
-    ops.read_logs(container_id, tail, token)
+# The operators' console's tasks (run_container_action, run_orphan_cleanup, read_container_logs) live
+# in waha/ops.py with the code they run, named waha.tasks.<name>; importing ops above registers them.

@@ -11,31 +11,15 @@ from typing import Any
 
 from django.db import models
 from django.utils import timezone
-from django.utils.translation import gettext_lazy as _
 from django_scopes import scopes_disabled
 
-from .models import AuditLog, Tenant
-
-# What each kind of audited action is called on the console (its code stays in the log, searchable).
-AUDITED_ACTIONS = {
-    "orphans.cleanup": _("Orphan cleanup"),
-    "tenant.suspend": _("Tenant suspended"),
-    "tenant.reactivate": _("Tenant reactivated"),
-    "alert.acknowledge": _("Alert acknowledged"),
-    "member.remove": _("Member removed"),
-    "member.role": _("Member's role changed"),
-    "member.transfer_ownership": _("Ownership transferred"),
-}
+# action_label is part of this module's API (the labels live with the model, which shows them).
+from .models import AUDITED_ACTIONS, AuditLog, Tenant, action_label  # noqa: F401
 
 
 def name_actions(labels: dict[str, Any]) -> None:
     """An app names its own audited actions (code -> label, a lazy text): whago imports no app."""
     AUDITED_ACTIONS.update(labels)
-
-
-def action_label(code: str) -> str:
-    """The operator's words for an audit log action code (the code itself when no app named it)."""
-    return str(AUDITED_ACTIONS[code]) if code in AUDITED_ACTIONS else code
 
 
 def record(

@@ -252,6 +252,24 @@ class ApiKey(models.Model):
         return self.revoked_at is None
 
 
+# What each kind of audited action is called on the console (its code stays in the log, searchable).
+# Apps add theirs with whago.audit.name_actions.
+AUDITED_ACTIONS = {
+    "orphans.cleanup": _("Orphan cleanup"),
+    "tenant.suspend": _("Tenant suspended"),
+    "tenant.reactivate": _("Tenant reactivated"),
+    "alert.acknowledge": _("Alert acknowledged"),
+    "member.remove": _("Member removed"),
+    "member.role": _("Member's role changed"),
+    "member.transfer_ownership": _("Ownership transferred"),
+}
+
+
+def action_label(code: str) -> str:
+    """The operator's words for an audit log action code (the code itself when no app named it)."""
+    return str(AUDITED_ACTIONS[code]) if code in AUDITED_ACTIONS else code
+
+
 class AuditLog(models.Model):
     """Something an operator did in the console (or asked the worker to do), and how it ended.
 
@@ -302,8 +320,6 @@ class AuditLog(models.Model):
     @property
     def action_name(self) -> str:
         """The action in the operator's words ("Contêiner: Reiniciar" for container.restart)."""
-        from .audit import action_label
-
         return action_label(self.action)
 
     @property
