@@ -17,6 +17,7 @@ from waha import manager
 from waha.client import Unauthorized, WahaClient, message_id
 from waha.models import ContainerStatus, WahaContainer, WahaSession, WebhookEvent
 from waha.runtime import RuntimeFailure
+from waha.sessions import NOWEB_CONFIG
 
 from .conftest import run_label, waha_info, wait_for
 
@@ -213,6 +214,10 @@ def test_session_lifecycle_with_proxy_webhooks_qr_scan_send_and_ack(waha_live, m
     )[0]
     assert ack["ack"] >= 1
     assert ack["session"] == "chip_1"
+    # WAHA's own record of the chat lists it under the same id (NOWEB's store is on in the config).
+    assert info["config"]["noweb"] == NOWEB_CONFIG
+    assert [m["id"] for m in manager.chat_messages(session, "5511988887777@c.us", limit=5)] == [sent_id]
+    assert manager.chat_messages(session, "5511900000000@c.us") == []
 
     manager.delete_session(session)
     assert manager.list_sessions(container) == []
