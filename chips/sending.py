@@ -47,7 +47,7 @@ from celery import shared_task
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.core.files.base import ContentFile
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, connection, transaction
 from django.db.models import F, Q
 from django.utils import timezone
 from django.utils.text import get_valid_filename
@@ -428,6 +428,33 @@ def hand_over(message: Message, session: WahaSession | None) -> str:
     return SENT
 
 
+def write_outcomes(messages: list[Message], token: uuid.UUID) -> int:
+    """Write the RECORDED_FIELDS of messages still leased with token, in one statement; returns how many.
+
+    On PostgreSQL one UPDATE … FROM (VALUES …): Django's bulk_update builds a CASE of one WHEN per
+    message and field, whose compilation cost the campaign benchmark more CPU than the sends
+    themselves (measured: celery CPU twice the previous path's). Elsewhere (SQLite) bulk_update."""
+    if connection.vendor != "postgresql":
+        return Message.objects.filter(lease_token=token).bulk_update(messages, RECORDED_FIELDS)
+    columns = [Message._meta.get_field(name) for name in RECORDED_FIELDS]
+    types = [column.db_type(connection) for column in columns]
+    row = "(%s::bigint, " + ", ".join(f"%s::{kind}" for kind in types) + ")"
+    params: list[Any] = []
+    for message in messages:
+        params.append(message.pk)
+        params.extend(column.get_db_prep_value(getattr(message, column.attname), connection) for column in columns)
+    names = [column.column for column in columns]
+    table = connection.ops.quote_name(Message._meta.db_table)
+    sql = (
+        f"UPDATE {table} AS m SET " + ", ".join(f"{name} = v.{name}" for name in names)  # noqa: S608
+        + f" FROM (VALUES {', '.join([row] * len(messages))}) AS v(id, {', '.join(names)})"
+        + " WHERE m.id = v.id AND m.lease_token = %s"
+    )
+    with connection.cursor() as cursor:
+        cursor.execute(sql, [*params, token])
+        return cursor.rowcount
+
+
 class Sender:
     """Claims messages with a lease, hands them to WAHA one by one and records their outcomes in batches.
 
@@ -502,8 +529,7 @@ class Sender:
         messages = [message for message, _old in outcomes]
         with scopes_disabled(), transaction.atomic():
             if messages:
-                mine = Message.objects.filter(lease_token=self.token)
-                written = mine.bulk_update(messages, RECORDED_FIELDS)
+                written = write_outcomes(messages, self.token)
                 if written < len(messages):
                     # This sender was stalled past its lease and a sweep settled some of them from
                     # evidence meanwhile: what the sweep wrote stands.
@@ -717,7 +743,7 @@ def settle(message_id_: int) -> str | None:
             Message.objects.filter(pk=message.pk, lease_token=token).update(leased_until=now)
         return None
     with scopes_disabled(), transaction.atomic():
-        Message.objects.filter(lease_token=token).bulk_update([message], RECORDED_FIELDS)
+        write_outcomes([message], token)
         if outcome == FAILED and message.attempted_at is None:
             _give_back_quota([message])  # it never reached WhatsApp
         if outcome == SENT:

@@ -70,7 +70,7 @@ def test_every_declared_task_exists():
     # The sweeps and the pruning of every append-only table are scheduled.
     assert {entry["task"] for entry in settings.CELERY_BEAT_SCHEDULE.values()} >= {
         "waha.tasks.health_sweep", "waha.tasks.stats_sweep", "waha.tasks.alert_sweep", "waha.tasks.cleanup_orphans",
-        "waha.tasks.prune_webhook_events", "chips.tasks.requeue_stale_messages", "chips.tasks.kick_campaigns",
+        "waha.tasks.prune_webhook_events", "chips.tasks.sweep_sends", "chips.tasks.kick_campaigns",
         "chips.tasks.provision_sweep", "chips.tasks.prune_webhook_deliveries", "proxies.tasks.check_proxies",
         "billing.tasks.expire_subscriptions", "whago.tasks.prune_audit_log",
     }
