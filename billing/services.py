@@ -13,7 +13,7 @@ from django.db.models import F, Q
 from django.urls import reverse
 from django.utils import timezone
 from django.utils.translation import gettext as _
-from django_scopes import scopes_disabled
+from django_scopes import scope, scopes_disabled
 
 from whago.models import SuspensionKind, Tenant, User
 
@@ -63,15 +63,16 @@ def credit_packs() -> list[CreditPack]:
 @transaction.atomic
 def start_free_plan(tenant: Tenant) -> Subscription:
     """Put a new tenant on the FREE plan."""
-    return Subscription.objects.with_scopes_disabled().create(
-        tenant=tenant, plan=Plan.objects.get(code=Plan.FREE), current_period_start=timezone.now()
-    )
+    with scope(tenant=tenant.pk):
+        return Subscription.objects.create(
+            tenant=tenant, plan=Plan.objects.get(code=Plan.FREE), current_period_start=timezone.now()
+        )
 
 
 def subscription_of(tenant: Tenant) -> Subscription:
     """The tenant's subscription, created on the FREE plan if it is missing."""
-    with scopes_disabled():
-        subscription = Subscription.objects.select_related("plan").filter(tenant_id=tenant.pk).first()
+    with scope(tenant=tenant.pk):
+        subscription = Subscription.objects.select_related("plan").first()
     return subscription or start_free_plan(tenant)
 
 
@@ -136,7 +137,7 @@ def start_checkout(
     payment_method = {"pix": Payment.Method.PIX, "paypal": Payment.Method.PAYPAL}.get(
         method or gateway, Payment.Method.CHECKOUT
     )
-    with scopes_disabled():
+    with scope(tenant=tenant.pk):
         # Committed before the provider is called: a fast webhook must find it.
         payment = Payment.objects.create(
             tenant=tenant, gateway=gateway, method=payment_method, created_by=user, currency="BRL", **fields
@@ -370,7 +371,7 @@ def confirm_with_gateway(payment: Payment, params: dict) -> str:
         raise _gateway_failure(provider, exc, f"confirmation of {payment.reference}")
     if confirmation is None:
         return GatewayEvent.Result.IGNORED
-    with transaction.atomic(), scopes_disabled():
+    with transaction.atomic(), scope(tenant=payment.tenant_id):
         locked = Payment.objects.select_for_update(of=("self",)).select_related("plan").get(pk=payment.pk)
         result, _detail = apply_confirmation(locked, confirmation)
     return result
@@ -420,7 +421,7 @@ def downgrade_to_free(tenant: Tenant) -> Subscription:
             provider.cancel_subscription(subscription.external_id)
         except base.GatewayError as exc:
             raise _gateway_failure(provider, exc, f"cancellation of {subscription.external_id}")
-    with transaction.atomic(), scopes_disabled():
+    with transaction.atomic(), scope(tenant=tenant.pk):
         locked = Subscription.objects.select_for_update().select_related("plan", "tenant").get(pk=subscription.pk)
         _move_to_free(locked)
     return locked

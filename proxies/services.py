@@ -15,7 +15,7 @@ from django.core.mail import send_mail
 from django.db import IntegrityError, transaction
 from django.db.models import Count, Q
 from django.utils import timezone
-from django_scopes import scopes_disabled
+from django_scopes import scope, scopes_disabled
 
 from . import health
 from .models import (
@@ -124,7 +124,7 @@ def rotate(assignment: ProxyAssignment, reason: str = "rotated") -> ProxyAssignm
 
     Sends `assignment_changed` once committed; raises ProxyUnavailable if nothing else is healthy.
     """
-    with scopes_disabled(), transaction.atomic():
+    with scope(tenant=assignment.tenant_id), transaction.atomic():
         current = ProxyAssignment.objects.select_for_update().select_related("provider").get(pk=assignment.pk)
         if current.released_at is not None:
             raise ValueError("A released assignment cannot be rotated.")

@@ -17,7 +17,7 @@ from urllib.parse import urlsplit
 
 from django.db import IntegrityError, transaction
 from django.utils import timezone
-from django_scopes import scopes_disabled
+from django_scopes import scope, scopes_disabled
 
 from whago.models import Tenant
 
@@ -121,7 +121,7 @@ def _follow_tier(session: WahaSession) -> None:
     if not session.container.is_core or session.remote_name == "default":
         return
     try:
-        with scopes_disabled(), transaction.atomic():
+        with scope(tenant=session.tenant_id), transaction.atomic():
             WahaSession.objects.filter(pk=session.pk).update(remote_name="default")
     except IntegrityError as exc:
         raise WahaManagerError(
@@ -132,7 +132,7 @@ def _follow_tier(session: WahaSession) -> None:
 
 def _keep_config(session: WahaSession, config: dict) -> None:
     session.config = json.dumps(config, sort_keys=True)
-    with scopes_disabled():
+    with scope(tenant=session.tenant_id):
         WahaSession.objects.filter(pk=session.pk).update(config=session.config)
 
 
@@ -163,8 +163,8 @@ def _configure(session: WahaSession, config: dict, start: bool) -> dict:
 
 def get_session(tenant: Tenant | int, name: str) -> WahaSession:
     """The session named `name` of a tenant (raises WahaSession.DoesNotExist)."""
-    with scopes_disabled():
-        return WahaSession.objects.select_related("container").get(tenant=getattr(tenant, "pk", tenant), name=name)
+    with scope(tenant=getattr(tenant, "pk", tenant)):
+        return WahaSession.objects.select_related("container").get(name=name)
 
 
 def apply_info(session: WahaSession, info: dict | None) -> None:
@@ -181,7 +181,7 @@ def apply_info(session: WahaSession, info: dict | None) -> None:
     if changes:
         for key, value in changes.items():
             setattr(session, key, value)
-        with scopes_disabled():
+        with scope(tenant=session.tenant_id):
             WahaSession.objects.filter(pk=session.pk).update(**changes, updated_at=timezone.now())
 
 
@@ -234,7 +234,7 @@ def restart_session(session: WahaSession) -> dict:
 def logout_session(session: WahaSession) -> dict:
     """Forget the WhatsApp account of the session (a new QR scan is needed)."""
     info = _session_call(session, "logout_session")
-    with scopes_disabled():
+    with scope(tenant=session.tenant_id):
         WahaSession.objects.filter(pk=session.pk).update(me_id="", me_push_name="")
     session.me_id = session.me_push_name = ""
     apply_info(session, info)
@@ -245,7 +245,7 @@ def delete_session(session: WahaSession) -> None:
     """Delete the session in WAHA and free its seat in the container."""
     with contextlib.suppress(SessionNotFound):
         _session_call(session, "delete_session")
-    with scopes_disabled(), transaction.atomic():
+    with scope(tenant=session.tenant_id), transaction.atomic():
         # Lock the session row before the delete cascades to rows pointing at it (a chip's
         # link is set to NULL): the same order as a webhook's transaction, which updates the
         # session and then its chip — the other order deadlocks with it.
@@ -257,7 +257,7 @@ def delete_session(session: WahaSession) -> None:
 def _set_should_run(session: WahaSession, value: bool) -> None:
     if session.should_run != value:
         session.should_run = value
-        with scopes_disabled():
+        with scope(tenant=session.tenant_id):
             WahaSession.objects.filter(pk=session.pk).update(should_run=value)
 
 

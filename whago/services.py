@@ -11,7 +11,7 @@ from django.urls import reverse
 from django.utils import timezone
 from django.utils.text import slugify
 from django.utils.translation import gettext as _
-from django_scopes import scopes_disabled
+from django_scopes import scope, scopes_disabled
 
 from . import audit
 from .models import ApiKey, Invitation, Membership, Role, SuspensionKind, Tenant, User
@@ -92,7 +92,7 @@ def may_connect_numbers(tenant: Tenant) -> bool:
     e-mail address, unless REQUIRE_EMAIL_CONFIRMATION is off."""
     if not settings.REQUIRE_EMAIL_CONFIRMATION:
         return True
-    with scopes_disabled():
+    with scope(tenant=tenant.pk):
         return Membership.objects.filter(
             tenant_id=tenant.pk, role=Role.OWNER, user__email_confirmed_at__isnull=False
         ).exists()
@@ -101,7 +101,7 @@ def may_connect_numbers(tenant: Tenant) -> bool:
 def invite_member(*, tenant: Tenant, email: str, role: str, invited_by: User) -> Invitation:
     """Record an invitation and e-mail its link; refuses members and pending duplicates."""
     email = email.strip().lower()
-    with scopes_disabled():
+    with scope(tenant=tenant.pk):
         if Membership.objects.filter(tenant=tenant, user__email__iexact=email).exists():
             raise AccountError(_("%(email)s is already a member of %(tenant)s.") % {"email": email, "tenant": tenant})
         if Invitation.objects.filter(tenant=tenant, email__iexact=email, accepted_at__isnull=True).exists():
@@ -138,7 +138,7 @@ def accept_invitation(invitation: Invitation, user: User) -> Membership:
     """Join the invitation's tenant; the invitation must be for this user's e-mail."""
     if invitation.email.lower() != user.email.lower():
         raise AccountError(_("This invitation was sent to another e-mail address."))
-    with scopes_disabled():
+    with scope(tenant=invitation.tenant_id):
         locked = Invitation.objects.select_for_update().get(pk=invitation.pk)
         if locked.accepted_at is not None:
             raise AccountError(_("This invitation was already used."))
@@ -154,7 +154,7 @@ def accept_invitation(invitation: Invitation, user: User) -> Membership:
 
 
 def _locked(membership: Membership) -> Membership:
-    with scopes_disabled():
+    with scope(tenant=membership.tenant_id):
         return Membership.objects.select_for_update().select_related("user", "tenant").get(pk=membership.pk)
 
 
@@ -173,7 +173,7 @@ def remove_member(membership: Membership, *, by: Membership) -> None:
     """Take a person out of the tenant (their account and other companies stay)."""
     target = _locked(membership)
     _may_change(by, target)
-    with scopes_disabled():
+    with scope(tenant=target.tenant_id):
         target.delete()
     audit.record("member.remove", actor=by.user, target=target.tenant, status=audit.AuditLog.Status.SUCCEEDED,
                  result=target.user.email)
@@ -189,7 +189,7 @@ def change_role(membership: Membership, role: str, *, by: Membership) -> Members
     if by.role != Role.OWNER:
         raise AccountError(_("Only the owner can change roles."))
     target.role = role
-    with scopes_disabled():
+    with scope(tenant=target.tenant_id):
         target.save(update_fields=["role"])
     audit.record("member.role", actor=by.user, target=target.tenant, status=audit.AuditLog.Status.SUCCEEDED,
                  result=f"{target.user.email}: {role}")
@@ -204,7 +204,7 @@ def transfer_ownership(membership: Membership, *, by: Membership) -> None:
         raise AccountError(_("Only the owner can transfer the ownership."))
     if target.pk == owner.pk or target.tenant_id != owner.tenant_id:
         raise AccountError(_("Choose another member of the company."))
-    with scopes_disabled():
+    with scope(tenant=owner.tenant_id):
         Membership.objects.filter(pk=owner.pk).update(role=Role.ADMIN)
         Membership.objects.filter(pk=target.pk).update(role=Role.OWNER)
     audit.record("member.transfer_ownership", actor=owner.user, target=owner.tenant,
@@ -219,9 +219,10 @@ def hash_api_key(raw: str) -> str:
 def create_api_key(*, tenant: Tenant, name: str, created_by: User) -> tuple[ApiKey, str]:
     """Make a key for the tenant; returns the row and the clear key, which is never stored."""
     raw = ApiKey.PREFIX + secrets.token_urlsafe(32)
-    key = ApiKey.objects.with_scopes_disabled().create(
-        tenant=tenant, name=name, prefix=raw[:12], key_hash=hash_api_key(raw), created_by=created_by
-    )
+    with scope(tenant=tenant.pk):
+        key = ApiKey.objects.create(
+            tenant=tenant, name=name, prefix=raw[:12], key_hash=hash_api_key(raw), created_by=created_by
+        )
     return key, raw
 
 

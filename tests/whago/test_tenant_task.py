@@ -7,6 +7,7 @@ from celery import shared_task
 from django_scopes import get_scope, scopes_disabled
 
 from billing.models import Plan, Subscription
+from tests.waiting import wait_until
 from waha import tasks as waha_tasks
 from waha.models import ContainerStatus, WahaContainer
 from whago.models import Membership
@@ -64,14 +65,19 @@ def test_a_tenant_task_queued_without_a_tenant_fails_saying_so():
     assert isinstance(result.result, TypeError) and "tenant_id=" in str(result.result)
 
 
-def test_resize_containers_touches_only_the_tenants_own_containers(two_tenants):
-    alfa, beta = two_tenants
+def _containers(alfa, beta) -> tuple[WahaContainer, WahaContainer]:
     with scopes_disabled():
         Subscription.objects.filter(tenant=alfa).update(plan=Plan.objects.get(code="ENTERPRISE"))
         mine = WahaContainer.objects.create(tenant=alfa, name="whago-alfa", runtime="docker", port=21901,
                                             status=ContainerStatus.STOPPED, memory_mb=1, cpus=Decimal("0.1"))
         theirs = WahaContainer.objects.create(tenant=beta, name="whago-beta", runtime="docker", port=21902,
                                               status=ContainerStatus.STOPPED, memory_mb=1, cpus=Decimal("0.1"))
+    return mine, theirs
+
+
+def test_resize_containers_touches_only_the_tenants_own_containers(two_tenants):
+    alfa, beta = two_tenants
+    mine, theirs = _containers(alfa, beta)
 
     assert waha_tasks.resize_containers.apply(kwargs={"tenant_id": alfa.pk}).get() == ["whago-alfa"]
 
@@ -80,3 +86,22 @@ def test_resize_containers_touches_only_the_tenants_own_containers(two_tenants):
         theirs.refresh_from_db()
     assert (mine.memory_mb, mine.cpus) == (2048, Decimal("2.00"))
     assert (theirs.memory_mb, theirs.cpus) == (1, Decimal("0.10"))
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_real_worker_runs_a_tenant_task_queued_with_tenant_id(make_owner, celery_worker):
+    alfa, beta = make_owner(company="Alfa")[1], make_owner(company="Beta")[1]
+    mine, theirs = _containers(alfa, beta)
+
+    waha_tasks.resize_containers.delay(tenant_id=987654321)  # a tenant that does not exist
+    waha_tasks.resize_containers.delay(tenant_id=alfa.pk)
+
+    def resized():
+        with scopes_disabled():
+            mine.refresh_from_db()
+        return mine.memory_mb == 2048
+    wait_until(resized, message="alfa's container resized by the worker")
+    wait_until(lambda: "tenant 987654321 no longer exists" in celery_worker.log(), message="the missing tenant logged")
+    with scopes_disabled():
+        theirs.refresh_from_db()
+    assert theirs.memory_mb == 1
