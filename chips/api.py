@@ -1,4 +1,4 @@
-"""REST API of chips and messages (/api/v1/): thin views over chips.services."""
+"""REST API of chips and messages (/api/v1/): thin views over chips.lifecycle, chips.sending and chips.inbox."""
 import base64
 import binascii
 
@@ -19,7 +19,7 @@ from billing import limits
 from whago.parsers import CleanJSONParser
 from whago.rest import HasTenant, api_error
 
-from . import services
+from . import errors, inbox, lifecycle, sending
 from .models import Chip, Message
 
 ERROR_STATUS = {
@@ -50,7 +50,7 @@ Error = inline_serializer(
 )
 
 
-def _refused(exc: services.ChipError) -> Response:
+def _refused(exc: errors.ChipError) -> Response:
     return api_error(exc.message, exc.code, ERROR_STATUS.get(exc.code, status.HTTP_400_BAD_REQUEST))
 
 
@@ -88,7 +88,7 @@ class ChipSerializer(serializers.ModelSerializer):
         return chip.suspended_at is not None
 
     def get_qr_url(self, chip: Chip) -> str | None:
-        if chip.status != Chip.Status.SCAN_QR_CODE:
+        if not chip.can(Chip.Action.PAIR):
             return None
         request = self.context.get("request")
         path = f"/api/v1/chips/{chip.pk}/qr.png"
@@ -188,8 +188,8 @@ class ChipList(GenericAPIView):
         data = ChipCreateSerializer(data=request.data)
         data.is_valid(raise_exception=True)
         try:
-            chip = services.create_chip(request.user.tenant, data.validated_data["alias"])
-        except services.ChipError as exc:
+            chip = lifecycle.create_chip(request.user.tenant, data.validated_data["alias"])
+        except errors.ChipError as exc:
             return _refused(exc)
         return Response(ChipSerializer(chip, context={"request": request}).data, status=status.HTTP_201_CREATED)
 
@@ -210,14 +210,14 @@ class ChipDetail(APIView):
         data = ChipCreateSerializer(data=request.data)
         data.is_valid(raise_exception=True)
         try:
-            services.rename(chip, data.validated_data["alias"])
-        except services.ChipError as exc:
+            lifecycle.rename(chip, data.validated_data["alias"])
+        except errors.ChipError as exc:
             return _refused(exc)
         return Response(ChipSerializer(chip, context={"request": request}).data)
 
     @extend_schema(operation_id="chips_destroy", responses={204: None, 404: Error})
     def delete(self, request, pk: int):
-        services.delete_chip(_chip(pk))
+        lifecycle.delete_chip(_chip(pk))
         return Response(status=status.HTTP_204_NO_CONTENT)
 
 
@@ -232,8 +232,8 @@ class ChipQrPng(APIView):
     )
     def get(self, request, pk: int):
         try:
-            png = services.qr_png(_chip(pk))
-        except services.ChipError as exc:
+            png = lifecycle.qr_png(_chip(pk))
+        except errors.ChipError as exc:
             return _refused(exc)
         response = HttpResponse(png, content_type="image/png")
         response["Cache-Control"] = "no-store"
@@ -248,8 +248,8 @@ class ChipQr(APIView):
     @extend_schema(operation_id="chips_qr", responses={200: QrSerializer, 404: Error, 409: Error, 503: Error})
     def get(self, request, pk: int):
         try:
-            png = services.qr_png(_chip(pk))
-        except services.ChipError as exc:
+            png = lifecycle.qr_png(_chip(pk))
+        except errors.ChipError as exc:
             return _refused(exc)
         uri = "data:image/png;base64," + base64.b64encode(png).decode()
         return Response({"mimetype": "image/png", "data_uri": uri}, headers={"Cache-Control": "no-store"})
@@ -272,10 +272,10 @@ class ChipConnect(APIView):
         code = None
         try:
             if data.validated_data["method"] == "code":
-                code = services.request_pairing_code(chip, data.validated_data["phone_number"])
+                code = lifecycle.request_pairing_code(chip, data.validated_data["phone_number"])
             else:
-                chip = services.connect(chip)
-        except services.ChipError as exc:
+                chip = lifecycle.connect(chip)
+        except errors.ChipError as exc:
             return _refused(exc)
         return Response({"chip": ChipSerializer(chip, context={"request": request}).data, "code": code})
 
@@ -289,8 +289,8 @@ class ChipDisconnect(APIView):
                    responses={200: ChipSerializer, 404: Error, 503: Error})
     def post(self, request, pk: int):
         try:
-            chip = services.disconnect(_chip(pk))
-        except services.ChipError as exc:
+            chip = lifecycle.disconnect(_chip(pk))
+        except errors.ChipError as exc:
             return _refused(exc)
         return Response(ChipSerializer(chip, context={"request": request}).data)
 
@@ -304,8 +304,8 @@ class ChipRestart(APIView):
                    responses={200: ChipSerializer, 402: Error, 404: Error, 409: Error, 503: Error})
     def post(self, request, pk: int):
         try:
-            chip = services.restart(_chip(pk))
-        except services.ChipError as exc:
+            chip = lifecycle.restart(_chip(pk))
+        except errors.ChipError as exc:
             return _refused(exc)
         return Response(ChipSerializer(chip, context={"request": request}).data)
 
@@ -346,7 +346,7 @@ class MessageList(GenericAPIView):
     def get(self, request):
         filters = MessageFilters(data=request.query_params)
         filters.is_valid(raise_exception=True)
-        queryset = services.filter_messages(self.get_queryset(), **filters.validated_data)
+        queryset = inbox.filter_messages(self.get_queryset(), **filters.validated_data)
         page = self.paginate_queryset(queryset)
         return self.get_paginated_response(MessageSerializer(page, many=True).data)
 
@@ -382,13 +382,13 @@ class MessageList(GenericAPIView):
             media = values["media"]
             file, filename, mimetype = media["data"], media.get("filename"), media.get("mimetype")
         try:
-            message, created = services.send_message(
+            message, created = sending.send_message(
                 request.user.tenant, chip, values["to"], kind=values["type"], text=values.get("text", ""),
                 file=file, filename=filename, mimetype=mimetype,
                 idempotency_key=request.headers.get("Idempotency-Key") or values.get("idempotency_key"),
                 source="api",
             )
-        except services.ChipError as exc:
+        except errors.ChipError as exc:
             return _refused(exc)
         code = status.HTTP_201_CREATED if created else status.HTTP_200_OK
         return Response(MessageSerializer(message).data, status=code)
@@ -424,12 +424,12 @@ class MessageBatch(APIView):
         data = BatchSerializer(data=request.data)
         data.is_valid(raise_exception=True)
         try:
-            results = services.send_messages(request.user.tenant, data.validated_data["messages"], source="api")
-        except services.BatchRefused as exc:
+            results = sending.send_messages(request.user.tenant, data.validated_data["messages"], source="api")
+        except errors.BatchRefused as exc:
             return Response({"error": {"code": exc.code, "message": exc.message,
                                        "fields": {"messages": {str(k): [v] for k, v in exc.errors.items()}}}},
                             status=status.HTTP_400_BAD_REQUEST)
-        except services.ChipError as exc:
+        except errors.ChipError as exc:
             return _refused(exc)
         body = {"created": sum(created for _message, created in results),
                 "messages": MessageSerializer([message for message, _created in results], many=True).data}

@@ -5,8 +5,8 @@ from django.utils.translation import gettext_lazy as _
 
 from whago.text import CleanTextForm
 
-from .campaigns import OUTCOMES, campaign_zone
-from .models import Campaign, Chip, ContactList
+from .campaigns import OUTCOMES
+from .models import Campaign, Chip, ContactList, campaign_zone
 
 WEEKDAYS = [
     (0, _("Monday")), (1, _("Tuesday")), (2, _("Wednesday")), (3, _("Thursday")), (4, _("Friday")),

@@ -25,7 +25,7 @@ from .campaign_forms import (
     OptOutForm,
     RecipientFilterForm,
 )
-from .models import Campaign, Chip, Contact, ContactList
+from .models import Campaign, Chip, Contact, ContactList, campaign_zone
 
 PAGE_SIZE = 50
 
@@ -95,7 +95,7 @@ def contact_edit(request: HttpRequest, pk: int) -> HttpResponse:
     contact = get_object_or_404(Contact, pk=pk)
     initial = {
         "name": contact.name, "phone": contact.phone, "consent_source": contact.consent_source,
-        "consent_at": timezone.localtime(contact.consent_at, campaigns.campaign_zone()).strftime("%Y-%m-%dT%H:%M")
+        "consent_at": timezone.localtime(contact.consent_at, campaign_zone()).strftime("%Y-%m-%dT%H:%M")
         if contact.consent_at else None,
         "fields_text": "\n".join(f"{k}={v}" for k, v in contact.fields.items()),
         "lists": list(contact.lists.all()),
@@ -368,7 +368,7 @@ def campaign_export(request: HttpRequest, pk: int) -> StreamingHttpResponse:
         outcome, search = form.cleaned_data["outcome"], form.cleaned_data["q"]
     rows = campaigns.recipients(campaign, outcome, search)
     labels = RecipientFilterForm.LABELS
-    zone = campaigns.campaign_zone()
+    zone = campaign_zone()
     language = translation.get_language()
     header = [_("name"), _("phone"), _("situation"), _("chip"), _("sent at"), _("delivered at"), _("read at"),
               _("replied at"), _("opted out at"), _("reason")]

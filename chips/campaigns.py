@@ -26,7 +26,6 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from zoneinfo import ZoneInfo
 
 from django.conf import settings
 from django.db import connection, transaction
@@ -40,8 +39,9 @@ from django_scopes import scopes_disabled
 from billing import limits
 from whago.models import Tenant
 
+from . import errors, sending, signals
 from .contacts import custom_field_keys, field_key, in_lists
-from .models import Campaign, CampaignChip, CampaignRecipient, Chip, Contact, Message
+from .models import Campaign, CampaignChip, CampaignRecipient, Chip, Contact, Message, campaign_zone
 from .phones import display_phone
 
 Status = Campaign.Status
@@ -60,11 +60,6 @@ class CampaignError(Exception):
     def __init__(self, message: str):
         super().__init__(message)
         self.message = message
-
-
-def campaign_zone() -> ZoneInfo:
-    """The time zone of send windows and schedules."""
-    return ZoneInfo(settings.CAMPAIGN_TIME_ZONE)
 
 
 # --- templates ----------------------------------------------------------------------------------
@@ -287,8 +282,6 @@ def save_campaign(
     user=None,
 ) -> Campaign:
     """Create a draft or change one; raises CampaignError with the reason when something is invalid."""
-    from . import services
-
     lists, chips = list(lists or []), list(chips or [])
     window_days = sorted({int(day) for day in window_days or []})
     _check(tenant, name=name, template=template, lists=lists, chips=chips, window_days=window_days,
@@ -300,8 +293,8 @@ def save_campaign(
         kind = Message.Kind.IMAGE if (getattr(media, "content_type", "") or "").startswith("image/") else (
             Message.Kind.DOCUMENT)
         try:
-            content, filename, mimetype = services._media(kind, media, None, None)
-        except services.SendRefused as exc:
+            content, filename, mimetype = sending.media_file(kind, media, None, None)
+        except errors.SendRefused as exc:
             raise CampaignError(exc.message)
     with scopes_disabled(), transaction.atomic():
         target = campaign or Campaign(tenant_id=tenant.pk, created_by=user)
@@ -414,8 +407,6 @@ def _limit_message(tenant: Tenant) -> str:
 
 def start(campaign: Campaign, scheduled: bool = False) -> Campaign:
     """Start a draft (scheduled when its start date is ahead) or a scheduled campaign, within the plan."""
-    from . import dispatch
-
     now = timezone.now()
     with scopes_disabled(), transaction.atomic():
         tenant = Tenant.objects.select_for_update(no_key=True).get(pk=campaign.tenant_id)
@@ -451,7 +442,7 @@ def start(campaign: Campaign, scheduled: bool = False) -> Campaign:
             raise CampaignError(_limit_message(tenant))
         _materialize(campaign)
         campaign.transition(Status.RUNNING)
-        dispatch.launch_lanes(campaign)
+        signals.campaign_running.send(sender=Campaign, campaign=campaign)
     return campaign
 
 
@@ -471,8 +462,6 @@ def pause(campaign: Campaign, reason: str = "") -> Campaign:
 
 def resume(campaign: Campaign) -> Campaign:
     """Continue a paused campaign, within the plan's limit of campaigns running at once."""
-    from . import dispatch
-
     with scopes_disabled(), transaction.atomic():
         tenant = Tenant.objects.select_for_update(no_key=True).get(pk=campaign.tenant_id)
         campaign = Campaign.objects.select_for_update().get(pk=campaign.pk)
@@ -482,7 +471,7 @@ def resume(campaign: Campaign) -> Campaign:
         if not limits.can_start_campaign(tenant, running):
             raise CampaignError(_limit_message(tenant))
         campaign.transition(Status.RUNNING)
-        dispatch.launch_lanes(campaign)
+        signals.campaign_running.send(sender=Campaign, campaign=campaign)
     return campaign
 
 

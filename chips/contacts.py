@@ -42,8 +42,8 @@ from django_scopes import scopes_disabled
 
 from whago.models import Tenant
 
-from . import spreadsheets
-from .models import CampaignRecipient, CampaignSettings, Contact, ContactList, Message
+from . import errors, sending, spreadsheets
+from .models import CampaignRecipient, CampaignSettings, Contact, ContactList, Message, campaign_zone
 from .phones import normalize_phone
 
 log = logging.getLogger(__name__)
@@ -529,7 +529,6 @@ def unsubscribe(tenant: Tenant, phone: str, chip=None, name: str = "") -> tuple[
 
 def handle_inbound(message: Message) -> None:
     """React to a new inbound message: opt-out (with one confirmation) or a reply to a campaign."""
-    from . import services
 
     if message.direction != Message.Direction.IN:
         return
@@ -547,16 +546,9 @@ def handle_inbound(message: Message) -> None:
         if recipient is not None:
             CampaignRecipient.objects.filter(pk=recipient.pk).update(opted_out_at=contact.unsubscribed_at)
     try:
-        services.send_message(
+        sending.send_message(
             tenant, message.chip, message.peer, text=opt_out_reply(tenant),
             idempotency_key=f"opt-out-{contact.pk}-{int(contact.unsubscribed_at.timestamp())}", source="opt-out",
         )
-    except services.SendRefused as exc:
+    except errors.SendRefused as exc:
         log.warning("opt-out confirmation to contact %s not sent: %s", contact.pk, exc.message)
-
-
-def campaign_zone():
-    """The time zone of send windows and imported dates (America/Sao_Paulo)."""
-    from .campaigns import campaign_zone as zone
-
-    return zone()

@@ -1,12 +1,18 @@
 """The tenant's domain: chips, contacts, messages, campaigns, and the outgoing webhook."""
 import secrets
 import uuid
+from datetime import time
+from zoneinfo import ZoneInfo
 
+from django.conf import settings
 from django.db import models
+from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
-from django_scopes import ScopedManager
+from django_scopes import ScopedManager, scopes_disabled
 
 from whago.fields import EncryptedTextField
+
+from . import phones
 
 
 def _webhook_secret() -> str:
@@ -93,6 +99,48 @@ class Chip(models.Model):
     # Statuses whose page keeps polling: something is about to change.
     TRANSIENT = (Status.PROVISIONING, Status.STARTING, Status.SCAN_QR_CODE)
 
+    class Action(models.TextChoices):
+        """What may be done with a chip (its status decides: ACTIONS)."""
+
+        CONNECT = "connect", _("Connect")
+        RESTART = "restart", _("Restart")
+        DISCONNECT = "disconnect", _("Disconnect")
+        PAIR = "pair", _("Link a phone")  # show the QR code, ask for a pairing code
+        SEND = "send", _("Send messages")
+
+    # The chip's state machine: the actions each status allows (the portal's buttons, the API and
+    # chips.lifecycle all ask can()), and the statuses that may follow each one (move_to refuses others).
+    ACTIONS = {
+        Status.PROVISIONING: frozenset(),
+        Status.STARTING: frozenset({Action.DISCONNECT}),
+        Status.SCAN_QR_CODE: frozenset({Action.RESTART, Action.DISCONNECT, Action.PAIR}),
+        Status.WORKING: frozenset({Action.RESTART, Action.DISCONNECT, Action.SEND}),
+        Status.FAILED: frozenset({Action.RESTART, Action.DISCONNECT}),
+        Status.STOPPED: frozenset({Action.CONNECT, Action.DISCONNECT}),
+        Status.DISCONNECTED: frozenset({Action.CONNECT}),
+    }
+    TRANSITIONS = {
+        # The worker prepared the session (its first status), or gave up; deleting or a plan limit stops it.
+        Status.PROVISIONING: frozenset({Status.STARTING, Status.SCAN_QR_CODE, Status.WORKING, Status.FAILED,
+                                        Status.STOPPED}),
+        # WAHA's answer or events; a failed call puts the previous status back; a lost session is provisioned again.
+        Status.STARTING: frozenset({Status.PROVISIONING, Status.SCAN_QR_CODE, Status.WORKING, Status.FAILED,
+                                    Status.STOPPED, Status.DISCONNECTED}),
+        Status.SCAN_QR_CODE: frozenset({Status.STARTING, Status.WORKING, Status.FAILED, Status.STOPPED,
+                                        Status.DISCONNECTED}),
+        Status.WORKING: frozenset({Status.STARTING, Status.SCAN_QR_CODE, Status.FAILED, Status.STOPPED,
+                                   Status.DISCONNECTED}),
+        Status.FAILED: frozenset({Status.PROVISIONING, Status.STARTING, Status.SCAN_QR_CODE, Status.WORKING,
+                                  Status.STOPPED, Status.DISCONNECTED}),
+        Status.STOPPED: frozenset({Status.PROVISIONING, Status.STARTING, Status.SCAN_QR_CODE, Status.WORKING,
+                                   Status.FAILED, Status.DISCONNECTED}),
+        # Logged out on purpose: only connecting (or the number linked again) and deleting move it on.
+        Status.DISCONNECTED: frozenset({Status.PROVISIONING, Status.STARTING, Status.WORKING, Status.STOPPED}),
+    }
+
+    class IllegalMove(ValueError):
+        """move_to() was asked for a status that may not follow the chip's current one."""
+
     class Problem(models.TextChoices):
         """Why a chip is not connected, shown in the viewer's language (%(error)s: problem_detail)."""
 
@@ -152,9 +200,7 @@ class Chip(models.Model):
 
     @property
     def display_phone(self) -> str:
-        from .phones import display_phone
-
-        return display_phone(self.phone) if self.phone else ""
+        return phones.display_phone(self.phone) if self.phone else ""
 
     @property
     def error_text(self) -> str:
@@ -163,6 +209,51 @@ class Chip(models.Model):
             text = str(self.Problem(self.problem).label)
             return text % {"error": self.problem_detail} if "%(error)s" in text else text
         return self.last_error
+
+    def allowed_actions(self) -> frozenset:
+        """The actions the chip's status allows now (none once deleted)."""
+        return frozenset() if self.is_deleted else self.ACTIONS.get(self.status, frozenset())
+
+    def can(self, action: str) -> bool:
+        return action in self.allowed_actions()
+
+    @classmethod
+    def statuses_allowing(cls, action: str) -> list[str]:
+        """The statuses in which `action` is allowed (to select such chips in a query)."""
+        return [status for status, actions in cls.ACTIONS.items() if action in actions]
+
+    def may_move_to(self, status: str) -> bool:
+        return status in self.Status.values and (status == self.status or status in self.TRANSITIONS[self.status])
+
+    def status_for_event(self, reported: str) -> str:
+        """The status a WAHA session.status event gives the chip: a number logged out on purpose stays
+        DISCONNECTED until it is linked again (WORKING), and a chip stopped by the plan limit stays STOPPED."""
+        if self.status == self.Status.DISCONNECTED and reported != self.Status.WORKING:
+            return self.Status.DISCONNECTED
+        if self.suspended_at:
+            return self.Status.STOPPED
+        return reported
+
+    def move_to(self, status: str, **fields) -> str:
+        """The one writer of a chip's status: save `status` (and `fields`) if it may follow the current one.
+
+        A new error text (last_error) without a problem code clears the old code. Returns the status
+        before; raises Chip.IllegalMove, saving nothing, when the move is not in TRANSITIONS. Call it on
+        a row locked for update (chips.lifecycle does, and announces the change).
+        """
+        if not self.may_move_to(status):
+            raise self.IllegalMove(f"chip {self.pk}: {self.status} -> {status}")
+        old = self.status
+        if "last_error" in fields and "problem" not in fields:
+            fields.update(problem="", problem_detail="")  # a new error text or none: the old code goes
+        self.status = status
+        for key, value in fields.items():
+            setattr(self, key, value)
+        if old != status:
+            self.status_changed_at = timezone.now()
+        with scopes_disabled():
+            self.save()
+        return old
 
     def problem_fields(self, problem: str, detail: str = "") -> dict:
         """The fields that record a problem: the code, its detail, and the text in the active language."""
@@ -229,9 +320,12 @@ class Message(models.Model):
     # Free-form origin ("portal", "api", "campaign:12"), for campaigns and reports.
     source = models.CharField(_("source"), max_length=40, blank=True, default="portal")
     attempts = models.PositiveSmallIntegerField(_("send attempts"), default=0)
-    # Set, in its own committed transaction, right before the HTTP call to WAHA: a task that
-    # finds it set without a WhatsApp id knows a previous attempt may have sent the message.
+    # The claim of a sender (chips/sending.py), committed before the message is handed to WAHA:
+    # since attempted_at it may have reached WhatsApp. The lease is the sender's token and how long
+    # it holds the message; a lease that expired is settled from evidence (chips.sending.settle).
     attempted_at = models.DateTimeField(_("last send attempt"), null=True, blank=True)
+    lease_token = models.UUIDField(null=True, blank=True, editable=False)
+    leased_until = models.DateTimeField(null=True, blank=True, editable=False)
     next_attempt_at = models.DateTimeField(_("next attempt"), null=True, blank=True)
     created_at = models.DateTimeField(_("created at"), auto_now_add=True, db_index=True)
     sent_at = models.DateTimeField(_("sent at"), null=True, blank=True)
@@ -258,6 +352,8 @@ class Message(models.Model):
             # Received messages only (the menu's unread count reads them on every page); its columns never
             # change, so acks are still written in place.
             models.Index(fields=["tenant", "-created_at"], condition=models.Q(direction="IN"), name="message_inbound"),
+            # Queued messages only (the send sweep reads them every few seconds): by lease expiry.
+            models.Index(fields=["leased_until"], condition=models.Q(status="QUEUED"), name="message_queued"),
         ]
 
     def __str__(self) -> str:
@@ -275,9 +371,7 @@ class Message(models.Model):
 
     @property
     def display_peer(self) -> str:
-        from .phones import display_phone
-
-        return display_phone(self.peer)
+        return phones.display_phone(self.peer)
 
     @property
     def is_final(self) -> bool:
@@ -379,9 +473,7 @@ class Contact(models.Model):
 
     @property
     def display_phone(self) -> str:
-        from .phones import display_phone
-
-        return display_phone(self.phone)
+        return phones.display_phone(self.phone)
 
 
 def _campaign_media_path(instance: "Campaign", filename: str) -> str:
@@ -393,15 +485,16 @@ def _all_days() -> list[int]:
 
 
 def _window_start():
-    from datetime import time
-
     return time(8, 0)
 
 
 def _window_end():
-    from datetime import time
-
     return time(20, 0)
+
+
+def campaign_zone() -> ZoneInfo:
+    """The time zone of send windows and schedules."""
+    return ZoneInfo(settings.CAMPAIGN_TIME_ZONE)
 
 
 class Campaign(models.Model):
@@ -484,9 +577,6 @@ class Campaign(models.Model):
         Returns False, changing nothing, when another process moved the campaign first or the
         transition is not allowed.
         """
-        from django.utils import timezone
-        from django_scopes import scopes_disabled
-
         sources = [source for source, targets in self.TRANSITIONS.items() if status in targets]
         now = timezone.now()
         updates = {"status": status, "status_reason": reason[:500], "updated_at": now, **fields}
@@ -507,10 +597,6 @@ class Campaign(models.Model):
 
     def in_window(self, when=None) -> bool:
         """Whether `when` (default: now) falls in the send window, in the campaign time zone."""
-        from django.utils import timezone
-
-        from .campaigns import campaign_zone
-
         local = timezone.localtime(when or timezone.now(), campaign_zone())
         if local.weekday() not in (self.window_days or []):
             return False
@@ -608,6 +694,4 @@ class CampaignRecipient(models.Model):
 
     @property
     def display_phone(self) -> str:
-        from .phones import display_phone
-
-        return display_phone(self.phone)
+        return phones.display_phone(self.phone)

@@ -13,6 +13,7 @@ from datetime import timedelta
 from functools import partial
 
 import requests
+from celery import shared_task
 from django.conf import settings
 from django.core.cache import cache, caches
 from django.core.exceptions import ValidationError
@@ -76,8 +77,6 @@ def emit(tenant_id: int, event: str, data: dict | Callable[[], dict]) -> Webhook
 
     data may be a function building the payload: only called when there is a webhook.
     """
-    from .tasks import deliver_webhook
-
     # Most tenants have no webhook: that is remembered for a minute in the shared cache
     # (set_webhook forgets it at once) and, to spare a cache round trip per message, for a few
     # seconds in this process: a webhook set meanwhile gets the events of other processes
@@ -217,3 +216,29 @@ def overdue_deliveries(limit: int = 500) -> list[int]:
         never_tried = pending.filter(next_attempt_at__isnull=True, created_at__lt=late)
         past_due = pending.filter(next_attempt_at__lt=late)
         return list((never_tried | past_due).order_by("created_at").values_list("pk", flat=True)[:limit])
+
+
+# --- tasks (names kept as chips.tasks.* for queued tasks and beat) -----------------------------------
+
+
+@shared_task(name="chips.tasks.deliver_webhook", acks_late=True)
+def deliver_webhook(delivery_id: int) -> None:
+    """Send one outgoing webhook; schedules its own retry with backoff when it fails."""
+    wait = attempt_delivery(delivery_id)
+    if wait is not None:
+        deliver_webhook.apply_async((delivery_id,), countdown=wait)
+
+
+@shared_task(name="chips.tasks.redeliver_webhooks", expires=50)
+def redeliver_webhooks() -> int:
+    """Beat: queue again the deliveries whose task was lost (overdue_deliveries)."""
+    overdue = overdue_deliveries()
+    for delivery_id in overdue:
+        deliver_webhook.delay(delivery_id)
+    return len(overdue)
+
+
+@shared_task(name="chips.tasks.prune_webhook_deliveries", expires=3000)
+def prune_webhook_deliveries() -> int:
+    """Beat: delete the delivery log older than CHIPS_WEBHOOK_DELIVERY_RETENTION_DAYS (pending retries kept)."""
+    return prune_deliveries()

@@ -6,7 +6,7 @@ from billing.signals import plan_changed, usage_requested
 from proxies.signals import assignment_changed
 from waha import signals as waha_signals
 
-from . import contacts, services, signals
+from . import contacts, dispatch, inbox, lifecycle, signals
 
 
 def _event_ms(event) -> int:
@@ -19,12 +19,12 @@ def _event_ms(event) -> int:
 
 @receiver(waha_signals.session_status_changed, dispatch_uid="chips.session_status")
 def on_session_status(sender, tenant, session, status, me=None, event=None, **kwargs) -> None:
-    services.apply_session_status(tenant, session, status, me, _event_ms(event))
+    lifecycle.apply_session_status(tenant, session, status, me, _event_ms(event))
 
 
 @receiver(waha_signals.message_received, dispatch_uid="chips.message_received")
 def on_message(sender, tenant, session, message, **kwargs) -> None:
-    services.record_inbound(tenant, session, message if isinstance(message, dict) else {})
+    inbox.record_inbound(tenant, session, message if isinstance(message, dict) else {})
 
 
 @receiver(signals.message_received, dispatch_uid="chips.campaign_inbound")
@@ -33,24 +33,27 @@ def on_inbound_for_campaigns(sender, message, **kwargs) -> None:
     contacts.handle_inbound(message)
 
 
+@receiver(signals.campaign_running, dispatch_uid="chips.campaign_lanes")
+def on_campaign_running(sender, campaign, **kwargs) -> None:
+    dispatch.launch_lanes(campaign)
+
+
 @receiver(waha_signals.message_ack, dispatch_uid="chips.message_ack")
 def on_ack(sender, tenant, session, message_id, ack, payload=None, **kwargs) -> None:
-    services.apply_ack(tenant, session, message_id, ack, payload or {})
+    inbox.apply_ack(tenant, session, message_id, ack, payload or {})
 
 
 @receiver(plan_changed, dispatch_uid="chips.plan_changed")
 def on_plan_changed(sender, tenant, old_plan=None, new_plan=None, **kwargs) -> None:
-    services.enforce_chip_limit(tenant)
+    lifecycle.enforce_chip_limit(tenant)
 
 
 @receiver(usage_requested, dispatch_uid="chips.usage")
 def on_usage_requested(sender, tenant, **kwargs) -> dict:
-    return {"chips": services.chips_in_use(tenant)}
+    return {"chips": lifecycle.chips_in_use(tenant)}
 
 
 @receiver(assignment_changed, dispatch_uid="chips.assignment_changed")
 def on_assignment_changed(sender, assignment, reason="", **kwargs) -> None:
-    from . import tasks
-
     name = assignment.session_name
-    transaction.on_commit(lambda: tasks.reapply_proxy.delay(name))
+    transaction.on_commit(lambda: lifecycle.reapply_proxy_task.delay(name))

@@ -13,9 +13,14 @@ message_status_changed(sender=Message, message, old_status, new_status, tenant)
 
 chip_status_changed(sender=Chip, chip, old_status, new_status, tenant)
     A chip's status changed (from WAHA's events or an operation: disconnect, delete, plan limit).
+
+campaign_running(sender=Campaign, campaign)
+    A campaign was started or resumed (chips.campaigns): the dispatch launches its lanes once
+    the transaction commits. Sent inside that transaction, not necessarily in a scope.
 """
 from django.dispatch import Signal
 
 message_received = Signal()
 message_status_changed = Signal()
 chip_status_changed = Signal()
+campaign_running = Signal()

@@ -17,8 +17,9 @@ from billing import limits
 from proxies import services as proxy_services
 from whago.tenancy import manager_required, tenant_required
 
-from . import outgoing, services
+from . import errors, lifecycle, outgoing, sending
 from .forms import ChipForm, MessageFilterForm, PairingCodeForm, SendMessageForm, WebhookForm
+from .inbox import conversations, filter_messages, mark_read, peer_name
 from .models import Chip, Message, TenantWebhook, WebhookDelivery
 from .phones import normalize_phone
 
@@ -71,7 +72,7 @@ def _chip(pk: int) -> Chip:
 
 
 def _plan_context(request: HttpRequest) -> dict:
-    in_use = services.chips_in_use(request.tenant)
+    in_use = lifecycle.chips_in_use(request.tenant)
     limit = limits.chip_limit(request.tenant)
     return {"chips_in_use": in_use, "chip_limit": limit, "limit_reached": in_use >= limit}
 
@@ -92,8 +93,8 @@ def chip_create(request: HttpRequest) -> HttpResponse:
     form = ChipForm(request.POST)
     if form.is_valid():
         try:
-            chip = services.create_chip(request.tenant, form.cleaned_data["alias"])
-        except services.ChipError as exc:
+            chip = lifecycle.create_chip(request.tenant, form.cleaned_data["alias"])
+        except errors.ChipError as exc:
             form.add_error(None, exc.message)
         else:
             messages.success(request, gettext("Chip created: scan the QR code with WhatsApp to connect it."))
@@ -154,8 +155,8 @@ def chip_qr(request: HttpRequest, pk: int) -> HttpResponse:
     """The QR code image, fetched by the server from the chip's container (browsers never reach it)."""
     chip = _chip(pk)
     try:
-        png = services.qr_png(chip)
-    except services.ChipError as exc:
+        png = lifecycle.qr_png(chip)
+    except errors.ChipError as exc:
         return HttpResponse(exc.message, status=409, content_type="text/plain; charset=utf-8")
     return HttpResponse(png, content_type="image/png")
 
@@ -168,8 +169,8 @@ def chip_pairing_code(request: HttpRequest, pk: int) -> HttpResponse:
     code = None
     if form.is_valid():
         try:
-            code = services.request_pairing_code(chip, form.cleaned_data["phone"])
-        except services.ChipError as exc:
+            code = lifecycle.request_pairing_code(chip, form.cleaned_data["phone"])
+        except errors.ChipError as exc:
             form.add_error("phone", exc.message)
     context = {"chip": chip, "pairing_form": form, "code": code}
     if request.htmx:
@@ -186,7 +187,7 @@ def _chip_action(request: HttpRequest, pk: int, action, done: str) -> HttpRespon
     chip = _chip(pk)
     try:
         action(chip)
-    except services.ChipError as exc:
+    except errors.ChipError as exc:
         messages.error(request, exc.message)
     else:
         messages.success(request, done)
@@ -196,19 +197,19 @@ def _chip_action(request: HttpRequest, pk: int, action, done: str) -> HttpRespon
 @require_POST
 @tenant_required
 def chip_connect(request: HttpRequest, pk: int) -> HttpResponse:
-    return _chip_action(request, pk, services.connect, gettext("Connecting: scan the QR code when it appears."))
+    return _chip_action(request, pk, lifecycle.connect, gettext("Connecting: scan the QR code when it appears."))
 
 
 @require_POST
 @tenant_required
 def chip_restart(request: HttpRequest, pk: int) -> HttpResponse:
-    return _chip_action(request, pk, services.restart, gettext("The chip is restarting."))
+    return _chip_action(request, pk, lifecycle.restart, gettext("The chip is restarting."))
 
 
 @require_POST
 @manager_required
 def chip_disconnect(request: HttpRequest, pk: int) -> HttpResponse:
-    return _chip_action(request, pk, services.disconnect,
+    return _chip_action(request, pk, lifecycle.disconnect,
                         gettext("The number was logged out. Connect again to link a number."))
 
 
@@ -218,7 +219,7 @@ def chip_rename(request: HttpRequest, pk: int) -> HttpResponse:
     form = ChipForm(request.POST, auto_id="rename_%s")
     if not form.is_valid():  # the page again, the error under the name field (too long, empty…)
         return _detail_page(request, _chip(pk), rename_form=form, status=400)
-    return _chip_action(request, pk, lambda chip: services.rename(chip, form.cleaned_data["alias"]),
+    return _chip_action(request, pk, lambda chip: lifecycle.rename(chip, form.cleaned_data["alias"]),
                         gettext("Chip renamed."))
 
 
@@ -227,7 +228,7 @@ def chip_delete(request: HttpRequest, pk: int) -> HttpResponse:
     """Confirm, then delete: the number is logged out, its messages are kept."""
     chip = _chip(pk)
     if request.method == "POST":
-        services.delete_chip(chip)
+        lifecycle.delete_chip(chip)
         messages.success(request, gettext("Chip %(name)s deleted. Its messages were kept.") % {"name": chip.alias})
         return redirect("chip_list")
     return render(request, "portal/chips/delete.html", {"section": "chips", "chip": chip})
@@ -236,7 +237,7 @@ def chip_delete(request: HttpRequest, pk: int) -> HttpResponse:
 def _inbox_page(request: HttpRequest, chip: Chip | None) -> HttpResponse:
     """The conversations of every chip (or of `chip`), the most recent first, with their unread counts."""
     chips = Chip.objects.all()
-    page = services.conversations(request.tenant, chip=chip, page=request.GET.get("page"))
+    page = conversations(request.tenant, chip=chip, page=request.GET.get("page"))
     query = f"chip={chip.pk}" if chip else ""
     context = {"section": "inbox", "chip": chip, "page": page, "query": query,
                "poll_url": f"{reverse('inbox')}?{query}&page={page.number}",
@@ -273,11 +274,11 @@ def _queue_from_form(request: HttpRequest, form: SendMessageForm) -> Message | N
         return None
     data = form.cleaned_data
     try:
-        message, _created = services.send_message(
+        message, _created = sending.send_message(
             request.tenant, data["chip"], data["to"], kind=data["kind"], text=data["text"], file=data["file"],
             source="portal",
         )
-    except services.SendRefused as exc:
+    except errors.SendRefused as exc:
         field = {"invalid_phone": "to", "chip_not_connected": "chip"}.get(exc.code)
         form.add_error(field, exc.message)
         return None
@@ -304,8 +305,8 @@ def conversation(request: HttpRequest, pk: int, peer: str) -> HttpResponse:
     thread = list(Message.objects.filter(chip=chip, peer=number).order_by("-created_at", "-pk")[:200])[::-1]
     if not thread:
         raise Http404
-    services.mark_read(chip, number)
-    name, contact_pk = services.peer_name(request.tenant, number)
+    mark_read(chip, number)
+    name, contact_pk = peer_name(request.tenant, number)
     context = {"section": "inbox", "chip": chip, "peer": number, "thread": thread, "url": url,
                "poll_seconds": settings.CHIPS_POLL_SECONDS, "name": name, "contact_pk": contact_pk}
     if request.htmx:
@@ -324,7 +325,7 @@ def _message_filters(request: HttpRequest) -> tuple[MessageFilterForm, object]:
     form = MessageFilterForm(request.GET or None, chips=chips)
     queryset = Message.objects.select_related("chip")
     if form.is_valid():
-        queryset = services.filter_messages(queryset, **form.cleaned_data)
+        queryset = filter_messages(queryset, **form.cleaned_data)
     return form, queryset
 
 
@@ -337,7 +338,7 @@ def message_list(request: HttpRequest) -> HttpResponse:
                "poll_seconds": settings.CHIPS_POLL_SECONDS, "query": request.GET.urlencode()}
     if request.htmx:
         return render(request, "portal/messages/_rows.html", context)
-    working = Chip.objects.filter(status=Chip.Status.WORKING)
+    working = Chip.objects.filter(status__in=Chip.statuses_allowing(Chip.Action.SEND))
     context["form"] = SendMessageForm(chips=working, initial={"chip": request.GET.get("chip") or None})
     context["chips"] = Chip.objects.all()
     context["quota"] = limits.remaining_quota(request.tenant)
@@ -364,7 +365,7 @@ def message_send(request: HttpRequest) -> HttpResponse:
         "page": Paginator(queryset, 50).get_page(1), "chips": Chip.objects.all(),
         "poll_seconds": settings.CHIPS_POLL_SECONDS, "quota": limits.remaining_quota(request.tenant),
     }
-    form.fields["chip"].queryset = Chip.objects.filter(status=Chip.Status.WORKING)
+    form.fields["chip"].queryset = Chip.objects.filter(status__in=Chip.statuses_allowing(Chip.Action.SEND))
     return render(request, "portal/messages/list.html", context, status=400)
 
 

@@ -5,7 +5,7 @@ from django.utils import timezone
 from django.utils.html import format_html
 from django.utils.translation import ngettext
 
-from .. import services
+from .. import inbox
 from ..models import Chip, Message
 
 register = template.Library()
@@ -33,7 +33,7 @@ def chips_summary(context) -> dict:
 def unread_badge(context) -> str:
     """The number of received messages not opened in the inbox yet, as a badge ("" when none)."""
     tenant = getattr(context.get("request"), "tenant", None)
-    count = services.unread_count(tenant) if tenant is not None else 0
+    count = inbox.unread_count(tenant) if tenant is not None else 0
     if not count:
         return ""
     return format_html(' <span class="nav-count" id="unread-total" title="{}">{}</span>',

@@ -9,7 +9,7 @@ from django.conf import settings
 from django_scopes import scopes_disabled
 
 from billing.models import Plan, Subscription
-from chips import services
+from chips import lifecycle
 from chips.models import Chip, Message
 from tests.conftest import ROOT, Worker, worker_env  # noqa: F401 - Worker is used from here too
 from tests.waha.conftest import (  # noqa: F401 - fixtures shared with the waha tests
@@ -184,7 +184,7 @@ def worker(start_worker):
 
 def working_chip(tenant, alias: str = "Vendas", phone: str = "5511999990001", push_name: str = "Loja") -> Chip:
     """A chip created through the service, provisioned by the worker and paired through the simulator."""
-    chip = services.create_chip(tenant, alias)
+    chip = lifecycle.create_chip(tenant, alias)
     chip = wait_chip(chip.pk, Chip.Status.SCAN_QR_CODE)
     sim_of(chip).scan(chip.session_name, phone, push_name)
     return wait_chip(chip.pk, Chip.Status.WORKING)

@@ -5,7 +5,7 @@ from django.urls import reverse
 from django.utils import translation
 from django_scopes import scopes_disabled
 
-from chips import services
+from chips import lifecycle
 from chips.models import Chip
 from tests.chips.conftest import set_plan
 from waha.runtime import RuntimeFailure
@@ -19,7 +19,7 @@ def failed_chip(make_owner):
     with scopes_disabled():
         chip = Chip.objects.create(tenant=tenant, alias="Vendas", status=Chip.Status.PROVISIONING)
     with translation.override("pt-br"):  # the worker's language
-        services.provision_problem(chip.pk, RuntimeFailure("engine unreachable"), final=True)
+        lifecycle.provision_problem(chip.pk, RuntimeFailure("engine unreachable"), final=True)
     with scopes_disabled():
         chip.refresh_from_db()
     return user, chip
@@ -55,6 +55,6 @@ def test_the_api_says_it_in_the_requests_language(api, failed_chip):
 def test_connecting_again_clears_the_problem(failed_chip):
     _user, chip = failed_chip
     with scopes_disabled():
-        services._set_status(chip, Chip.Status.PROVISIONING, last_error="")
+        lifecycle._set_status(chip, Chip.Status.PROVISIONING, last_error="")
         chip.refresh_from_db()
     assert (chip.problem, chip.problem_detail, chip.error_text) == ("", "", "")

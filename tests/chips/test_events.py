@@ -2,7 +2,7 @@
 import pytest
 from django_scopes import scopes_disabled
 
-from chips import outgoing, signals
+from chips import lifecycle, outgoing, signals
 from chips.models import Chip, Message, WebhookDelivery
 
 from .conftest import chip_row, message_row, placed_chip, post_event
@@ -147,8 +147,6 @@ def test_a_disconnected_chip_ignores_the_sessions_own_restarts(client, make_owne
 
 
 def test_a_deleted_chip_stays_deleted_and_its_history_stays_true(client, make_owner):
-    from chips import services
-
     _, tenant = make_owner()
     chip = placed_chip(tenant, status=Chip.Status.STOPPED)
     message = sent_message(chip)
@@ -157,7 +155,7 @@ def test_a_deleted_chip_stays_deleted_and_its_history_stays_true(client, make_ow
     post_event(client, chip, "session.status", {"name": chip.session_name, "status": "WORKING"}, "evt_s",
                timestamp=9_000_000_000_000)
     assert chip_row(chip.pk).status == Chip.Status.STOPPED and chip_row(chip.pk).is_deleted
-    assert services.chips_in_use(tenant) == 0
+    assert lifecycle.chips_in_use(tenant) == 0
     # A late read receipt of a message it sent is still recorded: the message history stays true.
     ack(client, chip, message, 3, "evt_late")
     assert message_row(message.pk).status == Message.Status.READ

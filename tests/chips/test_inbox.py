@@ -12,7 +12,7 @@ from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 from django_scopes import scopes_disabled
 
-from chips import contacts, services
+from chips import contacts, sending
 from chips.models import Chip, Contact, Message
 
 from .conftest import placed_chip, post_event
@@ -63,7 +63,7 @@ def shop(owner_client):
     inbound(loja, ANA, "Oi, vocês entregam?", name="Ana Paula")
     inbound(loja, ANA, "No bairro Jardim?", name="Ana Paula")
     inbound(balcao, BETO, "Tem bolo de cenoura?", name="Beto")
-    services.send_message(tenant, loja, f"+{CAIO}", text="Seu pedido saiu para entrega")
+    sending.send_message(tenant, loja, f"+{CAIO}", text="Seu pedido saiu para entrega")
     return owner_client, loja, balcao
 
 

@@ -15,7 +15,7 @@ from django_scopes import scopes_disabled
 from billing import limits
 from billing.services import downgrade_to_free
 from billing.signals import plan_changed
-from chips import services
+from chips import errors, lifecycle, sending
 from chips.models import Chip, Message
 
 from .conftest import chip_row, placed_chip, png_bytes, set_plan
@@ -44,17 +44,17 @@ def empty_broker():
 def test_simultaneous_creates_on_a_one_chip_plan_make_exactly_one_chip(make_owner, empty_broker):
     _, tenant = make_owner()  # FREE: one chip
     barrier = threading.Barrier(8)
-    created, refused, errors = [], [], []
+    created, refused, failures = [], [], []
 
     def create(n):
         try:
             translation.activate("en")
             barrier.wait()
-            created.append(services.create_chip(tenant, f"Chip {n}").pk)
-        except services.ChipLimitReached as exc:
+            created.append(lifecycle.create_chip(tenant, f"Chip {n}").pk)
+        except errors.ChipLimitReached as exc:
             refused.append(exc.message)
         except Exception as exc:  # noqa: BLE001 - reported below
-            errors.append(exc)
+            failures.append(exc)
         finally:
             connection.close()
 
@@ -64,7 +64,7 @@ def test_simultaneous_creates_on_a_one_chip_plan_make_exactly_one_chip(make_owne
     for thread in threads:
         thread.join(timeout=60)
 
-    assert errors == []
+    assert failures == []
     assert len(created) == 1 and len(refused) == 7
     assert refused[0].startswith("Your plan allows 1 chip(s) and you have 1.")
     with scopes_disabled():
@@ -74,7 +74,7 @@ def test_simultaneous_creates_on_a_one_chip_plan_make_exactly_one_chip(make_owne
 
 @pytest.mark.django_db
 def test_the_plan_limit_shows_an_upgrade_link_and_creates_nothing(owner_client):
-    services.create_chip(owner_client.tenant, "Primeiro")
+    lifecycle.create_chip(owner_client.tenant, "Primeiro")
     page = owner_client.get(reverse("chip_list")).content.decode()
     assert 'id="plan-limit"' in page and f'href="{reverse("billing")}"' in page
     response = owner_client.post(reverse("chip_create"), {"alias": "Segundo"})
@@ -229,8 +229,8 @@ def test_a_lower_plan_stops_the_chips_above_its_limit_and_a_higher_one_lets_them
         assert "1 chip" in stopped.last_error
     # The two sessions are stopped by the worker; its containers take the lower plan's limits.
     assert queued_task_names() == ["chips.tasks.stop_chip", "chips.tasks.stop_chip", "waha.tasks.resize_containers"]
-    with pytest.raises(services.ChipLimitReached):
-        services.connect(chip_row(third.pk))
+    with pytest.raises(errors.ChipLimitReached):
+        lifecycle.connect(chip_row(third.pk))
 
     set_plan(tenant, "ENTERPRISE")
     from billing.models import Plan, Subscription
@@ -316,6 +316,8 @@ def test_messages_whose_task_was_lost_are_queued_again(make_owner, empty_broker)
         waiting = Message.objects.create(tenant=tenant, chip=chip, peer="+5511988887777", body="Oi",
                                          next_attempt_at=timezone.now() + timedelta(minutes=3))
         Message.objects.filter(pk__in=[old.pk, waiting.pk]).update(created_at=timezone.now() - timedelta(hours=1))
-    assert services.requeue_stale() == 1
-    assert queued_calls() == [("chips.tasks.send_message", [old.pk])]
+    assert sending.sweep() == {"settled": 0, "requeued": 1}
+    assert queued_calls() == [("chips.tasks.send_messages", [[old.pk]])]
+    # Given a task now, it is left alone by the next sweeps for a while.
+    assert sending.sweep() == {"settled": 0, "requeued": 0}
     assert fresh.pk != old.pk

@@ -6,7 +6,7 @@ import pytest
 from django.utils import timezone
 from django_scopes import scopes_disabled
 
-from chips import tasks
+from chips import outgoing
 from chips.models import WebhookDelivery
 from whago.models import Tenant
 
@@ -40,14 +40,14 @@ def test_old_finished_deliveries_go_pending_ones_stay(add_delivery, settings):
     retrying = add_delivery(45, Status.PENDING)
     recent = {add_delivery(29, Status.DELIVERED), add_delivery(1, Status.FAILED), add_delivery(0, Status.PENDING)}
 
-    assert tasks.prune_webhook_deliveries() == len(old)
+    assert outgoing.prune_webhook_deliveries() == len(old)
     assert kept() == recent | {retrying}
 
 
 def test_retention_follows_the_setting(add_delivery, settings):
     _old, b = add_delivery(10, Status.DELIVERED), add_delivery(3, Status.DELIVERED)
     settings.CHIPS_WEBHOOK_DELIVERY_RETENTION_DAYS = 30
-    assert tasks.prune_webhook_deliveries() == 0
+    assert outgoing.prune_webhook_deliveries() == 0
     settings.CHIPS_WEBHOOK_DELIVERY_RETENTION_DAYS = 7
-    assert tasks.prune_webhook_deliveries() == 1
+    assert outgoing.prune_webhook_deliveries() == 1
     assert kept() == {b}

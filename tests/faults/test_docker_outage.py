@@ -5,7 +5,7 @@ import pytest
 from django.urls import reverse
 from django_scopes import scopes_disabled
 
-from chips import tasks
+from chips import lifecycle
 from chips.models import Chip
 from tests.chips.conftest import DOCKER, chip_row, wait_chip, wait_until
 
@@ -52,7 +52,7 @@ def test_the_provisioning_sweep_takes_over_a_provisioning_that_stopped(start_wor
         chip.session_name = f"chip_{chip.pk}"
         chip.save()
 
-    assert tasks.provision_sweep() == {"retried": 1, "failed": 0}
+    assert lifecycle.provision_sweep() == {"retried": 1, "failed": 0}
     wait_chip(chip.pk, Chip.Status.SCAN_QR_CODE, timeout=60)
 
 
@@ -61,7 +61,7 @@ def test_a_provisioning_past_its_timeout_fails_saying_what_to_do(owner_client, s
     with scopes_disabled():
         chip = Chip.objects.create(tenant=owner_client.tenant, alias="Antigo")
 
-    assert tasks.provision_sweep()["failed"] == 1
+    assert lifecycle.provision_sweep()["failed"] == 1
     chip = chip_row(chip.pk)
     assert chip.status == Chip.Status.FAILED
     assert "Connect" in chip.last_error or "Conectar" in chip.last_error

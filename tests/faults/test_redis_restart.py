@@ -15,7 +15,7 @@ from django.utils import timezone
 from django_scopes import scopes_disabled
 from kombu.exceptions import OperationalError
 
-from chips import campaigns, contacts, services, tasks
+from chips import campaigns, contacts, sending, tasks
 from chips.models import Campaign, CampaignRecipient, Chip, Message
 from tests.chips.campaignkit import CAMPAIGN_WORKER_ENV, sim_chips  # noqa: F401 - fixture
 from tests.chips.conftest import set_plan, wait_until
@@ -60,7 +60,7 @@ def singles_sent(ids) -> int:
 
 def queue_singles(tenant, chips, numbers) -> list[int]:
     """Single messages as the API queues them, one task each."""
-    return [services.send_message(tenant, chips[n % len(chips)], f"+5521977{n:06d}", text=f"{SINGLE} {n}")[0].pk
+    return [sending.send_message(tenant, chips[n % len(chips)], f"+5521977{n:06d}", text=f"{SINGLE} {n}")[0].pk
             for n in numbers]
 
 

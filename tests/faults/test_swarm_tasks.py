@@ -4,7 +4,7 @@ the health sweep brings the sessions back and the chips work again, without the 
 import pytest
 from django_scopes import scopes_disabled
 
-from chips import services
+from chips import sending
 from chips.models import Chip, Message
 from tests.chips.conftest import DOCKER, chip_row, set_plan, sim_of, wait_chip, wait_message, working_chip
 from tests.waha.conftest import wait_for
@@ -28,7 +28,7 @@ def on_swarm(settings, swarm_node, waha_env):
 
 
 def sends(tenant, chip: Chip, text: str) -> None:
-    message, _ = services.send_message(tenant, chip, "11988887777", text=text)
+    message, _ = sending.send_message(tenant, chip, "11988887777", text=text)
     wait_message(message.pk, Message.Status.DELIVERED, timeout=30)
 
 

@@ -6,7 +6,7 @@ import json
 import pytest
 from django_scopes import scopes_disabled
 
-from chips import outgoing, tasks
+from chips import outgoing
 from chips.models import Message, WebhookDelivery
 from tests.chips.campaignkit import sim_chips  # noqa: F401 - fixture
 from tests.chips.conftest import set_plan, wait_until
@@ -63,7 +63,7 @@ def test_waha_webhooks_get_503_while_redis_is_down_and_each_event_counts_once(
         wait_until(lambda: inbound("Oi durante a queda"), 120, message="WAHA's retry of the refused event")
 
         def delivered() -> bool:
-            tasks.redeliver_webhooks.delay()  # what beat does every minute
+            outgoing.redeliver_webhooks.delay()  # what beat does every minute
             with scopes_disabled():
                 received = WebhookDelivery.objects.filter(tenant=tenant, event="message.received")
                 return received.count() == 2 and not received.filter(status=WebhookDelivery.Status.PENDING).exists()

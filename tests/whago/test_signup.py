@@ -73,7 +73,7 @@ def test_bad_signup_explains_in_portuguese_and_creates_nothing(client, make_owne
 def test_the_new_owner_confirms_the_address_before_connecting_a_number(client, django_capture_on_commit_callbacks):
     from django.core import mail
 
-    from chips import services as chips
+    from chips import errors, lifecycle
 
     with django_capture_on_commit_callbacks(execute=True):  # the link is e-mailed once sign-up commits
         client.post(reverse("signup"), signup_data())
@@ -83,8 +83,8 @@ def test_the_new_owner_confirms_the_address_before_connecting_a_number(client, d
     assert "maria@padaria.com.br" in client.get(reverse("dashboard")).content.decode()
 
     # No WhatsApp number (no container) before the address is confirmed.
-    with pytest.raises(chips.ChipError) as refused:
-        chips.create_chip(tenant, "Vendas")
+    with pytest.raises(errors.ChipError) as refused:
+        lifecycle.create_chip(tenant, "Vendas")
     assert refused.value.code == "email_unconfirmed"
     page = client.post(reverse("chip_create"), {"alias": "Vendas"}, follow=True).content.decode()
     assert "Confirme seu e-mail" in page
@@ -94,7 +94,7 @@ def test_the_new_owner_confirms_the_address_before_connecting_a_number(client, d
     assert client.get(link.replace("http://testserver", "")).status_code == 302
     user.refresh_from_db()
     assert user.email_confirmed_at is not None
-    assert chips.create_chip(tenant, "Vendas").pk
+    assert lifecycle.create_chip(tenant, "Vendas").pk
 
 
 @pytest.mark.parametrize("token", ["garbage", "expired"])
