@@ -41,7 +41,7 @@ from django.db import transaction
 from django.db.models import F, Sum
 from django.utils import timezone
 from django.utils.translation import gettext as _
-from django_scopes import scopes_disabled
+from django_scopes import scope
 
 from whago.models import Tenant
 
@@ -70,7 +70,7 @@ def _free_plan() -> Plan:
 
 def current_plan(tenant: Tenant) -> Plan:
     """The plan whose limits apply to the tenant now."""
-    with scopes_disabled():
+    with scope(tenant=tenant.pk):
         subscription = Subscription.objects.select_related("plan").filter(tenant_id=tenant.pk).first()
     if subscription is not None and subscription.in_force:
         return subscription.plan
@@ -127,7 +127,7 @@ def container_resources(tenant: Tenant) -> ContainerResources | None:
 
 def credit_balance(tenant: Tenant) -> int:
     """Message credits left: the sum of the tenant's ledger."""
-    with scopes_disabled():
+    with scope(tenant=tenant.pk):
         total = CreditLedger.objects.filter(tenant_id=tenant.pk).aggregate(s=Sum("amount"))["s"]
     return total or 0
 
@@ -138,7 +138,7 @@ def _periods() -> tuple:
 
 
 def _used(tenant: Tenant, period: str, starts_on) -> int:
-    with scopes_disabled():
+    with scope(tenant=tenant.pk):
         row = UsageCounter.objects.filter(tenant_id=tenant.pk, period=period, starts_on=starts_on).first()
     return row.used if row else 0
 
@@ -187,7 +187,7 @@ def reserve_messages(tenant: Tenant, n: int) -> Reservation:
     if n <= 0:
         raise ValueError("n must be positive")
     today, month = _periods()
-    with transaction.atomic(), scopes_disabled():
+    with transaction.atomic(), scope(tenant=tenant.pk):
         lock_tenant_billing(tenant.pk)
         plan = current_plan(tenant)
         month_counter = _counter(tenant, UsageCounter.Period.MONTH, month)
@@ -220,7 +220,7 @@ def release_messages(tenant: Tenant, n: int) -> int:
     if n <= 0:
         return 0
     given = 0
-    with transaction.atomic(), scopes_disabled():
+    with transaction.atomic(), scope(tenant=tenant.pk):
         lock_tenant_billing(tenant.pk)
         open_reservations = (
             Reservation.objects.select_for_update()

@@ -7,7 +7,7 @@ from django.db import models, transaction
 from django.utils import timezone
 from django.utils.formats import number_format
 from django.utils.translation import gettext_lazy as _
-from django_scopes import ScopedManager, scopes_disabled
+from django_scopes import ScopedManager, scope
 
 from whago.models import Tenant
 
@@ -279,7 +279,7 @@ class Reservation(models.Model):
 
     def release(self, n: int | None = None) -> int:
         """Give back n (default: all outstanding) unsent messages; returns how many."""
-        with transaction.atomic(), scopes_disabled():
+        with transaction.atomic(), scope(tenant=self.tenant_id):
             lock_tenant_billing(self.tenant_id)
             locked = Reservation.objects.select_for_update().get(pk=self.pk)
             given = locked.release_locked(n)

@@ -1,7 +1,8 @@
 """Proxy operations: assigning egress to WAHA sessions, rotating, releasing, health sweeps, imports.
 
-Everything here runs outside any tenant scope (the worker, the admin, chips' services), so
-each function opens `scopes_disabled()` itself and filters by tenant where it matters.
+A function given one tenant's row works in that tenant's scope (rotate); the ones that find rows by
+WAHA session name (session names are global) and the sweeps over every provider open
+`scopes_disabled()`, each listed with its reason in whago/scopes_allowlist.py.
 """
 import ipaddress
 import logging

@@ -1,8 +1,9 @@
 """WAHA containers: how they are named, configured and reached, their lifecycle on a runtime,
 and what each can do (read from the server itself, never assumed from settings).
 
-Everything here runs outside a request (worker, sweeps, admin actions), so it opens
-`scopes_disabled()` itself.
+A container may be shared by several tenants (a shared one belongs to none), so the functions
+that read or write one by its id open `scopes_disabled()` (listed in whago/scopes_allowlist.py);
+a tenant's own containers are read in its scope (resize_containers).
 """
 from __future__ import annotations
 

@@ -25,7 +25,7 @@ from django.db.models.functions import TruncHour
 from django.utils import timezone
 from django.utils.translation import gettext as _
 from django.utils.translation import gettext_lazy, ngettext
-from django_scopes import scopes_disabled
+from django_scopes import scope, scopes_disabled
 
 from whago import audit
 from whago.models import AuditLog, Tenant
@@ -298,8 +298,9 @@ def _cleanup_orphans(entry_id: int) -> None:
 
 
 def containers_of(tenant: Tenant | int) -> list[WahaContainer]:
-    with scopes_disabled():
-        return list(WahaContainer.objects.filter(tenant=getattr(tenant, "pk", tenant)).order_by("pk"))
+    """The tenant's own containers (read in its scope)."""
+    with scope(tenant=getattr(tenant, "pk", tenant)):
+        return list(WahaContainer.objects.order_by("pk"))
 
 
 def shared_containers_of(tenant: Tenant | int) -> list[WahaContainer]:
@@ -318,10 +319,8 @@ def on_tenant_suspended(tenant: Tenant, by=None, **kwargs) -> list[AuditLog]:
 
 def on_tenant_reactivated(tenant: Tenant, by=None, **kwargs) -> list[AuditLog]:
     """Start again the containers of a reactivated tenant that hold sessions meant to run."""
-    with scopes_disabled():
-        wanted = set(
-            WahaSession.objects.filter(tenant=tenant, should_run=True).values_list("container_id", flat=True)
-        )
+    with scope(tenant=tenant.pk):
+        wanted = set(WahaSession.objects.filter(should_run=True).values_list("container_id", flat=True))
     own = [enqueue(c, "resume", actor=by) for c in containers_of(tenant) if c.pk in wanted]
     return own + [enqueue(c, "resume", actor=by, tenant=tenant.pk) for c in shared_containers_of(tenant)
                   if c.pk in wanted]

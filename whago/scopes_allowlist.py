@@ -42,8 +42,6 @@ CROSS_TENANT: dict[str, str] = {
     "waha.ops:_running_entry": "operators' console: audit entries of any tenant",
     "waha.ops:_suspend_in_shared": "a shared container holds other tenants' sessions",
     "waha.ops:_wait_stopped_recorded": "operators' console: a container may be shared",
-    "waha.ops:containers_of": "a tenant's containers and the shared ones it uses (no tenant)",
-    "waha.ops:on_tenant_reactivated": "restarts sessions in shared containers too",
     "waha.ops:read_logs": "operators' console: any container",
     "waha.ops:run_action": "operators' console: any container",
     "waha.ops:shared_containers_of": "shared containers belong to no tenant",
@@ -73,18 +71,11 @@ CROSS_TENANT: dict[str, str] = {
     "whago.tasks:prune_audit_log": "pruning sweep over every tenant's entries",
     "whago.tenancy:memberships_of": "log-in: a user's memberships across tenants",
     "whago.tenancy:suspended_membership": "log-in: a user's memberships across tenants",
-    "whago.views:accept_invitation": "whether the invited e-mail has an account (users are global)",
     "whago.views:switch_tenant": "the tenant switcher: the user's memberships across tenants",
 }
 
 # Work for one tenant that still switches the guard off: to be run in the tenant's scope.
 NOT_YET_CONVERTED: dict[str, str] = {
-    "billing.limits:_used": "quota reads; billing/limits.py is being reworked by another change",
-    "billing.limits:credit_balance": "quota reads; billing/limits.py is being reworked by another change",
-    "billing.limits:current_plan": "quota reads; billing/limits.py is being reworked by another change",
-    "billing.limits:release_messages": "quota writes; billing/limits.py is being reworked by another change",
-    "billing.limits:reserve_messages": "quota writes; billing/limits.py is being reworked by another change",
-    "billing.models:Reservation.release": "quota writes; moved here by another change, convert with limits",
     "waha.tasks:delete_session": "queued by chips with the session id only: TenantTask once chips passes tenant_id",
 }
 

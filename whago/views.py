@@ -189,8 +189,7 @@ def accept_invitation(request: HttpRequest, token: str) -> HttpResponse:
             messages.success(request, _("You joined %(tenant)s.") % {"tenant": invitation.tenant.name})
             return redirect("dashboard")
         return render(request, "registration/invitation_accept.html", {"invitation": invitation})
-    with scopes_disabled():
-        has_account = User.objects.filter(email__iexact=invitation.email).exists()
+    has_account = User.objects.filter(email__iexact=invitation.email).exists()  # users are not scoped
     if has_account:
         messages.info(request, _("Log in with %(email)s to accept the invitation.") % {"email": invitation.email})
         return redirect(f"{reverse('login')}?next={request.path}")
