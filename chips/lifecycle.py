@@ -294,8 +294,9 @@ def _start(chip: Chip, action: str) -> Chip:
         # The container lost it (recreated without its data): create it again.
         with scopes_disabled(), transaction.atomic():
             chip = _locked_chip(chip.pk)
-            _set_status(chip, Chip.Status.PROVISIONING, last_error="")
-            transaction.on_commit(lambda: provision_chip.delay(chip.pk))
+            if chip.may_move_to(Chip.Status.PROVISIONING):  # unless its events moved it on meanwhile
+                _set_status(chip, Chip.Status.PROVISIONING, last_error="")
+                transaction.on_commit(lambda: provision_chip.delay(chip.pk))
         return chip
     return _settle(chip, info)
 
