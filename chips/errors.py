@@ -13,7 +13,6 @@ from django.utils.translation import gettext as _
 
 from proxies import services as proxy_services
 from waha.client import ContainerUnreachable
-from waha.signals import RetryLater
 
 from .models import Chip
 
@@ -40,10 +39,6 @@ class ContainerUnavailable(ChipError):
 
 class ChipNotReady(ChipError):
     code = "chip_not_ready"
-
-
-class SenderBusy(ChipError, RetryLater):
-    """An ack's message is still being sent (its record is not committed yet): deliver it again later."""
 
 
 class SendRefused(ChipError):

@@ -41,8 +41,6 @@ from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any
 
-import requests
-import urllib3
 from celery import shared_task
 from django.conf import settings
 from django.core.exceptions import ValidationError
@@ -70,7 +68,7 @@ from waha.client import (
 from waha.models import WahaSession, WebhookEvent
 from whago.models import Tenant
 
-from .errors import BatchRefused, SendRefused, redacted
+from .errors import BatchRefused, SendRefused, never_reached, redacted
 from .events import message_changed
 from .models import Chip, Message
 from .phones import chat_id, normalize_phone
@@ -330,22 +328,10 @@ def _backoff(attempt: int) -> float:
     return min(settings.CHIPS_SEND_BACKOFF_SECONDS * (2 ** max(0, attempt - 1)), 600.0)
 
 
-def _never_reached(exc: ContainerUnreachable) -> bool:
-    """Whether the request provably never reached WAHA (refused or unconnectable), so resending is safe."""
-    cause = exc.__cause__
-    if isinstance(cause, requests.ConnectTimeout):
-        return True
-    if isinstance(cause, requests.ConnectionError) and not isinstance(cause, requests.Timeout):
-        inner = cause.args[0] if cause.args else None
-        reason = getattr(inner, "reason", inner)
-        return isinstance(reason, urllib3.exceptions.NewConnectionError)
-    return False
-
-
 def _unsendable_reason(chip: Chip) -> str | None:
     if chip.is_deleted:
         return _("the chip was deleted")
-    if chip.waha_session_id is None or chip.status != Chip.Status.WORKING:
+    if chip.waha_session_id is None or not chip.can(Chip.Action.SEND):
         return _("the chip is not connected (%(status)s)") % {"status": chip.get_status_display()}
     return None
 
@@ -406,7 +392,7 @@ def hand_over(message: Message, session: WahaSession | None) -> str:
     try:
         sent = _call_waha(message, session)
     except ContainerUnreachable as exc:
-        if _never_reached(exc):
+        if never_reached(exc):
             return _retry(message, _("the chip's server is unreachable (%(error)s)") % {
                 "error": redacted(chip, exc)})
         return _in_doubt(message, _("WhatsApp's server did not answer in time (%(error)s)") % {

@@ -60,7 +60,7 @@ def cleanup_orphans() -> dict:
         return manager.cleanup_orphans() if alone else {"skipped": ["another cleanup is running"]}
 
 
-# Stored acks settle interrupted sends (chips.services): never pruned younger than this.
+# Stored acks settle interrupted sends (chips.sending): never pruned younger than this.
 EVENT_RETENTION_MIN_DAYS = 2
 
 

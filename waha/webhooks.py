@@ -182,8 +182,8 @@ def receive(request: HttpRequest, container_id: int | None = None, token: str | 
                 )
                 _dispatch(container, session, event, data)
         except signals.RetryLater:
-            # E.g. an ack that overtook its message's record, whose sender is slow: nothing was
-            # stored; WAHA delivers the event again, and by then the record is there.
+            # A receiver that cannot apply the event yet: nothing was stored; WAHA (Plus) delivers
+            # the event again later.
             log.info("webhook %s of %s: to be delivered again later", event_id, container)
             response = _answer(503, error="the event cannot be applied yet")
             response["Retry-After"] = "2"
@@ -191,7 +191,7 @@ def receive(request: HttpRequest, container_id: int | None = None, token: str | 
         except UNAVAILABLE as exc:
             # Redis (the broker or the cache) is down. Raised inside the transaction, nothing was
             # stored; raised by a task queued on commit, the event was stored and applied, and its
-            # follow-up is taken up by the sweeps (chips.tasks.redeliver_webhooks, requeue_stale_messages).
+            # follow-up is taken up by the sweeps (chips.tasks.redeliver_webhooks, chips.tasks.sweep_sends).
             # Either way WAHA is told to come back: a retry of a stored event is a duplicate.
             log.warning("webhook %s of %s: Redis unavailable (%r), to be delivered again", event_id, container, exc)
             response = _answer(503, error="temporarily unavailable, retry later")

@@ -132,11 +132,6 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
 else:
     DATABASES["default"]["CONN_MAX_AGE"] = env.int("DB_CONN_MAX_AGE", default=60)
     DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
-    # Django's own queries bind parameters client-side and are never prepared; the send path's
-    # per-message statement (chips.services._one_row) binds server-side and asks to be
-    # prepared, which psycopg does only with a threshold set. (The send path's session advisory
-    # locks already need a session per connection: no transaction-mode pooler in between.)
-    DATABASES["default"].setdefault("OPTIONS", {}).setdefault("prepare_threshold", 5)
 # Several test runs may share one PostgreSQL server: each names its own test database.
 DATABASES["default"]["TEST"] = {"NAME": env.str("TEST_DATABASE_NAME", default="") or None}
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
@@ -296,7 +291,9 @@ CELERY_BEAT_SCHEDULE = {
     "waha: alert rules": {"task": "waha.tasks.alert_sweep", "schedule": 60},
     "waha: orphan cleanup": {"task": "waha.tasks.cleanup_orphans", "schedule": 3600},
     "waha: prune webhook events": {"task": "waha.tasks.prune_webhook_events", "schedule": 3600},
-    "chips: requeue stale messages": {"task": "chips.tasks.requeue_stale_messages", "schedule": 300},
+    # (The entry keeps its earlier name: beat updates the stored row of that name in place.)
+    "chips: requeue stale messages": {"task": "chips.tasks.sweep_sends", "schedule": env.float(
+        "CHIPS_SEND_SWEEP_SECONDS", default=5.0)},
     "chips: campaign kick": {"task": "chips.tasks.kick_campaigns", "schedule": 10},
     "chips: provisioning sweep": {"task": "chips.tasks.provision_sweep", "schedule": 60},
     "chips: prune webhook deliveries": {"task": "chips.tasks.prune_webhook_deliveries", "schedule": 3600},
@@ -309,7 +306,7 @@ CELERY_BEAT_SCHEDULE = {
 # Append-only tables pruned by the tasks above: rows older than these days go, in batches of
 # PRUNE_BATCH_SIZE rows (short transactions). Rows still needed are kept whatever their age: a
 # webhook delivery still pending a retry, an audit entry still running. Webhook events are kept
-# at least 2 days: stored acks settle messages whose send was interrupted (chips.services).
+# at least 2 days: stored acks settle messages whose send was interrupted (chips.sending).
 WAHA_WEBHOOK_EVENT_RETENTION_DAYS = env.int("WAHA_WEBHOOK_EVENT_RETENTION_DAYS", default=7)
 CHIPS_WEBHOOK_DELIVERY_RETENTION_DAYS = env.int("CHIPS_WEBHOOK_DELIVERY_RETENTION_DAYS", default=30)
 AUDIT_LOG_RETENTION_DAYS = env.int("AUDIT_LOG_RETENTION_DAYS", default=365)
@@ -542,9 +539,20 @@ CHIPS_POLL_SECONDS = env.float("CHIPS_POLL_SECONDS", default=2.0)
 # Crash tests only: seconds a send task sleeps right after WAHA accepted the message and
 # before recording it (the window in which a killed worker must not cause a second send).
 CHIPS_SEND_PAUSE_AFTER_HTTP = env.float("CHIPS_SEND_PAUSE_AFTER_HTTP", default=0.0)
-# Seconds an ack that arrived before its message's send was recorded waits for that record;
-# past it the webhook answers 503 and WAHA delivers it again later (its retry policy).
-CHIPS_ACK_WAIT_SECONDS = env.float("CHIPS_ACK_WAIT_SECONDS", default=5.0)
+# The send path (chips/sending.py). A sender leases the messages it sends for this many seconds,
+# renewed while it works: a worker that dies lets its lease expire, and the sweep (every
+# CHIPS_SEND_SWEEP_SECONDS, set with the beat schedule above) settles its messages from evidence.
+# Must outlast one call to WAHA (the client's read timeout is 30 s; renewed 25 s before the end).
+CHIPS_SEND_LEASE_SECONDS = env.float("CHIPS_SEND_LEASE_SECONDS", default=30.0)
+# A sender writes its outcomes (and renews its leases) every this many messages or seconds, whichever
+# comes first: a few statements per batch instead of one per message.
+CHIPS_SEND_RECORD_EVERY = env.int("CHIPS_SEND_RECORD_EVERY", default=50)
+CHIPS_SEND_RECORD_SECONDS = env.float("CHIPS_SEND_RECORD_SECONDS", default=1.0)
+# A queued message nobody leased for this long has lost its task (a broker restart): it gets another.
+CHIPS_SEND_REQUEUE_SECONDS = env.float("CHIPS_SEND_REQUEUE_SECONDS", default=60.0)
+# An interrupted send whose chip's WAHA cannot be asked (unreachable, session not ready) is asked
+# again at every sweep; past this many seconds after the attempt it fails as "may have been delivered".
+CHIPS_SEND_SETTLE_GIVE_UP_SECONDS = env.float("CHIPS_SEND_SETTLE_GIVE_UP_SECONDS", default=600.0)
 # A chip still PROVISIONING with no attempt for this many seconds is tried again by the
 # provisioning sweep (the Docker engine or its server came back); past the timeout it fails.
 CHIPS_PROVISION_RETRY_SECONDS = env.int("CHIPS_PROVISION_RETRY_SECONDS", default=120)

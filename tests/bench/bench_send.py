@@ -15,7 +15,7 @@ import pytest
 import requests
 from django_scopes import scopes_disabled
 
-from chips import services
+from chips import lifecycle
 from chips.models import Chip, Message
 from tests.bench.cpu import cpu_seconds, cpu_since
 from tests.chips.conftest import (  # noqa: F401 - fixtures
@@ -100,7 +100,7 @@ def test_send_ratio(app):
     with scopes_disabled():
         owner = tenant.memberships.first().user
     _key, raw_key = accounts.create_api_key(tenant=tenant, name="bench", created_by=owner)
-    chip = services.create_chip(tenant, "Bench")
+    chip = lifecycle.create_chip(tenant, "Bench")
     chip = wait_chip(chip.pk, Chip.Status.SCAN_QR_CODE, timeout=60)
     sim = sim_of(chip)
     sim.scan(chip.session_name, "5511999990001", "Bench")
