@@ -56,6 +56,7 @@ from django_scopes import scopes_disabled
 
 from billing import limits
 from waha.models import WahaSession
+from whago.bulk import update_rows
 
 from . import campaigns, sending
 from .models import Campaign, CampaignChip, CampaignRecipient, Chip, ChipPace, Message
@@ -245,10 +246,14 @@ def _create_messages(campaign: Campaign, chip: Chip, items: list, token: uuid.UU
         for (recipient, _text), message in zip(items, messages, strict=True):
             recipient.message_id = message.pk
             message.chip = chip
-        # Each recipient finds its message by its idempotency key (one indexed lookup each, one statement).
-        key = Concat(Value(recipient_key(campaign.pk, "")), Cast(OuterRef("pk"), CharField()))
-        CampaignRecipient.objects.filter(pk__in=[r.pk for r, _text in items]).update(message_id=Subquery(
-            Message.objects.filter(tenant_id=campaign.tenant_id, idempotency_key=key).values("pk")[:1]))
+        recipients = [r for r, _text in items]
+        if all(r.message_id for r in recipients):  # the insert returned the ids (PostgreSQL, SQLite ≥ 3.35)
+            update_rows(CampaignRecipient.objects.all(), recipients, ["message"])
+        else:
+            # Each recipient finds its message by its idempotency key (one indexed lookup each, one statement).
+            key = Concat(Value(recipient_key(campaign.pk, "")), Cast(OuterRef("pk"), CharField()))
+            CampaignRecipient.objects.filter(pk__in=[r.pk for r in recipients]).update(message_id=Subquery(
+                Message.objects.filter(tenant_id=campaign.tenant_id, idempotency_key=key).values("pk")[:1]))
     sender.hold(messages)
     unused = reservation.quantity - len(items)
     if unused > 0:
