@@ -118,7 +118,6 @@ CHIPS_AFTER_SPLIT: dict[str, str] = {
     "delete_chip": "not converted yet (in chips.lifecycle)",
     "delete_contact": "not converted yet (in chips.contacts)",
     "delete_draft": "not converted yet (in chips.campaigns)",
-    "deliver": "not converted yet (in chips.sending)",
     "disconnect": "not converted yet (in chips.lifecycle)",
     "download": "not converted yet (in chips.inbound_media)",
     "emit": "not converted yet (in chips.outgoing)",
@@ -163,6 +162,7 @@ CHIPS_AFTER_SPLIT: dict[str, str] = {
     "unfilled": "not converted yet (in chips.campaigns)",
     "unread_count": "not converted yet (in chips.inbox)",
     "unsubscribe": "not converted yet (in chips.contacts)",
+    "write_outcomes": "not converted yet (in chips.sending)",
 }
 
 ALLOWED: dict[str, str] = {**CROSS_TENANT, **NOT_YET_CONVERTED}
