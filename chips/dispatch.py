@@ -305,6 +305,8 @@ def send_batch(campaign: Campaign, chip: Chip, token: uuid.UUID, size: int) -> s
     sender = sending.Sender(on_record=_recipients_follow(token))
     pairs = _create_messages(campaign, chip, items, token, reservation, sender)
     session = WahaSession.objects.select_related("container").filter(pk=chip.waha_session_id).first()
+    if session is not None:
+        chip.waha_session = session  # the sender reads the messages' session from their chip
     outcome, checked, refused, unsent = DONE, time.monotonic(), [], []
     with sender:
         for position, (_recipient, message) in enumerate(pairs):

@@ -467,8 +467,8 @@ class Sender:
             ).update(lease_token=self.token, leased_until=until, attempted_at=now, attempts=F("attempts") + 1)
             if not taken:
                 return []
-            found = Message.objects.select_related("tenant", "chip").in_bulk(
-                list(Message.objects.filter(pk__in=ids, lease_token=self.token).values_list("pk", flat=True)))
+            found = {m.pk: m for m in Message.objects.select_related(
+                "tenant", "chip__waha_session__container").filter(pk__in=ids, lease_token=self.token)}
         self.lease_until = until
         self.held.update(found)
         return [found[pk] for pk in ids if pk in found]
@@ -549,12 +549,8 @@ def deliver(message_ids: list[int]) -> dict[int, float]:
     """Send queued messages, each exactly once, in one claim; returns {id: seconds before its retry}."""
     retries: dict[int, float] = {}
     with Sender() as sender:
-        messages = sender.claim(message_ids)
-        session_ids = {m.chip.waha_session_id for m in messages if m.chip.waha_session_id}
-        with scopes_disabled():
-            sessions = WahaSession.objects.select_related("container").in_bulk(list(session_ids))
-        for message in messages:
-            if sender.send(message, sessions.get(message.chip.waha_session_id)) == RETRY:
+        for message in sender.claim(message_ids):
+            if sender.send(message, message.chip.waha_session) == RETRY:
                 retries[message.pk] = max(0.0, (message.next_attempt_at - _now()).total_seconds())
     return retries
 
@@ -597,15 +593,21 @@ def advance(message: Message, ack: int, ack_name: str = "") -> bool:
     return True
 
 
-def _stored_acks(session: WahaSession, since: datetime, prefix: str = "") -> dict[str, tuple[int, str]]:
+def _stored_acks(session: WahaSession, since: datetime, prefix: str = "",
+                 ids: list[str] | None = None) -> dict[str, tuple[int, str]]:
     """{WAHA message id: (furthest ack, its name)} of the message.ack events stored for a session since
-    a moment (ids starting with prefix)."""
+    a moment, for the given ids or those starting with prefix (filtered by the database)."""
     found: dict[str, tuple[int, str]] = {}
     with scopes_disabled():
-        bodies = WebhookEvent.objects.filter(
+        events = WebhookEvent.objects.filter(
             container_id=session.container_id, session=session.remote_name, event="message.ack",
             received_at__gte=since - EVIDENCE_MARGIN,
-        ).values_list("payload", flat=True)
+        )
+        if ids is not None:
+            events = events.filter(payload__payload__id__in=ids)
+        elif prefix:
+            events = events.filter(payload__payload__id__startswith=prefix)
+        bodies = events.values_list("payload", flat=True)
         for body in bodies:
             payload = body.get("payload") if isinstance(body, dict) else None
             waha_id = str((payload or {}).get("id") or "")
@@ -634,13 +636,18 @@ def apply_stored_acks(messages: list[Message]) -> set[int]:
     changed: set[int] = set()
     if not by_session:
         return changed
-    with scopes_disabled():
-        sessions = WahaSession.objects.in_bulk(list(by_session))
+    known = {m.chip.waha_session_id: m.chip.waha_session for m in messages
+             if m.chip.waha_session_id and Chip.waha_session.is_cached(m.chip)}
+    missing = set(by_session) - set(known)
+    if missing:
+        with scopes_disabled():
+            known.update(WahaSession.objects.in_bulk(list(missing)))
     for session_id, group in by_session.items():
-        session = sessions.get(session_id)
+        session = known.get(session_id)
         if session is None:
             continue
-        acks = _stored_acks(session, min(m.attempted_at or m.sent_at for m in group))
+        acks = _stored_acks(session, min(m.attempted_at or m.sent_at for m in group),
+                            ids=[m.waha_id for m in group])
         for message in group:
             if message.waha_id in acks:
                 ack, name = acks[message.waha_id]
