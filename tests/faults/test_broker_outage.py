@@ -71,12 +71,13 @@ def test_api_answers_503_while_redis_is_down_and_the_message_it_stored_is_sent_o
         fault_broker.server.start()
         response = send(client, chip, "(11) 98765-0002", "all-down")
         assert response.status_code == 201, response.content
-        # The stored message has no task: the re-queue sweep (beat) gives it one once it is stale.
+        # The stored message has no task: the send sweep (beat) gives it one once it is stale
+        # (CHIPS_SEND_REQUEUE_SECONDS).
         with scopes_disabled():
             Message.objects.filter(pk=stored.pk).update(created_at=timezone.now() - timedelta(minutes=30))
 
         def sent():
-            tasks.requeue_stale_messages.delay()  # what beat does every few minutes
+            tasks.sweep_sends.delay()  # what beat does every few seconds
             with scopes_disabled():
                 return Message.objects.get(pk=stored.pk).status != Message.Status.QUEUED
 

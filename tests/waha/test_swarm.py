@@ -335,6 +335,8 @@ def test_a_container_on_a_lost_node_is_moved_when_another_node_has_room(waha_swa
     assert (container.node, container.node_address) == (swarm, "127.0.0.1")
     task = get_runtime("swarm").client.services.get(container.runtime_id).attrs["Spec"]["TaskTemplate"]
     assert task["Placement"]["Constraints"] == [f"node.id == {swarm}"]
+    # Its task starts again on the new port: once it answers, the health sweep counts it healthy (a
+    # busy machine takes a while to start it; the sweep alone would see it still starting).
+    manager.wait_ready(row(container.pk))
     report = manager.health_sweep()
     assert container.name in report["healthy"]
-    manager.wait_ready(row(container.pk))
