@@ -17,7 +17,7 @@ from django_scopes import scopes_disabled
 
 from chips import lifecycle
 from chips.models import Chip, Message
-from tests.bench.cpu import cpu_seconds, cpu_since
+from tests.bench.cpu import cpu_seconds, cpu_since, used_since
 from tests.chips.conftest import (  # noqa: F401 - fixtures
     Gunicorn,
     Worker,
@@ -150,6 +150,7 @@ def test_send_ratio(app):
     before = _sent_count(sim, chip.session_name)
     cpu = cpu_seconds()
     pipeline_seconds, api_done = pipeline(post_batch, range(0, MESSAGES, BATCH), MESSAGES, 4)
+    pipeline_used = used_since(cpu)
     pipeline_cpu = cpu_since(cpu)
     pipeline_rate = MESSAGES / pipeline_seconds
     assert _sent_count(sim, chip.session_name) == before + MESSAGES  # each message sent exactly once
@@ -177,4 +178,5 @@ def test_send_ratio(app):
     print(f"CPU seconds, raw loop: {raw_cpu} (acks drained: {raw_cpu_drained})")
     print(f"CPU seconds, batches: {pipeline_cpu} (acks drained: {pipeline_cpu_drained})")
     print(f"message statuses after the batches: {statuses}")
+    print(f"PostgreSQL CPU per message (batches): {pipeline_used.get('postgres', 0.0) / MESSAGES * 1000:.2f} ms")
     print(f"send ratio: {pipeline_rate / raw_rate:.2f}")

@@ -37,6 +37,12 @@ def cpu_seconds() -> dict[str, float]:
     return totals
 
 
+def used_since(before: dict[str, float]) -> dict[str, float]:
+    """CPU seconds used by each kind since `before`."""
+    after = cpu_seconds()
+    return {kind: after[kind] - before.get(kind, 0.0) for kind in after}
+
+
 def cpu_since(before: dict[str, float]) -> str:
     """'kind seconds, …' used since `before` (processes that ended meanwhile are not counted)."""
     after = cpu_seconds()
