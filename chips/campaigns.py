@@ -34,7 +34,7 @@ from django.db.models.functions import Trim, Trunc
 from django.utils import timezone
 from django.utils.translation import gettext as _
 from django.utils.translation import ngettext
-from django_scopes import scopes_disabled
+from django_scopes import scope
 
 from billing import limits
 from whago.models import Tenant
@@ -161,7 +161,7 @@ def unfilled(tenant: Tenant, template: str, lists) -> list[Unfilled]:
     if not lists or not keys:
         return []
     result = []
-    with scopes_disabled():
+    with scope(tenant=tenant.pk):
         contacts = reachable(in_lists(Contact.objects.filter(tenant_id=tenant.pk), lists))
         for key in keys:
             if key in ("nome", "primeiro_nome"):
@@ -209,7 +209,7 @@ def preview(tenant: Tenant, template: str, lists) -> Preview:
     unknown = unknown_variables(template, keys)
     if unknown:
         result.errors.append(unknown_message(unknown, keys))
-    with scopes_disabled():
+    with scope(tenant=tenant.pk):
         contacts = reachable(Contact.objects.filter(tenant_id=tenant.pk))
         if lists:
             contacts = in_lists(contacts, lists)
@@ -296,7 +296,7 @@ def save_campaign(
             content, filename, mimetype = sending.media_file(kind, media, None, None)
         except errors.SendRefused as exc:
             raise CampaignError(exc.message)
-    with scopes_disabled(), transaction.atomic():
+    with scope(tenant=tenant.pk), transaction.atomic():
         target = campaign or Campaign(tenant_id=tenant.pk, created_by=user)
         target.name = name.strip()[:120]
         target.template = template.strip()
@@ -327,7 +327,7 @@ def delete_draft(campaign: Campaign) -> None:
     """Delete a draft (campaigns that ran are kept: they are the history)."""
     if campaign.status not in (Status.DRAFT, Status.CANCELED) or campaign.started_at:
         raise CampaignError(_("Only a draft that never ran can be deleted. Cancel it instead."))
-    with scopes_disabled():
+    with scope(tenant=campaign.tenant_id):
         media = campaign.media.name if campaign.media else ""
         Campaign.objects.filter(pk=campaign.pk).delete()
     if media:
@@ -408,7 +408,7 @@ def _limit_message(tenant: Tenant) -> str:
 def start(campaign: Campaign, scheduled: bool = False) -> Campaign:
     """Start a draft (scheduled when its start date is ahead) or a scheduled campaign, within the plan."""
     now = timezone.now()
-    with scopes_disabled(), transaction.atomic():
+    with scope(tenant=campaign.tenant_id), transaction.atomic():
         tenant = Tenant.objects.select_for_update(no_key=True).get(pk=campaign.tenant_id)
         campaign = Campaign.objects.select_for_update().get(pk=campaign.pk)
         if campaign.status not in (Status.DRAFT, Status.SCHEDULED):
@@ -462,7 +462,7 @@ def pause(campaign: Campaign, reason: str = "") -> Campaign:
 
 def resume(campaign: Campaign) -> Campaign:
     """Continue a paused campaign, within the plan's limit of campaigns running at once."""
-    with scopes_disabled(), transaction.atomic():
+    with scope(tenant=campaign.tenant_id), transaction.atomic():
         tenant = Tenant.objects.select_for_update(no_key=True).get(pk=campaign.tenant_id)
         campaign = Campaign.objects.select_for_update().get(pk=campaign.pk)
         if campaign.status != Status.PAUSED:
@@ -477,7 +477,7 @@ def resume(campaign: Campaign) -> Campaign:
 
 def cancel(campaign: Campaign) -> Campaign:
     """Stop for good: recipients not sent yet are skipped."""
-    with scopes_disabled(), transaction.atomic():
+    with scope(tenant=campaign.tenant_id), transaction.atomic():
         if not campaign.transition(Status.CANCELED, _("Canceled by a user.")):
             raise CampaignError(_("This campaign has already finished."))
         CampaignRecipient.objects.filter(campaign_id=campaign.pk, status=R.PENDING).update(
@@ -504,7 +504,7 @@ OUTCOME = Case(
 def progress(campaign: Campaign) -> dict:
     """Counters of the campaign's recipients, for the live progress bar."""
     delivered = [Message.Status.DELIVERED, Message.Status.READ]
-    with scopes_disabled():
+    with scope(tenant=campaign.tenant_id):
         counts = CampaignRecipient.objects.filter(campaign_id=campaign.pk).aggregate(
             total=Count("pk"),
             pending=Count("pk", filter=Q(status__in=[R.PENDING, R.CLAIMED])),
@@ -610,7 +610,7 @@ def _series(messages, kind: str) -> list[dict]:
 
 def timeline(campaign: Campaign) -> list[dict]:
     """Delivery and read rates of the messages sent in each period of the campaign."""
-    with scopes_disabled():
+    with scope(tenant=campaign.tenant_id):
         messages = Message.objects.filter(campaign_recipient__campaign_id=campaign.pk, sent_at__isnull=False)
         span = messages.aggregate(first=Min("sent_at"), last=Max("sent_at"))
         return _series(messages, _bucket_kind(span["first"], span["last"]))
@@ -618,7 +618,7 @@ def timeline(campaign: Campaign) -> list[dict]:
 
 def by_chip(campaign: Campaign) -> list[dict]:
     """The campaign's counters per chip it sent from."""
-    with scopes_disabled():
+    with scope(tenant=campaign.tenant_id):
         rows = (
             CampaignRecipient.objects.filter(campaign_id=campaign.pk, message__isnull=False)
             .values("message__chip_id", "message__chip__alias")
@@ -639,7 +639,7 @@ def by_chip(campaign: Campaign) -> list[dict]:
 def chip_report(tenant: Tenant, days: int = 14) -> dict:
     """Campaign messages per chip over the last `days`: totals, replies, opt-outs, daily rates."""
     since = timezone.now() - timedelta(days=days)
-    with scopes_disabled():
+    with scope(tenant=tenant.pk):
         chips = list(Chip.all_objects.filter(tenant_id=tenant.pk).order_by("created_at", "pk"))
         messages = Message.objects.filter(tenant_id=tenant.pk, campaign_recipient__isnull=False,
                                           sent_at__gte=since)
@@ -670,7 +670,7 @@ def chip_report(tenant: Tenant, days: int = 14) -> dict:
 def dashboard_summary(tenant: Tenant) -> dict:
     """What the Painel shows about campaigns: active ones with progress, last 7 days' rates."""
     since = timezone.now() - timedelta(days=7)
-    with scopes_disabled():
+    with scope(tenant=tenant.pk):
         active = list(Campaign.objects.filter(tenant_id=tenant.pk, status__in=[
             Status.RUNNING, Status.PAUSED, Status.SCHEDULED]).order_by("-created_at")[:5])
         week = Message.objects.filter(tenant_id=tenant.pk, campaign_recipient__isnull=False, sent_at__gte=since)

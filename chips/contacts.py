@@ -38,7 +38,7 @@ from django.db import IntegrityError, transaction
 from django.db.models import Exists, OuterRef
 from django.utils import timezone, translation
 from django.utils.translation import gettext as _
-from django_scopes import scopes_disabled
+from django_scopes import scope
 
 from whago.models import Tenant
 
@@ -131,7 +131,7 @@ def save_contact(
     except ValidationError as exc:
         raise ContactError(exc.messages[0])
     source, consent_at = _consent(consent_source, consent_at)
-    with scopes_disabled():
+    with scope(tenant=tenant.pk):
         clash = Contact.objects.filter(tenant_id=tenant.pk, phone=e164)
         if contact is not None:
             clash = clash.exclude(pk=contact.pk)
@@ -155,7 +155,7 @@ def save_contact(
 
 def delete_contact(contact: Contact) -> None:
     """Delete a contact; campaigns keep their own copy of its number and name."""
-    with scopes_disabled():
+    with scope(tenant=contact.tenant_id):
         Contact.objects.filter(pk=contact.pk).delete()
 
 
@@ -164,7 +164,7 @@ def create_list(tenant: Tenant, name: str, description: str = "") -> ContactList
     name = (name or "").strip()[:120]
     if not name:
         raise ContactError(_("Give the list a name."))
-    with scopes_disabled():
+    with scope(tenant=tenant.pk):
         if ContactList.objects.filter(tenant_id=tenant.pk, name__iexact=name).exists():
             raise ContactError(_("A list named “%(name)s” already exists.") % {"name": name})
         try:
@@ -179,7 +179,7 @@ def list_for_import(tenant: Tenant, name: str, filename: str) -> tuple[ContactLi
     upload is not lost."""
     name = (name or "").strip()[:120]
     if name:
-        with scopes_disabled():
+        with scope(tenant=tenant.pk):
             existing = ContactList.objects.filter(tenant_id=tenant.pk, name__iexact=name).first()
         return (existing, False) if existing else (create_list(tenant, name), True)
     stem = PurePath(filename or "").stem.strip()[:90] or _("Imported contacts")
@@ -201,7 +201,7 @@ def in_lists(contacts, lists):
 
 def custom_field_keys(tenant: Tenant, lists=None) -> set[str]:
     """The custom field keys the tenant's contacts (of these lists, when given) have."""
-    with scopes_disabled():
+    with scope(tenant=tenant.pk):
         contacts = Contact.objects.filter(tenant_id=tenant.pk)
         if lists is not None:
             contacts = in_lists(contacts, lists)
@@ -419,7 +419,7 @@ def _stage_row(line: int, row: list[Any], fixed: dict[str, int], custom: dict[in
 def _save_imported(tenant: Tenant, contact_list: ContactList, staged: list[_Staged], report: ImportReport) -> None:
     """Create the new contacts and put new and existing ones in the list, in one transaction."""
     batch = 1000
-    with scopes_disabled(), transaction.atomic():
+    with scope(tenant=tenant.pk), transaction.atomic():
         existing: dict[str, int] = {}
         for start in range(0, len(staged), batch):
             existing.update(Contact.objects.filter(
@@ -455,7 +455,7 @@ def _save_imported(tenant: Tenant, contact_list: ContactList, staged: list[_Stag
 
 def campaign_settings(tenant: Tenant) -> CampaignSettings:
     """The tenant's opt-out settings (created with the defaults on first use)."""
-    with scopes_disabled():
+    with scope(tenant=tenant.pk):
         found, _created = CampaignSettings.objects.get_or_create(tenant_id=tenant.pk)
     return found
 
@@ -468,7 +468,7 @@ def save_opt_out_settings(tenant: Tenant, words: str, reply: str) -> CampaignSet
     found = campaign_settings(tenant)
     found.opt_out_words = ", ".join(dict.fromkeys(w.upper() for w in cleaned))[:500]
     found.opt_out_reply = (reply or "").strip()[:1000]
-    with scopes_disabled():
+    with scope(tenant=tenant.pk):
         found.save()
     return found
 
@@ -509,7 +509,7 @@ def unsubscribe(tenant: Tenant, phone: str, chip=None, name: str = "") -> tuple[
     """Mark the number unsubscribed (creating the contact when unknown, named `name`: the WhatsApp name it
     sent); returns (contact, changed now)."""
     now = timezone.now()
-    with scopes_disabled():
+    with scope(tenant=tenant.pk):
         contact = Contact.objects.filter(tenant_id=tenant.pk, phone=phone).first()
         if contact is None:
             try:
@@ -533,7 +533,7 @@ def handle_inbound(message: Message) -> None:
     if message.direction != Message.Direction.IN:
         return
     tenant = message.tenant
-    with scopes_disabled():
+    with scope(tenant=tenant.pk):
         recipient = _last_recipient(tenant.pk, message.peer)
         if not is_opt_out(message.body, opt_out_words(tenant)):
             if recipient is not None and recipient.replied_at is None:

@@ -52,11 +52,13 @@ from django.db.models import CharField, OuterRef, Q, Subquery, Value
 from django.db.models.functions import Cast, Concat
 from django.utils import timezone
 from django.utils.translation import gettext as _
-from django_scopes import scopes_disabled
+from django_scopes import scope, scopes_disabled
 
 from billing import limits
 from waha.models import WahaSession
 from whago.bulk import update_rows
+from whago.models import Tenant
+from whago.tasks import TenantTask, tenant_of_row
 
 from . import campaigns, sending
 from .models import Campaign, CampaignChip, CampaignRecipient, Chip, ChipPace, Message
@@ -87,18 +89,16 @@ def acquire(campaign_id: int, chip_id: int, token: uuid.UUID, hold: float | None
     """Take a lane's lease when it is free or expired, or renew it with its own token."""
     now = _now()
     until = now + timedelta(seconds=settings.CAMPAIGN_LEASE_SECONDS if hold is None else hold)
-    with scopes_disabled():
-        return bool(
-            CampaignChip.objects.filter(campaign_id=campaign_id, chip_id=chip_id)
-            .filter(Q(lease_until__isnull=True) | Q(lease_until__lt=now) | Q(lease_token=token))
-            .update(lease_token=token, lease_until=until)
-        )
+    return bool(
+        CampaignChip.objects.filter(campaign_id=campaign_id, chip_id=chip_id)
+        .filter(Q(lease_until__isnull=True) | Q(lease_until__lt=now) | Q(lease_token=token))
+        .update(lease_token=token, lease_until=until)
+    )
 
 
 def release(campaign_id: int, chip_id: int, token: uuid.UUID) -> None:
-    with scopes_disabled():
-        CampaignChip.objects.filter(campaign_id=campaign_id, chip_id=chip_id, lease_token=token).update(
-            lease_token=None, lease_until=None)
+    CampaignChip.objects.filter(campaign_id=campaign_id, chip_id=chip_id, lease_token=token).update(
+        lease_token=None, lease_until=None)
 
 
 def launch_lanes(campaign: Campaign) -> int:
@@ -106,17 +106,17 @@ def launch_lanes(campaign: Campaign) -> int:
     if campaign.status != RUNNING or not campaign.in_window():
         return 0
     launched = 0
-    with scopes_disabled():
-        chip_ids = list(
-            CampaignChip.objects.filter(campaign_id=campaign.pk, chip__status=Chip.Status.WORKING,
-                                        chip__deleted_at__isnull=True)
-            .filter(Q(retry_at__isnull=True) | Q(retry_at__lte=_now()))
-            .values_list("chip_id", flat=True)
-        )
+    chip_ids = list(
+        CampaignChip.objects.filter(campaign_id=campaign.pk, chip__status=Chip.Status.WORKING,
+                                    chip__deleted_at__isnull=True)
+        .filter(Q(retry_at__isnull=True) | Q(retry_at__lte=_now()))
+        .values_list("chip_id", flat=True)
+    )
     for chip_id in chip_ids:
         token = uuid.uuid4()
         if acquire(campaign.pk, chip_id, token):
-            transaction.on_commit(partial(run_campaign_lane.delay, campaign.pk, chip_id, str(token)))
+            transaction.on_commit(partial(run_campaign_lane.delay, campaign.pk, chip_id, str(token),
+                                          tenant_id=campaign.tenant_id))
             launched += 1
     return launched
 
@@ -125,68 +125,68 @@ def take_slot(chip_id: int, interval: float) -> float:
     """0.0 when the chip may start a send now (its next slot moves one interval on), else seconds to wait."""
     now = _now()
     following = now + timedelta(seconds=interval)
-    with scopes_disabled():
-        if ChipPace.objects.filter(chip_id=chip_id, next_send_at__lte=now).update(next_send_at=following):
+    if ChipPace.objects.filter(chip_id=chip_id, next_send_at__lte=now).update(next_send_at=following):
+        return 0.0
+    due = ChipPace.objects.filter(chip_id=chip_id).values_list("next_send_at", flat=True).first()
+    if due is None:
+        try:
+            with transaction.atomic():
+                ChipPace.objects.create(chip_id=chip_id, next_send_at=following)
             return 0.0
-        due = ChipPace.objects.filter(chip_id=chip_id).values_list("next_send_at", flat=True).first()
-        if due is None:
-            try:
-                with transaction.atomic():
-                    ChipPace.objects.create(chip_id=chip_id, next_send_at=following)
-                return 0.0
-            except IntegrityError:  # another lane created it a moment ago: its slot is taken
-                return interval
+        except IntegrityError:  # another lane created it a moment ago: its slot is taken
+            return interval
     return max(0.0, (due - now).total_seconds())
 
 
-def _continue_later(campaign_id: int, chip_id: int, token: uuid.UUID, countdown: float = 0.0) -> None:
-    acquire(campaign_id, chip_id, token, hold=countdown + settings.CAMPAIGN_LEASE_SECONDS)
-    run_campaign_lane.apply_async((campaign_id, chip_id, str(token)), countdown=countdown)
+def _continue_later(campaign: Campaign, chip_id: int, token: uuid.UUID, countdown: float = 0.0) -> None:
+    acquire(campaign.pk, chip_id, token, hold=countdown + settings.CAMPAIGN_LEASE_SECONDS)
+    run_campaign_lane.apply_async((campaign.pk, chip_id, str(token)), {"tenant_id": campaign.tenant_id},
+                                  countdown=countdown)
 
 
 def run_lane(campaign_id: int, chip_id: int, token: str | uuid.UUID) -> None:
-    """Send a campaign's recipients through one chip for one slice of time (the lane task's body)."""
+    """Send a campaign's recipients through one chip for one slice of time (the lane task's body, run in
+    the campaign's tenant's scope)."""
     token = uuid.UUID(str(token))
     deadline = time.monotonic() + settings.CAMPAIGN_LANE_SLICE_SECONDS
-    with scopes_disabled():
-        if not acquire(campaign_id, chip_id, token):
-            return  # another lane holds it (a task delivered twice, or a newer lane)
-        while True:
-            campaign = Campaign.objects.select_related("tenant").filter(pk=campaign_id).first()
-            chip = Chip.objects.filter(pk=chip_id).first()
-            if (campaign is None or campaign.status != RUNNING or not campaign.in_window()
-                    or chip is None or chip.status != Chip.Status.WORKING):
-                # Paused, canceled, out of the window, or the chip stopped: the kick relaunches it.
-                release(campaign_id, chip_id, token)
-                return
-            interval = campaign.send_interval()
-            if interval:
-                wait = take_slot(chip_id, interval)
-                if wait > 0:
-                    if wait > settings.CAMPAIGN_INLINE_WAIT_SECONDS or time.monotonic() + wait > deadline:
-                        _continue_later(campaign_id, chip_id, token, wait)
-                        return
-                    time.sleep(wait)
-                    acquire(campaign_id, chip_id, token)
-                    continue
-            outcome = send_batch(campaign, chip, token, 1 if interval else settings.CAMPAIGN_BATCH_SIZE)
-            if outcome == STOP:
-                release(campaign_id, chip_id, token)
-                return
-            if outcome == CHIP_DOWN:
-                # The chip refused a send although it looked connected: let the others work meanwhile.
-                CampaignChip.objects.filter(campaign_id=campaign_id, chip_id=chip_id).update(
-                    retry_at=_now() + timedelta(seconds=settings.CAMPAIGN_CHIP_BACKOFF_SECONDS))
-                release(campaign_id, chip_id, token)
-                return
-            if outcome == EMPTY:
-                release(campaign_id, chip_id, token)
-                finish_if_done(campaign)
-                return
-            if time.monotonic() >= deadline:
-                _continue_later(campaign_id, chip_id, token)
-                return
-            acquire(campaign_id, chip_id, token)
+    if not acquire(campaign_id, chip_id, token):
+        return  # another lane holds it (a task delivered twice, or a newer lane)
+    while True:
+        campaign = Campaign.objects.select_related("tenant").filter(pk=campaign_id).first()
+        chip = Chip.objects.filter(pk=chip_id).first()
+        if (campaign is None or campaign.status != RUNNING or not campaign.in_window()
+                or chip is None or chip.status != Chip.Status.WORKING):
+            # Paused, canceled, out of the window, or the chip stopped: the kick relaunches it.
+            release(campaign_id, chip_id, token)
+            return
+        interval = campaign.send_interval()
+        if interval:
+            wait = take_slot(chip_id, interval)
+            if wait > 0:
+                if wait > settings.CAMPAIGN_INLINE_WAIT_SECONDS or time.monotonic() + wait > deadline:
+                    _continue_later(campaign, chip_id, token, wait)
+                    return
+                time.sleep(wait)
+                acquire(campaign_id, chip_id, token)
+                continue
+        outcome = send_batch(campaign, chip, token, 1 if interval else settings.CAMPAIGN_BATCH_SIZE)
+        if outcome == STOP:
+            release(campaign_id, chip_id, token)
+            return
+        if outcome == CHIP_DOWN:
+            # The chip refused a send although it looked connected: let the others work meanwhile.
+            CampaignChip.objects.filter(campaign_id=campaign_id, chip_id=chip_id).update(
+                retry_at=_now() + timedelta(seconds=settings.CAMPAIGN_CHIP_BACKOFF_SECONDS))
+            release(campaign_id, chip_id, token)
+            return
+        if outcome == EMPTY:
+            release(campaign_id, chip_id, token)
+            finish_if_done(campaign)
+            return
+        if time.monotonic() >= deadline:
+            _continue_later(campaign, chip_id, token)
+            return
+        acquire(campaign_id, chip_id, token)
 
 
 # --- one batch ---------------------------------------------------------------------------------
@@ -398,10 +398,9 @@ def _requeue(recipient_id: int, message_id: int, token: uuid.UUID, count_retry: 
 
 def finish_if_done(campaign: Campaign) -> bool:
     """Complete a running campaign once no recipient is pending or being sent."""
-    with scopes_disabled():
-        if CampaignRecipient.objects.filter(campaign_id=campaign.pk, status__in=[R.PENDING, R.CLAIMED]).exists():
-            return False
-        return campaign.transition(Campaign.Status.COMPLETED)
+    if CampaignRecipient.objects.filter(campaign_id=campaign.pk, status__in=[R.PENDING, R.CLAIMED]).exists():
+        return False
+    return campaign.transition(Campaign.Status.COMPLETED)
 
 
 # --- recovery and the kick ------------------------------------------------------------------------
@@ -417,38 +416,38 @@ def _back_to_pool(recipient: CampaignRecipient, campaign_status: str) -> None:
 
 
 def recover(recipient_id: int, token: uuid.UUID) -> bool:
-    """Settle a claim whose lane died, from what its message shows; True when it changed."""
-    with scopes_disabled():
-        message_id_ = CampaignRecipient.objects.filter(
-            pk=recipient_id, status=R.CLAIMED, claim_token=token).values_list("message_id", flat=True).first()
-        if message_id_ is not None:
-            # Leased by a sender that is gone: settled from evidence first (never a second send).
-            sending.settle(message_id_)
-        with transaction.atomic():
-            recipient = (
-                CampaignRecipient.objects.select_for_update(skip_locked=True)
-                .select_related("campaign")
-                .filter(pk=recipient_id, status=R.CLAIMED, claim_token=token)
-                .first()
-            )
-            if recipient is None:
-                return False
-            if recipient.message_id is None:
-                _back_to_pool(recipient, recipient.campaign.status)
-                return True
-            message = (
-                Message.objects.select_for_update(skip_locked=True, of=("self",)).select_related("reservation")
-                .filter(pk=recipient.message_id).first()
-            )
-            if message is None:
-                return False  # a sender holds it right now
-            if message.status == Message.Status.QUEUED:
-                if message.lease_token is not None:
-                    return False  # still leased (a live sender, or WAHA not asked yet): later
-                _drop_unsent(message)
-                _back_to_pool(recipient, recipient.campaign.status)
-                return True
-            _settle_from(recipient, message, token)
+    """Settle a claim whose lane died, from what its message shows; True when it changed. Run in the
+    claim's tenant's scope (kick)."""
+    message_id_ = CampaignRecipient.objects.filter(
+        pk=recipient_id, status=R.CLAIMED, claim_token=token).values_list("message_id", flat=True).first()
+    if message_id_ is not None:
+        # Leased by a sender that is gone: settled from evidence first (never a second send).
+        sending.settle(message_id_)
+    with transaction.atomic():
+        recipient = (
+            CampaignRecipient.objects.select_for_update(skip_locked=True)
+            .select_related("campaign")
+            .filter(pk=recipient_id, status=R.CLAIMED, claim_token=token)
+            .first()
+        )
+        if recipient is None:
+            return False
+        if recipient.message_id is None:
+            _back_to_pool(recipient, recipient.campaign.status)
+            return True
+        message = (
+            Message.objects.select_for_update(skip_locked=True, of=("self",)).select_related("reservation")
+            .filter(pk=recipient.message_id).first()
+        )
+        if message is None:
+            return False  # a sender holds it right now
+        if message.status == Message.Status.QUEUED:
+            if message.lease_token is not None:
+                return False  # still leased (a live sender, or WAHA not asked yet): later
+            _drop_unsent(message)
+            _back_to_pool(recipient, recipient.campaign.status)
+            return True
+        _settle_from(recipient, message, token)
     return True
 
 
@@ -459,15 +458,16 @@ def _settle_from(recipient: CampaignRecipient, message: Message, token: uuid.UUI
         _settle(recipient.pk, token, R.FAILED, error=message.error)
 
 
-def stale_claims() -> list[tuple[int, uuid.UUID]]:
-    """Claimed recipients whose lane no longer holds a live lease with the claim's token."""
+def stale_claims() -> list[tuple[int, uuid.UUID, int]]:
+    """(recipient id, claim token, tenant id) of the claimed recipients whose lane no longer holds a live
+    lease with the claim's token, over every tenant."""
     now = _now()
     grace = now - timedelta(seconds=settings.CAMPAIGN_LEASE_SECONDS)
     with scopes_disabled():
         # Claims first, then the leases: a lease read afterwards is at least as new as the claim.
         claims = list(
             CampaignRecipient.objects.filter(status=R.CLAIMED, claimed_at__lt=grace)
-            .values_list("pk", "campaign_id", "chip_id", "claim_token")[:5000]
+            .values_list("pk", "campaign_id", "chip_id", "claim_token", "tenant_id")[:5000]
         )
         if not claims:
             return []
@@ -475,44 +475,51 @@ def stale_claims() -> list[tuple[int, uuid.UUID]]:
             CampaignChip.objects.filter(campaign_id__in={c[1] for c in claims}, lease_until__gt=now)
             .values_list("campaign_id", "chip_id", "lease_token")
         )
-    return [(pk, token) for pk, campaign_id, chip_id, token in claims if (campaign_id, chip_id, token) not in live]
+    return [(pk, token, tenant_id) for pk, campaign_id, chip_id, token, tenant_id in claims
+            if (campaign_id, chip_id, token) not in live]
 
 
 def kick() -> dict:
     """Beat: start due scheduled campaigns, recover dead lanes' claims, relaunch lanes, complete campaigns.
 
     Safe to run concurrently with itself and with the lanes (row locks, guarded updates, leases).
+    Cross-tenant: the campaigns and claims are found with the guard off, each handled in its tenant's scope.
     """
     now = _now()
     result = {"started": 0, "recovered": 0, "lanes": 0, "completed": 0}
-    with scopes_disabled():
+    with scopes_disabled():  # a sweep over every tenant's campaigns
         for campaign in Campaign.objects.filter(status=Campaign.Status.SCHEDULED, start_at__lte=now):
+            with scope(tenant=campaign.tenant_id):
+                try:
+                    if campaigns.start(campaign, scheduled=True).status == RUNNING:
+                        result["started"] += 1
+                except campaigns.CampaignError as exc:
+                    if campaign.status_reason != exc.message[:500]:
+                        Campaign.objects.filter(pk=campaign.pk).update(status_reason=exc.message[:500])
+        for recipient_id, token, tenant_id in stale_claims():
             try:
-                if campaigns.start(campaign, scheduled=True).status == RUNNING:
-                    result["started"] += 1
-            except campaigns.CampaignError as exc:
-                if campaign.status_reason != exc.message[:500]:
-                    Campaign.objects.filter(pk=campaign.pk).update(status_reason=exc.message[:500])
-        for recipient_id, token in stale_claims():
-            try:
-                result["recovered"] += recover(recipient_id, token)
+                with scope(tenant=tenant_id):
+                    result["recovered"] += recover(recipient_id, token)
             except Exception:  # noqa: BLE001 - one bad row must not stop the sweep; logged
                 log.exception("campaign recipient %s not recovered", recipient_id)
         for campaign in Campaign.objects.filter(status=RUNNING).select_related("tenant"):
-            if finish_if_done(campaign):
-                result["completed"] += 1
-            else:
-                with transaction.atomic():
-                    result["lanes"] += launch_lanes(campaign)
+            with scope(tenant=campaign.tenant_id):
+                if finish_if_done(campaign):
+                    result["completed"] += 1
+                else:
+                    with transaction.atomic():
+                        result["lanes"] += launch_lanes(campaign)
     return result
 
 
 # --- tasks ------------------------------------------------------------------------------------------
 
 
-@shared_task(name="chips.tasks.run_campaign_lane", acks_late=True)
-def run_campaign_lane(campaign_id: int, chip_id: int, token: str) -> None:
-    """Send a running campaign's recipients through one chip for one slice of time."""
+@shared_task(base=TenantTask, name="chips.tasks.run_campaign_lane", acks_late=True,
+             legacy_tenant=tenant_of_row(Campaign.objects))
+def run_campaign_lane(tenant: Tenant, campaign_id: int, chip_id: int, token: str) -> None:
+    """Send a running campaign's recipients through one chip for one slice of time (queued with tenant_id=,
+    run in its scope; one queued in its old form runs in the campaign's tenant)."""
     run_lane(campaign_id, chip_id, token)
 
 

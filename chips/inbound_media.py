@@ -37,6 +37,8 @@ from django_scopes import scopes_disabled
 
 from waha.client import ContainerUnreachable, WahaClient, WahaError
 from waha.models import WahaContainer, WebhookEvent
+from whago.models import Tenant
+from whago.tasks import TenantTask, tenant_of_row
 
 from .models import Chip, Message
 
@@ -84,8 +86,7 @@ def give_up(message_id: int) -> None:
 
 
 def _finish(message_id: int, error: str) -> None:
-    with scopes_disabled():
-        Message.objects.filter(pk=message_id, media="").update(error=error)
+    Message.objects.filter(pk=message_id, media="").update(error=error)
 
 
 def _name(message: Message, url: str) -> str:
@@ -97,10 +98,9 @@ def _name(message: Message, url: str) -> str:
 
 def download(message_id: int, url: str) -> str:
     """Fetch and store one received message's file; returns what happened (stored, kept, or an error
-    code). Raises Transient when another attempt may succeed."""
-    with scopes_disabled():
-        message = Message.objects.select_related("chip__waha_session__container").filter(
-            pk=message_id, direction=Message.Direction.IN).first()
+    code). Raises Transient when another attempt may succeed. Run in the message's tenant's scope."""
+    message = Message.objects.select_related("chip__waha_session__container").filter(
+        pk=message_id, direction=Message.Direction.IN).first()
     if message is None:
         return "missing"
     if message.media:
@@ -131,7 +131,7 @@ def download(message_id: int, url: str) -> str:
 
 
 def _store(message_id: int, url: str, data: bytes) -> str:
-    with scopes_disabled(), transaction.atomic():
+    with transaction.atomic():
         message = Message.objects.select_for_update().filter(pk=message_id).first()
         if message is None:
             return "missing"
@@ -148,10 +148,12 @@ def _store(message_id: int, url: str, data: bytes) -> str:
 INBOUND_MEDIA_RETRIES = 5
 
 
-@shared_task(name="chips.tasks.fetch_inbound_media", bind=True, acks_late=True, max_retries=INBOUND_MEDIA_RETRIES)
-def fetch_inbound_media(self, message_id: int, url: str) -> str:
+@shared_task(base=TenantTask, name="chips.tasks.fetch_inbound_media", bind=True, acks_late=True,
+             max_retries=INBOUND_MEDIA_RETRIES, legacy_tenant=tenant_of_row(Message.objects))
+def fetch_inbound_media(self, tenant: Tenant, message_id: int, url: str) -> str:
     """Download a received message's file from its chip's WAHA server (retried with backoff while the
-    server does not answer; then the thread says the file is not available)."""
+    server does not answer; then the thread says the file is not available). Queued with tenant_id=,
+    run in its scope; one queued in its old form runs in the message's tenant."""
     try:
         return download(message_id, url)
     except Transient as exc:
@@ -175,15 +177,15 @@ def _retry_span() -> float:
     return backoff + (INBOUND_MEDIA_RETRIES + 1) * settings.CHIPS_INBOUND_MEDIA_TIMEOUT_SECONDS
 
 
-def lost_fetches(now=None) -> list[tuple[int, str]]:
-    """(message id, media url) of the received files whose fetch never ended: a stored `message` webhook
-    with a media url, received between REQUEUE_WINDOW and CHIPS_INBOUND_MEDIA_LOST_SECONDS ago, whose
-    message has neither its file nor an error. Read per container (its received_at index), the messages
-    by their (chip, direction, waha_id) index."""
+def lost_fetches(now=None) -> list[tuple[int, str, int]]:
+    """(message id, media url, tenant id) of every tenant's received files whose fetch never ended: a
+    stored `message` webhook with a media url, received between REQUEUE_WINDOW and
+    CHIPS_INBOUND_MEDIA_LOST_SECONDS ago, whose message has neither its file nor an error. Read per
+    container (its received_at index), the messages by their (chip, direction, waha_id) index."""
     now = now or timezone.now()
     newest = now - timedelta(seconds=settings.CHIPS_INBOUND_MEDIA_LOST_SECONDS)
-    found: list[tuple[int, str]] = []
-    with scopes_disabled():
+    found: list[tuple[int, str, int]] = []
+    with scopes_disabled():  # a sweep over every container and tenant
         for container_id in WahaContainer.objects.values_list("pk", flat=True):
             urls: dict[str, str] = {}
             events = WebhookEvent.objects.filter(
@@ -200,7 +202,8 @@ def lost_fetches(now=None) -> list[tuple[int, str]]:
             chips = Chip.all_objects.filter(waha_session__container_id=container_id).values_list("pk", flat=True)
             waiting = Message.objects.filter(chip_id__in=list(chips), direction=Message.Direction.IN,
                                              waha_id__in=list(urls), media="", error="")
-            found += [(pk, urls[waha_id]) for pk, waha_id in waiting.values_list("pk", "waha_id")]
+            found += [(pk, urls[waha_id], tenant_id)
+                      for pk, waha_id, tenant_id in waiting.values_list("pk", "waha_id", "tenant_id")]
             if len(found) >= REQUEUE_BATCH:
                 break
     return found[:REQUEUE_BATCH]
@@ -211,10 +214,10 @@ def requeue_lost_media() -> int:
     """Beat: queue again the file fetches whose task was lost; a message at most once per retry span
     (a fetch still retrying is not doubled every minute; a doubled one stores the file once anyway)."""
     queued = 0
-    for message_id, url in lost_fetches():
+    for message_id, url, tenant_id in lost_fetches():
         marker = hashlib.sha256(f"{message_id} {url}".encode()).hexdigest()[:32]
         if cache.add(f"chips:inbound-media-requeued:{marker}", 1, timeout=_retry_span()):
-            fetch_inbound_media.delay(message_id, url)
+            fetch_inbound_media.delay(message_id, url, tenant_id=tenant_id)
             queued += 1
     if queued:
         log.warning("requeued %s received file fetch(es) whose task was lost", queued)

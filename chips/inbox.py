@@ -19,7 +19,7 @@ from django.core.paginator import Paginator
 from django.db import IntegrityError, transaction
 from django.db.models import Count, Max, OuterRef, Q, Subquery
 from django.utils import timezone
-from django_scopes import scope, scopes_disabled
+from django_scopes import scope
 
 from waha.client import push_name
 from whago.models import Tenant
@@ -45,8 +45,9 @@ def _chip_id_of(tenant_id: int, session_name: str) -> int | None:
     key = f"chips:session-chip:{tenant_id}:{session_name}"
     chip_id = caches["local"].get(key)
     if chip_id is None:
-        found = list(Chip.all_objects.with_scopes_disabled().filter(
-            tenant_id=tenant_id, session_name=session_name).values_list("pk", flat=True)[:1])
+        with scope(tenant=tenant_id):
+            found = list(Chip.all_objects.filter(
+                tenant_id=tenant_id, session_name=session_name).values_list("pk", flat=True)[:1])
         if not found:
             return None
         chip_id = found[0]
@@ -67,29 +68,32 @@ def apply_ack(tenant: Tenant, session_name: str, waha_message_id: str, ack: int,
     if chip_id is None:
         return None
     ack_name = str(payload.get("ackName") or "")
-    message = _ack_target(chip_id, waha_message_id)
+    message = _ack_target(tenant.pk, chip_id, waha_message_id)
     if message is None:
         if payload.get("fromMe", True) is not False:
-            transaction.on_commit(lambda: _apply_late_ack(chip_id, waha_message_id, ack, ack_name))
+            transaction.on_commit(lambda: _apply_late_ack(tenant.pk, chip_id, waha_message_id, ack, ack_name))
         return None
     message.tenant = tenant
-    return message if sending.advance(message, ack, ack_name) else None
+    with scope(tenant=tenant.pk):
+        return message if sending.advance(message, ack, ack_name) else None
 
 
-def _ack_target(chip_id: int, waha_message_id: str) -> Message | None:
+def _ack_target(tenant_id: int, chip_id: int, waha_message_id: str) -> Message | None:
     # The same WhatsApp id reported by another chip's session is another message: looked up per chip.
-    with scopes_disabled():
+    with scope(tenant=tenant_id):
         outgoing_messages = Message.objects.filter(chip_id=chip_id, direction=Message.Direction.OUT).order_by()
         message = outgoing_messages.select_related("tenant").filter(waha_id=waha_message_id).first()
         return message or _adopt_interrupted(outgoing_messages, waha_message_id)
 
 
-def _apply_late_ack(chip_id: int, waha_message_id: str, ack: int, ack_name: str) -> None:
+def _apply_late_ack(tenant_id: int, chip_id: int, waha_message_id: str, ack: int, ack_name: str) -> None:
     """The second look, once the ack's event is committed: a sender whose record committed before
-    this finds nothing stored when it looked, and this finds its message."""
-    message = _ack_target(chip_id, waha_message_id)
-    if message is not None:
-        sending.advance(message, ack, ack_name)
+    this finds nothing stored when it looked, and this finds its message (in the tenant's scope: the
+    webhook's has ended by then)."""
+    with scope(tenant=tenant_id):
+        message = _ack_target(tenant_id, chip_id, waha_message_id)
+        if message is not None:
+            sending.advance(message, ack, ack_name)
 
 
 def _peer_of_sent_id(waha_id: str) -> str | None:
@@ -133,7 +137,7 @@ def record_inbound(tenant: Tenant, session_name: str, payload: dict) -> Message 
     except ValidationError:
         return None  # groups, broadcasts and status updates are not conversations
     waha_id = str(payload.get("id") or "")[:200]
-    with scopes_disabled():
+    with scope(tenant=tenant.pk):
         chip = _alive_chip(tenant, session_name)
         if chip is None:
             return None
@@ -173,7 +177,8 @@ def record_inbound(tenant: Tenant, session_name: str, payload: dict) -> Message 
             return None
         if media_url:
             message_pk = message.pk
-            transaction.on_commit(lambda: inbound_media.fetch_inbound_media.delay(message_pk, media_url))
+            transaction.on_commit(lambda: inbound_media.fetch_inbound_media.delay(message_pk, media_url,
+                                                                                   tenant_id=tenant.pk))
         outgoing.emit(tenant.pk, "message.received", message_data(message))
         with scope(tenant=tenant):
             signals.message_received.send(sender=Message, message=message, chip=chip, tenant=tenant)
@@ -191,7 +196,7 @@ def conversations(tenant: Tenant, *, chip: Chip | None = None, page=1, per_page:
     the WhatsApp name the number last sent), contact_pk. Three queries whatever the number of conversations:
     the count, the page of (chip, number) groups, their last messages with the names.
     """
-    with scopes_disabled():
+    with scope(tenant=tenant.pk):
         groups = Message.objects.filter(tenant_id=tenant.pk, chip__deleted_at__isnull=True)
         if chip is not None:
             groups = groups.filter(chip_id=chip.pk)
@@ -221,7 +226,7 @@ def conversations(tenant: Tenant, *, chip: Chip | None = None, page=1, per_page:
 
 def peer_name(tenant: Tenant, peer: str) -> tuple[str, int | None]:
     """(name, contact id) of a phone number: the contact's name, else the WhatsApp name it last sent."""
-    with scopes_disabled():
+    with scope(tenant=tenant.pk):
         contact = Contact.objects.filter(tenant_id=tenant.pk, phone=peer).values_list("name", "pk").first()
         if contact and contact[0]:
             return contact
@@ -239,14 +244,14 @@ def _push_names(tenant: Tenant, peer):
 
 def mark_read(chip: Chip, peer: str) -> int:
     """The received messages of a conversation are read (opened in the inbox); returns how many changed."""
-    with scopes_disabled():
+    with scope(tenant=chip.tenant_id):
         return Message.objects.filter(chip_id=chip.pk, peer=peer, direction=Message.Direction.IN,
                                       read_at__isnull=True).update(read_at=timezone.now())
 
 
 def unread_count(tenant: Tenant) -> int:
     """Received messages of the tenant's live chips not opened in the inbox yet (the menu's badge)."""
-    with scopes_disabled():
+    with scope(tenant=tenant.pk):
         return Message.objects.filter(tenant_id=tenant.pk, direction=Message.Direction.IN, read_at__isnull=True,
                                       chip__deleted_at__isnull=True).count()
 

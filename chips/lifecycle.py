@@ -27,7 +27,7 @@ from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
 from django.utils.translation import gettext as _
-from django_scopes import scopes_disabled
+from django_scopes import scope, scopes_disabled
 
 from billing import limits
 from proxies import services as proxy_services
@@ -40,6 +40,7 @@ from waha.runtime import RuntimeFailure
 from waha.tasks import TRANSIENT
 from whago import services as accounts
 from whago.models import Tenant
+from whago.tasks import TenantTask, tenant_of_row
 
 from . import outgoing
 from .errors import ChipError, ChipLimitReached, ChipNotReady, container_error, redacted
@@ -78,13 +79,13 @@ def _locked_chip(chip_id: int) -> Chip | None:
 def _session_of(chip: Chip) -> WahaSession:
     if chip.waha_session_id is None:
         raise ChipNotReady(_("This chip is still being prepared. Wait a few seconds."))
-    with scopes_disabled():
+    with scope(tenant=chip.tenant_id):
         return WahaSession.objects.select_related("container").get(pk=chip.waha_session_id)
 
 
 def chips_in_use(tenant: Tenant) -> int:
     """Chips counted against the plan: every chip not deleted."""
-    with scopes_disabled():
+    with scope(tenant=tenant.pk):
         return Chip.objects.filter(tenant_id=tenant.pk).count()
 
 
@@ -104,7 +105,7 @@ def create_chip(tenant: Tenant, alias: str) -> Chip:
     if not accounts.may_connect_numbers(tenant):
         raise ChipError(_("Confirm your e-mail address first (we sent you a link): a WhatsApp number is "
                           "connected once it is confirmed."), "email_unconfirmed")
-    with scopes_disabled(), transaction.atomic():
+    with scope(tenant=tenant.pk), transaction.atomic():
         locked = Tenant.objects.select_for_update(no_key=True).get(pk=tenant.pk)
         in_use = Chip.objects.filter(tenant=locked).count()
         if not limits.can_create_chip(locked, in_use):
@@ -119,60 +120,62 @@ def create_chip(tenant: Tenant, alias: str) -> Chip:
             )
         chip.save(update_fields=["session_name", "proxy_assignment", "updated_at"])
         outgoing.emit(chip.tenant_id, "chip.status", chip_data(chip))
-        transaction.on_commit(lambda: provision_chip.delay(chip.pk))
+        transaction.on_commit(lambda: provision_chip.delay(chip.pk, tenant_id=chip.tenant_id))
     return chip
 
 
 def provision(chip_id: int) -> None:
-    """Create (or update) the chip's WAHA session, started; the worker's part of create_chip.
+    """Create (or update) the chip's WAHA session, started; the worker's part of create_chip (run in the
+    chip's tenant's scope by provision_chip).
 
     Raises waha errors: the task retries the transient ones and calls provision_failed.
     """
-    with scopes_disabled():
-        chip = Chip.all_objects.select_related("proxy_assignment").filter(pk=chip_id).first()
-        if chip is None or chip.is_deleted or chip.suspended_at:
+    chip = Chip.all_objects.select_related("proxy_assignment").filter(pk=chip_id).first()
+    if chip is None or chip.is_deleted or chip.suspended_at:
+        return
+    proxy = proxy_services.waha_proxy_config(chip.proxy_assignment)
+    session = manager.create_session(
+        chip.tenant_id, chip.session_name, proxy=proxy, metadata={"whago.chip": str(chip.pk)}, start=True
+    )
+    with transaction.atomic():
+        chip = _locked_chip(chip_id)
+        chip.waha_session = session
+        if chip.is_deleted:
+            chip.save(update_fields=["waha_session", "updated_at"])
+            transaction.on_commit(lambda: _remove_session(chip))
             return
-        proxy = proxy_services.waha_proxy_config(chip.proxy_assignment)
-        session = manager.create_session(
-            chip.tenant_id, chip.session_name, proxy=proxy, metadata={"whago.chip": str(chip.pk)}, start=True
-        )
-        with transaction.atomic():
-            chip = _locked_chip(chip_id)
-            chip.waha_session = session
-            if chip.is_deleted:
-                chip.save(update_fields=["waha_session", "updated_at"])
-                transaction.on_commit(lambda: _remove_session(chip))
-                return
-            if chip.status in (Chip.Status.PROVISIONING, Chip.Status.FAILED):
-                status = session.status if session.status in Chip.Status.values else Chip.Status.STARTING
-                if status == Chip.Status.STOPPED:
-                    status = Chip.Status.STARTING
-                _set_status(chip, status, last_error="")
-            else:
-                chip.save(update_fields=["waha_session", "updated_at"])
+        if chip.status in (Chip.Status.PROVISIONING, Chip.Status.FAILED):
+            status = session.status if session.status in Chip.Status.values else Chip.Status.STARTING
+            if status == Chip.Status.STOPPED:
+                status = Chip.Status.STARTING
+            _set_status(chip, status, last_error="")
+        else:
+            chip.save(update_fields=["waha_session", "updated_at"])
 
 
-def stalled_provisioning() -> list[int]:
-    """Chips still PROVISIONING with no attempt recorded for CHIPS_PROVISION_RETRY_SECONDS."""
+def stalled_provisioning() -> list[tuple[int, int]]:
+    """(chip id, tenant id) of every tenant's chips still PROVISIONING with no attempt recorded for
+    CHIPS_PROVISION_RETRY_SECONDS."""
     quiet_since = _now() - timedelta(seconds=settings.CHIPS_PROVISION_RETRY_SECONDS)
     with scopes_disabled():
         return list(
             Chip.objects.filter(status=Chip.Status.PROVISIONING, suspended_at=None, updated_at__lt=quiet_since)
-            .order_by("pk").values_list("pk", flat=True)[:500]
+            .order_by("pk").values_list("pk", "tenant_id")[:500]
         )
 
 
 def fail_stale_provisioning() -> int:
-    """FAILED, with what to do, for chips PROVISIONING longer than CHIPS_PROVISION_TIMEOUT_MINUTES."""
+    """FAILED, with what to do, for chips PROVISIONING longer than CHIPS_PROVISION_TIMEOUT_MINUTES (every
+    tenant's, each failed in its tenant's scope)."""
     since = _now() - timedelta(minutes=settings.CHIPS_PROVISION_TIMEOUT_MINUTES)
-    with scopes_disabled():
+    with scopes_disabled():  # a sweep over every tenant's chips
         stale = list(
             Chip.objects.filter(status=Chip.Status.PROVISIONING)
             .filter(Q(status_changed_at__lt=since) | Q(status_changed_at=None, created_at__lt=since))
-            .values_list("pk", flat=True)[:500]
+            .values_list("pk", "tenant_id")[:500]
         )
-    for chip_id in stale:
-        with scopes_disabled(), transaction.atomic():
+    for chip_id, tenant_id in stale:
+        with scope(tenant=tenant_id), transaction.atomic():
             chip = _locked_chip(chip_id)
             if chip is not None and chip.status == Chip.Status.PROVISIONING:
                 _set_status(chip, Chip.Status.FAILED, **chip.problem_fields(Chip.Problem.PROVISION_STALE))
@@ -181,7 +184,7 @@ def fail_stale_provisioning() -> int:
 
 def provision_problem(chip_id: int, exc: BaseException, final: bool) -> None:
     """Record why provisioning failed; FAILED (with what to do) once the task gives up."""
-    with scopes_disabled(), transaction.atomic():
+    with transaction.atomic():
         chip = _locked_chip(chip_id)
         if chip is None or chip.is_deleted:
             return
@@ -200,7 +203,7 @@ def provision_problem(chip_id: int, exc: BaseException, final: bool) -> None:
 
 def apply_session_status(tenant: Tenant, session_name: str, status: str, me: dict | None, event_ms: int) -> None:
     """Mirror a WAHA session.status event on the chip (stale and repeated events change nothing)."""
-    with scopes_disabled():
+    with scope(tenant=tenant.pk):
         chip = (
             Chip.all_objects.select_for_update(of=("self",))
             .select_related("tenant", "waha_session")
@@ -245,7 +248,7 @@ def _call_session(chip: Chip, previous: str, call) -> dict:
     try:
         info = call(_session_of(chip))
     except WahaError as exc:
-        with scopes_disabled(), transaction.atomic():
+        with scope(tenant=chip.tenant_id), transaction.atomic():
             current = _locked_chip(chip.pk)
             if current is not None and current.status == Chip.Status.STARTING:
                 _set_status(current, previous)
@@ -266,7 +269,7 @@ def connect(chip: Chip) -> Chip:
 
 def _start(chip: Chip, action: str) -> Chip:
     """Start the session (provisioned again when the chip has none), if the chip's status allows `action`."""
-    with scopes_disabled(), transaction.atomic():
+    with scope(tenant=chip.tenant_id), transaction.atomic():
         locked = Tenant.objects.select_for_update(no_key=True).get(pk=chip.tenant_id)
         chip = _locked_chip(chip.pk)
         if chip is None or chip.is_deleted:
@@ -283,7 +286,7 @@ def _start(chip: Chip, action: str) -> Chip:
         previous = chip.status
         if chip.waha_session_id is None:
             _set_status(chip, Chip.Status.PROVISIONING, last_error="")
-            transaction.on_commit(lambda: provision_chip.delay(chip.pk))
+            transaction.on_commit(lambda: provision_chip.delay(chip.pk, tenant_id=chip.tenant_id))
             return chip
         # STARTING first: events the session sends while we call WAHA are newer and win.
         _set_status(chip, Chip.Status.STARTING, last_error="")
@@ -292,18 +295,18 @@ def _start(chip: Chip, action: str) -> Chip:
         info = _call_session(chip, previous, method)
     except SessionNotFound:
         # The container lost it (recreated without its data): create it again.
-        with scopes_disabled(), transaction.atomic():
+        with scope(tenant=chip.tenant_id), transaction.atomic():
             chip = _locked_chip(chip.pk)
             if chip.may_move_to(Chip.Status.PROVISIONING):  # unless its events moved it on meanwhile
                 _set_status(chip, Chip.Status.PROVISIONING, last_error="")
-                transaction.on_commit(lambda: provision_chip.delay(chip.pk))
+                transaction.on_commit(lambda: provision_chip.delay(chip.pk, tenant_id=chip.tenant_id))
         return chip
     return _settle(chip, info)
 
 
 def _settle(chip: Chip, info: dict) -> Chip:
     """Apply the status WAHA answered, unless a webhook already moved the chip on."""
-    with scopes_disabled(), transaction.atomic():
+    with scope(tenant=chip.tenant_id), transaction.atomic():
         current = _locked_chip(chip.pk)
         if current.status == Chip.Status.STARTING and info.get("status") in (
             Chip.Status.SCAN_QR_CODE, Chip.Status.WORKING, Chip.Status.FAILED
@@ -360,7 +363,7 @@ def disconnect(chip: Chip) -> Chip:
             pass  # nothing left to log out
         except WahaError as exc:
             raise container_error(chip, exc)
-    with scopes_disabled(), transaction.atomic():
+    with scope(tenant=chip.tenant_id), transaction.atomic():
         chip = _locked_chip(chip.pk)
         if chip.status != Chip.Status.DISCONNECTED and not chip.can(Chip.Action.DISCONNECT):
             raise _refused(chip, Chip.Action.DISCONNECT)  # moved on meanwhile (being prepared again)
@@ -377,7 +380,7 @@ def restart(chip: Chip) -> Chip:
         return connect(chip)
     if chip.waha_session_id is None:
         return _start(chip, Chip.Action.RESTART)
-    with scopes_disabled(), transaction.atomic():
+    with scope(tenant=chip.tenant_id), transaction.atomic():
         chip = _locked_chip(chip.pk)
         if chip is None or chip.is_deleted:
             raise ChipError(_("This chip was deleted."), "not_found")
@@ -397,14 +400,14 @@ def rename(chip: Chip, alias: str) -> Chip:
     if not alias:
         raise ChipError(_("Give the chip a name."), "invalid")
     chip.alias = alias
-    with scopes_disabled():
+    with scope(tenant=chip.tenant_id):
         Chip.all_objects.filter(pk=chip.pk).update(alias=alias, updated_at=_now())
     return chip
 
 
 def delete_chip(chip: Chip) -> None:
     """Soft-delete the chip (its messages stay), delete its WAHA session and release its proxy."""
-    with scopes_disabled(), transaction.atomic():
+    with scope(tenant=chip.tenant_id), transaction.atomic():
         chip = _locked_chip(chip.pk)
         if chip is None or chip.is_deleted:
             return
@@ -418,7 +421,7 @@ def _remove_session(chip: Chip) -> None:
     proxy_services.release(chip.session_name)
     if chip.waha_session_id is None:
         return
-    with scopes_disabled():
+    with scope(tenant=chip.tenant_id):
         session = WahaSession.objects.select_related("container").filter(pk=chip.waha_session_id).first()
     if session is None:
         return
@@ -427,13 +430,12 @@ def _remove_session(chip: Chip) -> None:
     except WahaError as exc:
         log.warning("session %s of deleted chip %s not deleted yet (%s): retrying in the worker",
                     session.name, chip.pk, exc)
-        waha_tasks.delete_session.delay(session.pk)
+        waha_tasks.delete_session.delay(session.pk, tenant_id=chip.tenant_id)
 
 
 def stop_chip_session(chip_id: int) -> None:
     """Stop a chip's WAHA session (a lower plan suspended the chip)."""
-    with scopes_disabled():
-        chip = Chip.all_objects.filter(pk=chip_id).first()
+    chip = Chip.all_objects.filter(pk=chip_id).first()
     if chip is None or chip.waha_session_id is None:
         return
     with contextlib.suppress(SessionNotFound):
@@ -446,7 +448,7 @@ def enforce_chip_limit(tenant: Tenant) -> list[Chip]:
     Connected chips are kept first, then the oldest. Returns the chips stopped now.
     """
     limit = limits.chip_limit(tenant)
-    with scopes_disabled(), transaction.atomic():
+    with scope(tenant=tenant.pk), transaction.atomic():
         Tenant.objects.select_for_update(no_key=True).get(pk=tenant.pk)
         chips = sorted(
             Chip.objects.select_for_update().filter(tenant_id=tenant.pk),
@@ -461,7 +463,7 @@ def enforce_chip_limit(tenant: Tenant) -> list[Chip]:
             if position >= limit and chip.suspended_at is None:
                 _set_status(chip, Chip.Status.STOPPED, suspended_at=_now(), last_error=reason)
                 stopped.append(chip)
-                transaction.on_commit(lambda pk=chip.pk: stop_chip.delay(pk))
+                transaction.on_commit(lambda pk=chip.pk: stop_chip.delay(pk, tenant_id=tenant.pk))
             elif position < limit and chip.suspended_at is not None:
                 chip.suspended_at = None
                 chip.last_error = ""
@@ -471,20 +473,19 @@ def enforce_chip_limit(tenant: Tenant) -> list[Chip]:
 
 def reapply_proxy(session_name: str) -> None:
     """Give the chip's WAHA session its new proxy (WAHA restarts a running session on update)."""
-    with scopes_disabled():
-        chip = Chip.objects.select_related("proxy_assignment").filter(session_name=session_name).first()
-        if chip is None or chip.waha_session_id is None:
-            return
-        assignment = proxy_services.assignment_for(session_name)
-        manager.create_session(
-            chip.tenant_id,
-            chip.session_name,
-            proxy=proxy_services.waha_proxy_config(assignment),
-            metadata={"whago.chip": str(chip.pk)},
-            start=False,
-        )
-        if assignment is not None and chip.proxy_assignment_id != assignment.pk:
-            Chip.all_objects.filter(pk=chip.pk).update(proxy_assignment=assignment)
+    chip = Chip.objects.select_related("proxy_assignment").filter(session_name=session_name).first()
+    if chip is None or chip.waha_session_id is None:
+        return
+    assignment = proxy_services.assignment_for(session_name)
+    manager.create_session(
+        chip.tenant_id,
+        chip.session_name,
+        proxy=proxy_services.waha_proxy_config(assignment),
+        metadata={"whago.chip": str(chip.pk)},
+        start=False,
+    )
+    if assignment is not None and chip.proxy_assignment_id != assignment.pk:
+        Chip.all_objects.filter(pk=chip.pk).update(proxy_assignment=assignment)
 
 
 
@@ -497,8 +498,14 @@ PROVISION_RETRIES = 5
 WAITING = (*TRANSIENT, RuntimeFailure, manager.PortRangeExhausted, manager.NoServerWithRoom)
 
 
-@shared_task(name="chips.tasks.provision_chip", bind=True, acks_late=True, max_retries=PROVISION_RETRIES)
-def provision_chip(self, chip_id: int) -> None:
+# The tasks working for one chip are TenantTasks (queued with tenant_id=, run in its scope); one queued in
+# its old form (no tenant_id) before a deploy runs in the chip's tenant.
+_CHIP_TENANT = tenant_of_row(Chip.all_objects)
+
+
+@shared_task(base=TenantTask, name="chips.tasks.provision_chip", bind=True, acks_late=True,
+             max_retries=PROVISION_RETRIES, legacy_tenant=_CHIP_TENANT)
+def provision_chip(self, tenant: Tenant, chip_id: int) -> None:
     """Create the chip's WAHA session (and the tenant's container when needed)."""
     try:
         provision(chip_id)
@@ -516,19 +523,21 @@ def provision_sweep() -> dict:
     again; past CHIPS_PROVISION_TIMEOUT_MINUTES the chip fails with what to do."""
     failed = fail_stale_provisioning()
     waiting = stalled_provisioning()
-    for chip_id in waiting:
-        provision_chip.delay(chip_id)
+    for chip_id, tenant_id in waiting:
+        provision_chip.delay(chip_id, tenant_id=tenant_id)
     return {"retried": len(waiting), "failed": failed}
 
 
-@shared_task(name="chips.tasks.stop_chip", autoretry_for=TRANSIENT, retry_backoff=5, retry_kwargs={"max_retries": 3})
-def stop_chip(chip_id: int) -> None:
+@shared_task(base=TenantTask, name="chips.tasks.stop_chip", autoretry_for=TRANSIENT, retry_backoff=5,
+             retry_kwargs={"max_retries": 3}, legacy_tenant=_CHIP_TENANT)
+def stop_chip(tenant: Tenant, chip_id: int) -> None:
     """Stop the session of a chip the plan limit suspended."""
     stop_chip_session(chip_id)
 
 
-@shared_task(name="chips.tasks.reapply_proxy", autoretry_for=(*TRANSIENT, proxy_services.ProxyUnavailable),
-             retry_backoff=5, retry_kwargs={"max_retries": 5})
-def reapply_proxy_task(session_name: str) -> None:
+@shared_task(base=TenantTask, name="chips.tasks.reapply_proxy",
+             autoretry_for=(*TRANSIENT, proxy_services.ProxyUnavailable), retry_backoff=5,
+             retry_kwargs={"max_retries": 5}, legacy_tenant=tenant_of_row(Chip.all_objects, "session_name"))
+def reapply_proxy_task(tenant: Tenant, session_name: str) -> None:
     """Give a chip's session its new proxy after the proxies app moved it."""
     reapply_proxy(session_name)

@@ -8,7 +8,7 @@ from django.conf import settings
 from django.db import models
 from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
-from django_scopes import ScopedManager, scopes_disabled
+from django_scopes import ScopedManager, scope
 
 from whago.fields import EncryptedTextField
 
@@ -251,8 +251,7 @@ class Chip(models.Model):
             setattr(self, key, value)
         if old != status:
             self.status_changed_at = timezone.now()
-        with scopes_disabled():
-            self.save()
+        self.save()
         return old
 
     def problem_fields(self, problem: str, detail: str = "") -> dict:
@@ -584,7 +583,7 @@ class Campaign(models.Model):
             updates.setdefault("started_at", now)
         if status in self.FINAL:
             updates.setdefault("finished_at", now)
-        with scopes_disabled():
+        with scope(tenant=self.tenant_id):
             changed = type(self).objects.filter(pk=self.pk, status__in=sources).update(**updates)
         if changed:
             for key, value in updates.items():

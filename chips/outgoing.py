@@ -21,11 +21,12 @@ from django.core.serializers.json import DjangoJSONEncoder
 from django.db import transaction
 from django.utils import timezone
 from django.utils.translation import gettext as _
-from django_scopes import scopes_disabled
+from django_scopes import scope, scopes_disabled
 
 from whago import safehttp
 from whago.models import Tenant
 from whago.pruning import cutoff, prune
+from whago.tasks import TenantTask, tenant_of_row
 
 from .models import TenantWebhook, WebhookDelivery
 
@@ -57,9 +58,10 @@ def _no_webhook_key(tenant_id: int) -> str:
 def set_webhook(tenant: Tenant, url: str, is_active: bool = True) -> TenantWebhook:
     """Create or change the tenant's webhook (the secret is kept when the URL changes)."""
     validate_target(url)
-    webhook, _created = TenantWebhook.objects.with_scopes_disabled().update_or_create(
-        tenant=tenant, defaults={"url": url, "is_active": is_active}
-    )
+    with scope(tenant=tenant.pk):
+        webhook, _created = TenantWebhook.objects.update_or_create(
+            tenant=tenant, defaults={"url": url, "is_active": is_active}
+        )
     for forget in (cache.delete, caches["local"].delete):
         transaction.on_commit(partial(forget, _no_webhook_key(tenant.pk)))
         forget(_no_webhook_key(tenant.pk))
@@ -89,7 +91,7 @@ def emit(tenant_id: int, event: str, data: dict | Callable[[], dict]) -> Webhook
         return None
     if callable(data):
         data = data()
-    with scopes_disabled():
+    with scope(tenant=tenant_id):
         webhook = TenantWebhook.objects.filter(tenant_id=tenant_id, is_active=True).first()
         if webhook is None:
             cache.set(key, True, 60)
@@ -102,7 +104,7 @@ def emit(tenant_id: int, event: str, data: dict | Callable[[], dict]) -> Webhook
             url=webhook.url,
             payload=json.loads(json.dumps(payload, cls=DjangoJSONEncoder)),
         )
-    transaction.on_commit(lambda: deliver_webhook.delay(delivery.pk))
+    transaction.on_commit(lambda: deliver_webhook.delay(delivery.pk, tenant_id=tenant_id))
     return delivery
 
 
@@ -124,7 +126,7 @@ CLOCK_SLACK = timedelta(seconds=2)
 def _claim(delivery_id: int) -> tuple[WebhookDelivery, str] | float | None:
     """Take a pending delivery for one attempt and commit: (delivery, secret), seconds to
     come back when it is not due yet (or another worker's attempt is in flight), None when done."""
-    with scopes_disabled(), transaction.atomic():
+    with transaction.atomic():
         delivery = WebhookDelivery.objects.select_for_update(skip_locked=True).filter(pk=delivery_id).first()
         if delivery is None or delivery.status != WebhookDelivery.Status.PENDING:
             return None  # already handled, or another worker is claiming it right now
@@ -151,7 +153,8 @@ def _failure(exc: requests.RequestException) -> str:
 
 
 def attempt_delivery(delivery_id: int) -> float | None:
-    """POST one delivery; returns the seconds to wait before retrying, or None when done.
+    """POST one delivery; returns the seconds to wait before retrying, or None when done. Run in the
+    delivery's tenant's scope (deliver_webhook).
 
     Claim (commit), call, record: no transaction or row lock is held during the call.
     """
@@ -190,11 +193,10 @@ def _record(delivery: WebhookDelivery, response_status: int | None, error: str) 
     else:
         wait = backoff(delivery.attempts)
         changes.update(next_attempt_at=now + timedelta(seconds=wait))
-    with scopes_disabled():
-        # Only while the claim is still ours: a worker that took it up after our claim ran out records its own.
-        recorded = WebhookDelivery.objects.filter(
-            pk=delivery.pk, attempts=delivery.attempts, status=WebhookDelivery.Status.PENDING
-        ).update(**changes)
+    # Only while the claim is still ours: a worker that took it up after our claim ran out records its own.
+    recorded = WebhookDelivery.objects.filter(
+        pk=delivery.pk, attempts=delivery.attempts, status=WebhookDelivery.Status.PENDING
+    ).update(**changes)
     return wait if recorded else None
 
 
@@ -205,36 +207,38 @@ def prune_deliveries() -> int:
         return prune(old.exclude(status=WebhookDelivery.Status.PENDING))
 
 
-def overdue_deliveries(limit: int = 500) -> list[int]:
-    """Pending deliveries whose task was lost: never tried OUTGOING_WEBHOOK_OVERDUE_SECONDS after they
-    were stored (the broker was down when they were queued), or a retry or a claim that many seconds
-    past due (a Redis restart without its queue, a worker killed mid-call). Queuing one again is
-    harmless: each attempt is claimed (_claim) before the call."""
+def overdue_deliveries(limit: int = 500) -> list[tuple[int, int]]:
+    """(delivery id, tenant id) of every tenant's pending deliveries whose task was lost: never tried
+    OUTGOING_WEBHOOK_OVERDUE_SECONDS after they were stored (the broker was down when they were queued),
+    or a retry or a claim that many seconds past due (a Redis restart without its queue, a worker killed
+    mid-call). Queuing one again is harmless: each attempt is claimed (_claim) before the call."""
     late = timezone.now() - timedelta(seconds=settings.OUTGOING_WEBHOOK_OVERDUE_SECONDS)
     with scopes_disabled():  # a sweep over every tenant's deliveries
         pending = WebhookDelivery.objects.filter(status=WebhookDelivery.Status.PENDING)
         never_tried = pending.filter(next_attempt_at__isnull=True, created_at__lt=late)
         past_due = pending.filter(next_attempt_at__lt=late)
-        return list((never_tried | past_due).order_by("created_at").values_list("pk", flat=True)[:limit])
+        return list((never_tried | past_due).order_by("created_at").values_list("pk", "tenant_id")[:limit])
 
 
 # --- tasks (names kept as chips.tasks.* for queued tasks and beat) -----------------------------------
 
 
-@shared_task(name="chips.tasks.deliver_webhook", acks_late=True)
-def deliver_webhook(delivery_id: int) -> None:
-    """Send one outgoing webhook; schedules its own retry with backoff when it fails."""
+@shared_task(base=TenantTask, name="chips.tasks.deliver_webhook", acks_late=True,
+             legacy_tenant=tenant_of_row(WebhookDelivery.objects))
+def deliver_webhook(tenant: Tenant, delivery_id: int) -> None:
+    """Send one outgoing webhook; schedules its own retry with backoff when it fails. Queued with
+    tenant_id=, run in its scope; one queued in its old form runs in the delivery's tenant."""
     wait = attempt_delivery(delivery_id)
     if wait is not None:
-        deliver_webhook.apply_async((delivery_id,), countdown=wait)
+        deliver_webhook.apply_async((delivery_id,), {"tenant_id": tenant.pk}, countdown=wait)
 
 
 @shared_task(name="chips.tasks.redeliver_webhooks", expires=50)
 def redeliver_webhooks() -> int:
     """Beat: queue again the deliveries whose task was lost (overdue_deliveries)."""
     overdue = overdue_deliveries()
-    for delivery_id in overdue:
-        deliver_webhook.delay(delivery_id)
+    for delivery_id, tenant_id in overdue:
+        deliver_webhook.delay(delivery_id, tenant_id=tenant_id)
     return len(overdue)
 
 

@@ -55,5 +55,5 @@ def on_usage_requested(sender, tenant, **kwargs) -> dict:
 
 @receiver(assignment_changed, dispatch_uid="chips.assignment_changed")
 def on_assignment_changed(sender, assignment, reason="", **kwargs) -> None:
-    name = assignment.session_name
-    transaction.on_commit(lambda: lifecycle.reapply_proxy_task.delay(name))
+    name, tenant_id = assignment.session_name, assignment.tenant_id
+    transaction.on_commit(lambda: lifecycle.reapply_proxy_task.delay(name, tenant_id=tenant_id))

@@ -50,7 +50,7 @@ from django.db.models import F, Q
 from django.utils import timezone
 from django.utils.text import get_valid_filename
 from django.utils.translation import gettext as _
-from django_scopes import scopes_disabled
+from django_scopes import scope, scopes_disabled
 
 from billing import limits
 from billing.models import Reservation
@@ -68,6 +68,7 @@ from waha.client import (
 from waha.models import WahaSession, WebhookEvent
 from whago.bulk import update_rows
 from whago.models import Tenant
+from whago.tasks import TenantTask, tenant_of_row
 
 from .errors import BatchRefused, SendRefused, never_reached, redacted
 from .events import message_changed
@@ -169,7 +170,7 @@ def send_message(
     """
     if idempotency_key:
         idempotency_key = str(idempotency_key).strip()[:100]
-        with scopes_disabled():
+        with scope(tenant=tenant.pk):
             existing = Message.objects.filter(tenant_id=tenant.pk, idempotency_key=idempotency_key).first()
         if existing is not None:
             return existing, False
@@ -200,7 +201,7 @@ def send_message(
         )
     saved_name = None
     try:
-        with scopes_disabled(), transaction.atomic():
+        with scope(tenant=tenant.pk), transaction.atomic():
             if reservation is None:
                 try:
                     reservation = limits.reserve_messages(tenant, 1)
@@ -225,11 +226,11 @@ def send_message(
                 message.media_name = filename
                 message.media_mimetype = mimetype
             message.save()
-            transaction.on_commit(lambda: send_one.delay(message.pk))
+            transaction.on_commit(lambda: send_one.delay(message.pk, tenant_id=tenant.pk))
     except IntegrityError:
         if saved_name:
             message.media.storage.delete(saved_name)
-        with scopes_disabled():
+        with scope(tenant=tenant.pk):
             existing = Message.objects.filter(tenant_id=tenant.pk, idempotency_key=idempotency_key).first()
         if existing is None:
             raise
@@ -255,7 +256,7 @@ def send_messages(
         raise SendRefused(_("Send at least one message."), "invalid")
     if len(items) > MAX_BATCH:
         raise SendRefused(_("At most %(max)s messages per batch.") % {"max": MAX_BATCH}, "invalid")
-    with scopes_disabled():
+    with scope(tenant=tenant.pk):
         chips = {c.pk: c for c in Chip.objects.filter(tenant_id=tenant.pk, pk__in={i.get("chip") for i in items})}
         keys = [str(i["idempotency_key"]).strip()[:100] for i in items if i.get("idempotency_key")]
         existing = {m.idempotency_key: m for m in Message.objects.filter(tenant_id=tenant.pk, idempotency_key__in=keys)}
@@ -301,7 +302,7 @@ def send_messages(
             "count": len(errors)}, errors)
     if new:
         try:
-            with scopes_disabled(), transaction.atomic():
+            with scope(tenant=tenant.pk), transaction.atomic():
                 if reservation is None:
                     try:
                         reservation = limits.reserve_messages(tenant, len(new))
@@ -313,7 +314,7 @@ def send_messages(
                 ids = [m.pk for m in new]
                 # Tasks of up to SEND_CHUNK messages: one worker sends them one after another.
                 chunks = [ids[i:i + SEND_CHUNK] for i in range(0, len(ids), SEND_CHUNK)]
-                transaction.on_commit(lambda: [send_many.delay(chunk) for chunk in chunks])
+                transaction.on_commit(lambda: [send_many.delay(chunk, tenant_id=tenant.pk) for chunk in chunks])
         except IntegrityError:
             # Another request used one of these keys a moment ago: nothing of this batch was kept.
             raise SendRefused(_("Some idempotency keys were used by another request meanwhile; send again."),
@@ -417,8 +418,7 @@ def hand_over(message: Message, session: WahaSession | None) -> str:
 
 def write_outcomes(messages: list[Message], token: uuid.UUID) -> int:
     """Write the RECORDED_FIELDS of the messages still leased with token, in one statement; returns how many."""
-    with scopes_disabled():
-        return update_rows(Message.objects.filter(lease_token=token), messages, RECORDED_FIELDS)
+    return update_rows(Message.objects.filter(lease_token=token), messages, RECORDED_FIELDS)
 
 
 class Sender:
@@ -461,14 +461,13 @@ class Sender:
         returns them in the order of ids."""
         now = _now()
         until = now + _lease()
-        with scopes_disabled():
-            taken = Message.objects.filter(
-                pk__in=ids, direction=Message.Direction.OUT, status=Message.Status.QUEUED, lease_token__isnull=True,
-            ).update(lease_token=self.token, leased_until=until, attempted_at=now, attempts=F("attempts") + 1)
-            if not taken:
-                return []
-            found = {m.pk: m for m in Message.objects.select_related(
-                "tenant", "chip__waha_session__container").filter(pk__in=ids, lease_token=self.token)}
+        taken = Message.objects.filter(
+            pk__in=ids, direction=Message.Direction.OUT, status=Message.Status.QUEUED, lease_token__isnull=True,
+        ).update(lease_token=self.token, leased_until=until, attempted_at=now, attempts=F("attempts") + 1)
+        if not taken:
+            return []
+        found = {m.pk: m for m in Message.objects.select_related(
+            "tenant", "chip__waha_session__container").filter(pk__in=ids, lease_token=self.token)}
         self.lease_until = until
         self.held.update(found)
         return [found[pk] for pk in ids if pk in found]
@@ -493,7 +492,7 @@ class Sender:
         if not outcomes and not (renew and self.held):
             return
         messages = [message for message, _old in outcomes]
-        with scopes_disabled(), transaction.atomic():
+        with transaction.atomic():
             if messages:
                 written = write_outcomes(messages, self.token)
                 if written < len(messages):
@@ -516,10 +515,9 @@ class Sender:
         """Give back held messages never handed to WAHA: QUEUED and free again, the attempt not counted."""
         if not messages:
             return
-        with scopes_disabled():
-            Message.objects.filter(pk__in=[m.pk for m in messages], lease_token=self.token,
-                                   status=Message.Status.QUEUED).update(
-                lease_token=None, leased_until=None, attempted_at=None, attempts=F("attempts") - 1)
+        Message.objects.filter(pk__in=[m.pk for m in messages], lease_token=self.token,
+                               status=Message.Status.QUEUED).update(
+            lease_token=None, leased_until=None, attempted_at=None, attempts=F("attempts") - 1)
         for message in messages:
             self.held.pop(message.pk, None)
             message.lease_token = message.leased_until = message.attempted_at = None
@@ -584,9 +582,8 @@ def advance(message: Message, ack: int, ack_name: str = "") -> bool:
             updates["delivered_at"] = message.delivered_at or now
         if new == Message.Status.READ:
             updates["read_at"] = now
-    with scopes_disabled():
-        if not Message.objects.filter(pk=message.pk, status__in=lower).update(**updates):
-            return False
+    if not Message.objects.filter(pk=message.pk, status__in=lower).update(**updates):
+        return False
     for field, value in updates.items():
         setattr(message, field, value)
     _announce(message, old)
@@ -598,28 +595,27 @@ def _stored_acks(session: WahaSession, since: datetime, prefix: str = "",
     """{WAHA message id: (furthest ack, its name)} of the message.ack events stored for a session since
     a moment, for the given ids or those starting with prefix (filtered by the database)."""
     found: dict[str, tuple[int, str]] = {}
-    with scopes_disabled():
-        events = WebhookEvent.objects.filter(
-            container_id=session.container_id, session=session.remote_name, event="message.ack",
-            received_at__gte=since - EVIDENCE_MARGIN,
-        )
-        if ids is not None:
-            events = events.filter(payload__payload__id__in=ids)
-        elif prefix:
-            events = events.filter(payload__payload__id__startswith=prefix)
-        bodies = events.values_list("payload", flat=True)
-        for body in bodies:
-            payload = body.get("payload") if isinstance(body, dict) else None
-            waha_id = str((payload or {}).get("id") or "")
-            if not waha_id.startswith(prefix) or not waha_id:
-                continue
-            try:
-                ack = int(payload.get("ack") or 0)
-            except (TypeError, ValueError):
-                continue
-            best = found.get(waha_id)
-            if best is None or ack < 0 or (best[0] >= 0 and ack > best[0]):
-                found[waha_id] = (ack, str(payload.get("ackName") or ""))
+    events = WebhookEvent.objects.filter(
+        container_id=session.container_id, session=session.remote_name, event="message.ack",
+        received_at__gte=since - EVIDENCE_MARGIN,
+    )
+    if ids is not None:
+        events = events.filter(payload__payload__id__in=ids)
+    elif prefix:
+        events = events.filter(payload__payload__id__startswith=prefix)
+    bodies = events.values_list("payload", flat=True)
+    for body in bodies:
+        payload = body.get("payload") if isinstance(body, dict) else None
+        waha_id = str((payload or {}).get("id") or "")
+        if not waha_id.startswith(prefix) or not waha_id:
+            continue
+        try:
+            ack = int(payload.get("ack") or 0)
+        except (TypeError, ValueError):
+            continue
+        best = found.get(waha_id)
+        if best is None or ack < 0 or (best[0] >= 0 and ack > best[0]):
+            found[waha_id] = (ack, str(payload.get("ackName") or ""))
     return found
 
 
@@ -640,8 +636,7 @@ def apply_stored_acks(messages: list[Message]) -> set[int]:
              if m.chip.waha_session_id and Chip.waha_session.is_cached(m.chip)}
     missing = set(by_session) - set(known)
     if missing:
-        with scopes_disabled():
-            known.update(WahaSession.objects.in_bulk(list(missing)))
+        known.update(WahaSession.objects.in_bulk(list(missing)))
     for session_id, group in by_session.items():
         session = known.get(session_id)
         if session is None:
@@ -660,9 +655,8 @@ def apply_stored_acks(messages: list[Message]) -> set[int]:
 
 
 def _taken_ids(chip_id: int, waha_ids: list[str]) -> set[str]:
-    with scopes_disabled():
-        return set(Message.objects.filter(chip_id=chip_id, direction=Message.Direction.OUT,
-                                          waha_id__in=waha_ids).values_list("waha_id", flat=True))
+    return set(Message.objects.filter(chip_id=chip_id, direction=Message.Direction.OUT,
+                                      waha_id__in=waha_ids).values_list("waha_id", flat=True))
 
 
 def _from_stored_acks(message: Message, session: WahaSession) -> tuple[str, int, str] | None:
@@ -698,31 +692,29 @@ def _may_have_been_delivered() -> str:
 def settle(message_id_: int) -> str | None:
     """Settle a message whose lease expired, from evidence; returns SENT, FAILED, RETRY (queued again,
     it never reached WhatsApp) or None (nothing to do now: held by a live sender, or WAHA cannot be
-    asked yet: the next sweep tries again)."""
+    asked yet: the next sweep tries again). Run in the message's tenant's scope (sweep, dispatch.recover)."""
     now = _now()
     token = uuid.uuid4()
-    with scopes_disabled():
-        # The settler takes the lease: a late record of the dead sender no longer writes.
-        if not Message.objects.filter(pk=message_id_, status=Message.Status.QUEUED, lease_token__isnull=False,
-                                      leased_until__lt=now).update(lease_token=token, leased_until=now + _lease()):
-            return None
-        message = Message.objects.select_related("tenant", "chip").get(pk=message_id_)
-        session = (WahaSession.objects.select_related("container").filter(pk=message.chip.waha_session_id).first()
-                   if message.chip.waha_session_id else None)
+    # The settler takes the lease: a late record of the dead sender no longer writes.
+    if not Message.objects.filter(pk=message_id_, status=Message.Status.QUEUED, lease_token__isnull=False,
+                                  leased_until__lt=now).update(lease_token=token, leased_until=now + _lease()):
+        return None
+    message = Message.objects.select_related("tenant", "chip").get(pk=message_id_)
+    session = (WahaSession.objects.select_related("container").filter(pk=message.chip.waha_session_id).first()
+               if message.chip.waha_session_id else None)
     old = message.status
     outcome = _judge(message, session)
     if outcome is None:
-        with scopes_disabled():  # asked again at the next sweep
-            Message.objects.filter(pk=message.pk, lease_token=token).update(leased_until=now)
+        Message.objects.filter(pk=message.pk, lease_token=token).update(leased_until=now)
         return None
-    with scopes_disabled(), transaction.atomic():
+    with transaction.atomic():
         write_outcomes([message], token)
         if outcome == FAILED and message.attempted_at is None:
             _give_back_quota([message])  # it never reached WhatsApp
         if outcome == SENT:
             apply_stored_acks([message])
         if outcome == RETRY and not is_campaign_message(message):
-            transaction.on_commit(lambda: send_one.delay(message.pk))
+            transaction.on_commit(lambda: send_one.delay(message.pk, tenant_id=message.tenant_id))
     if message.status != old:
         _announce(message, old)
     log.info("message %s settled from evidence: %s", message.pk, outcome)
@@ -770,53 +762,68 @@ def _judge(message: Message, session: WahaSession | None) -> str | None:
 
 
 def sweep(limit: int = 500) -> dict[str, int]:
-    """Beat: settle the sends whose lease expired; give a task to queued messages whose task was lost."""
+    """Beat: settle the sends whose lease expired; give a task to queued messages whose task was lost.
+
+    Cross-tenant: the rows are found with the guard off, each settled in its tenant's scope."""
     now = _now()
     counts = {"settled": 0, "requeued": 0}
-    with scopes_disabled():
-        expired = list(Message.objects.filter(status=Message.Status.QUEUED, leased_until__lt=now)
-                       .order_by("leased_until").values_list("pk", flat=True)[:limit])
-    for message_id_ in expired:
-        try:
-            outcome = settle(message_id_)
-        except Exception:  # noqa: BLE001 - one bad row must not stop the sweep; logged
-            log.exception("message %s not settled", message_id_)
-            continue
-        if outcome is not None:
-            counts["settled"] += 1
     cutoff = now - timedelta(seconds=settings.CHIPS_SEND_REQUEUE_SECONDS)
-    with scopes_disabled():
+    with scopes_disabled():  # a sweep over every tenant's messages
+        expired = list(Message.objects.filter(status=Message.Status.QUEUED, leased_until__lt=now)
+                       .order_by("leased_until").values_list("pk", "tenant_id")[:limit])
+        for message_id_, tenant_id in expired:
+            try:
+                with scope(tenant=tenant_id):
+                    outcome = settle(message_id_)
+            except Exception:  # noqa: BLE001 - one bad row must not stop the sweep; logged
+                log.exception("message %s not settled", message_id_)
+                continue
+            if outcome is not None:
+                counts["settled"] += 1
         lost = list(
             Message.objects.filter(status=Message.Status.QUEUED, leased_until__isnull=True,
                                    direction=Message.Direction.OUT)
             .filter(Q(next_attempt_at__lt=cutoff) | Q(next_attempt_at__isnull=True, created_at__lt=cutoff))
             .exclude(source__startswith="campaign:")
-            .values_list("pk", flat=True)[:limit]
+            .values_list("pk", "tenant_id")[:limit]
         )
         if lost:
             # Marked as given a task now: the next sweeps leave them alone for a while.
-            Message.objects.filter(pk__in=lost).update(next_attempt_at=now + timedelta(seconds=1))
-    for start in range(0, len(lost), SEND_CHUNK):
-        send_many.delay(lost[start:start + SEND_CHUNK])
+            Message.objects.filter(pk__in=[pk for pk, _tenant in lost]).update(
+                next_attempt_at=now + timedelta(seconds=1))
+    by_tenant: dict[int, list[int]] = defaultdict(list)
+    for pk, tenant_id in lost:
+        by_tenant[tenant_id].append(pk)
+    for tenant_id, ids in by_tenant.items():
+        for start in range(0, len(ids), SEND_CHUNK):
+            send_many.delay(ids[start:start + SEND_CHUNK], tenant_id=tenant_id)
     counts["requeued"] = len(lost)
     return counts
 
 
 # --- tasks ------------------------------------------------------------------------------------------
+# Each send task works for one tenant (TenantTask: queued with tenant_id=, run in its scope). One
+# queued in its old form (no tenant_id) before a deploy runs in the tenant of the message it names.
 
 
-@shared_task(name="chips.tasks.send_message", acks_late=True)
-def send_one(message_id_: int) -> None:
+def _retry_later(tenant: Tenant, retries: dict[int, float]) -> None:
+    for pk, wait in retries.items():
+        send_one.apply_async((pk,), {"tenant_id": tenant.pk}, countdown=wait)
+
+
+@shared_task(base=TenantTask, name="chips.tasks.send_message", acks_late=True,
+             legacy_tenant=tenant_of_row(Message.objects))
+def send_one(tenant: Tenant, message_id_: int) -> None:
     """Send one queued message; schedules its own retry with backoff while the chip cannot send."""
-    for pk, wait in deliver([message_id_]).items():
-        send_one.apply_async((pk,), countdown=wait)
+    _retry_later(tenant, deliver([message_id_]))
 
 
-@shared_task(name="chips.tasks.send_messages", acks_late=True)
-def send_many(message_ids: list[int]) -> None:
-    """Send several queued messages one after another, each exactly once."""
-    for pk, wait in deliver(message_ids).items():
-        send_one.apply_async((pk,), countdown=wait)
+@shared_task(base=TenantTask, name="chips.tasks.send_messages", acks_late=True,
+             legacy_tenant=tenant_of_row(Message.objects))
+def send_many(tenant: Tenant, message_ids: list[int]) -> None:
+    """Send several queued messages of the tenant one after another, each exactly once (an old-form
+    task's messages of another tenant are left QUEUED: the sweep gives them a task of their own)."""
+    _retry_later(tenant, deliver(message_ids))
 
 
 @shared_task(name="chips.tasks.sweep_sends", expires=30)

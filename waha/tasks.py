@@ -10,7 +10,7 @@ from django.conf import settings
 from django_scopes import scopes_disabled
 
 from whago.pruning import cutoff, prune
-from whago.tasks import TenantTask
+from whago.tasks import TenantTask, tenant_of_row
 
 from . import manager, ops
 from .client import ContainerUnreachable, WahaServerError
@@ -28,10 +28,12 @@ def resize_containers(tenant) -> list[str]:
     return manager.resize_containers(tenant)
 
 
-@shared_task(autoretry_for=TRANSIENT, retry_backoff=5, retry_kwargs={"max_retries": 3})
-def delete_session(session_id: int) -> None:
-    with scopes_disabled():
-        session = WahaSession.objects.select_related("container").filter(pk=session_id).first()
+@shared_task(base=TenantTask, autoretry_for=TRANSIENT, retry_backoff=5, retry_kwargs={"max_retries": 3},
+             legacy_tenant=tenant_of_row(WahaSession.objects))
+def delete_session(tenant, session_id: int) -> None:
+    """Delete one of the tenant's sessions (queued with tenant_id=; one queued in its old form, before a
+    deploy, runs in the session's tenant)."""
+    session = WahaSession.objects.select_related("container").filter(pk=session_id).first()
     if session:
         manager.delete_session(session)
 

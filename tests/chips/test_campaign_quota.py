@@ -4,7 +4,7 @@ from datetime import time as clock
 
 import pytest
 from django.utils import timezone
-from django_scopes import scopes_disabled
+from django_scopes import scope, scopes_disabled
 
 from billing import limits
 from chips import campaigns, contacts, dispatch
@@ -43,7 +43,7 @@ def test_the_rest_of_the_quota_is_used_before_the_campaign_pauses(sim_kit, make_
     assert limits.credit_balance(tenant) == 0
 
     token = uuid.uuid4()
-    with scopes_disabled():  # as in the lane task
+    with scope(tenant=tenant):  # as in the lane task
         assert dispatch.send_batch(campaign, chip, token, 100) == dispatch.DONE
 
     with scopes_disabled():
@@ -54,7 +54,7 @@ def test_the_rest_of_the_quota_is_used_before_the_campaign_pauses(sim_kit, make_
     assert limits.remaining_quota(tenant)["sendable"] == 0
 
     # Nothing left: the next batch pauses the campaign with the reason, its recipients kept pending.
-    with scopes_disabled():
+    with scope(tenant=tenant):
         assert dispatch.send_batch(campaign, chip, token, 100) == dispatch.STOP
         paused = Campaign.objects.get(pk=campaign.pk)
         pending = CampaignRecipient.objects.filter(campaign=campaign, status=R.PENDING).count()

@@ -9,7 +9,7 @@ import redis
 from django.conf import settings
 from django.db import connections
 from django.utils import timezone
-from django_scopes import scopes_disabled
+from django_scopes import scope, scopes_disabled
 
 from billing import limits
 from billing.models import Reservation, UsageCounter
@@ -103,13 +103,15 @@ def empty_broker():
     client.flushdb()
 
 
-def run_lanes(specs) -> list[BaseException]:
-    """Run dispatch.run_lane for each (campaign, chip, token) at once, in threads; returns their errors."""
+def run_lanes(specs, tenant) -> list[BaseException]:
+    """Run dispatch.run_lane for each (campaign, chip, token) at once, in threads, each in the tenant's scope
+    (as the lane task runs it); returns their errors."""
     errors: list[BaseException] = []
 
     def lane(campaign_id, chip_id, token):
         try:
-            dispatch.run_lane(campaign_id, chip_id, token)
+            with scope(tenant=tenant):
+                dispatch.run_lane(campaign_id, chip_id, token)
         except BaseException as exc:  # noqa: BLE001 - reported to the test
             errors.append(exc)
         finally:
@@ -147,7 +149,7 @@ def test_duplicated_and_concurrent_lanes_send_each_recipient_once_and_a_refusing
             (campaign.pk, chip_a.pk, uuid.uuid4()),  # a stray lane: the lease is taken, it does nothing
             (campaign.pk, chip_b.pk, tokens[chip_b.pk]),
             (campaign.pk, chip_c.pk, tokens[chip_c.pk]),
-        ])
+        ], tenant)
         assert errors == []
 
         sends = kit.sends_by_chat([chip_a, chip_b, chip_c], "Oferta")

@@ -3,7 +3,7 @@ wrote it in its own language, so a tenant who chose English read Portuguese)."""
 import pytest
 from django.urls import reverse
 from django.utils import translation
-from django_scopes import scopes_disabled
+from django_scopes import scope, scopes_disabled
 
 from chips import lifecycle
 from chips.models import Chip
@@ -18,7 +18,7 @@ def failed_chip(make_owner):
     user, tenant = make_owner(confirmed=True)
     with scopes_disabled():
         chip = Chip.objects.create(tenant=tenant, alias="Vendas", status=Chip.Status.PROVISIONING)
-    with translation.override("pt-br"):  # the worker's language
+    with translation.override("pt-br"), scope(tenant=tenant):  # the worker's language, the task's scope
         lifecycle.provision_problem(chip.pk, RuntimeFailure("engine unreachable"), final=True)
     with scopes_disabled():
         chip.refresh_from_db()

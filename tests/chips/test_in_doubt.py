@@ -7,7 +7,7 @@ from datetime import timedelta
 
 import pytest
 from django.utils import timezone
-from django_scopes import scopes_disabled
+from django_scopes import scope, scopes_disabled
 
 from chips import inbox, sending
 from chips.models import Chip, Message
@@ -68,7 +68,8 @@ def test_a_live_lease_is_left_to_its_sender(interrupted):
     stored_ack(chip, "true_5511988887777@c.us_3EB0AAA1", 2, 1)
     with scopes_disabled():
         Message.objects.filter(pk=message.pk).update(leased_until=timezone.now() + timedelta(seconds=30))
-    assert sending.settle(message.pk) is None
+    with scope(tenant=chip.tenant_id):  # as the sweep settles it
+        assert sending.settle(message.pk) is None
     assert sending.sweep() == {"settled": 0, "requeued": 0}
     assert reload(message).status == Message.Status.QUEUED
 
@@ -86,13 +87,15 @@ def test_without_clear_evidence_nothing_is_guessed(interrupted, evidence, settin
         stored_ack(chip, "true_5511988887777@c.us_3EB0AAA1", 2, 1)
 
     # WAHA's record cannot be read (its server does not answer): the message waits for the next sweep.
-    assert sending.settle(message.pk) is None
+    with scope(tenant=chip.tenant_id):  # as the sweep settles it
+        assert sending.settle(message.pk) is None
     waiting = reload(message)
     assert waiting.status == Message.Status.QUEUED and waiting.lease_token is not None
 
     # Past the bound (the attempt was a minute ago), it fails as "may have been delivered".
     settings.CHIPS_SEND_SETTLE_GIVE_UP_SECONDS = 30
-    assert sending.settle(message.pk) == sending.FAILED
+    with scope(tenant=chip.tenant_id):
+        assert sending.settle(message.pk) == sending.FAILED
     failed = reload(message)
     assert failed.status == Message.Status.FAILED and failed.waha_id == ""
     assert "pode ter chegado" in failed.error  # "may have been delivered"
@@ -102,7 +105,8 @@ def test_without_clear_evidence_nothing_is_guessed(interrupted, evidence, settin
 def test_a_late_ack_settles_a_message_already_failed_as_interrupted(interrupted, settings):
     chip, message = interrupted
     settings.CHIPS_SEND_SETTLE_GIVE_UP_SECONDS = 30
-    sending.settle(message.pk)
+    with scope(tenant=chip.tenant_id):
+        sending.settle(message.pk)
     assert reload(message).status == Message.Status.FAILED  # no evidence yet: in doubt
 
     waha_id = "true_5511988887777@c.us_3EB0LATE"

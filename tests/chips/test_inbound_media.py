@@ -15,7 +15,7 @@ import pytest
 from django.test import Client
 from django.urls import reverse
 from django.utils import timezone
-from django_scopes import scopes_disabled
+from django_scopes import scope, scopes_disabled
 
 from chips import inbound_media
 from chips.models import Message
@@ -111,7 +111,8 @@ def test_a_repeated_webhook_downloads_once(waha, eager):
     assert len(received(chip)) == 1 and received(chip)[0].media
     assert served(sim) == 1
     # A task run again (a worker died after storing) keeps the file it has and asks nothing.
-    assert inbound_media.download(received(chip)[0].pk, payload["media"]["url"]) == "kept"
+    with scope(tenant=chip.tenant_id):  # the fetch task's scope
+        assert inbound_media.download(received(chip)[0].pk, payload["media"]["url"]) == "kept"
     assert served(sim) == 1
 
 
@@ -252,7 +253,7 @@ def test_a_fetch_lost_with_its_task_is_queued_again_by_the_sweep(waha, eager, se
     assert inbound_media.requeue_lost_media() == 0  # too early: its task may still be at work
     with scopes_disabled():
         WebhookEvent.objects.filter(event="message").update(received_at=timezone.now() - timedelta(seconds=90))
-    assert inbound_media.lost_fetches() == [(message.pk, payload["media"]["url"])]
+    assert inbound_media.lost_fetches() == [(message.pk, payload["media"]["url"], chip.tenant_id)]
 
     assert inbound_media.requeue_lost_media() == 1
     message.refresh_from_db()
@@ -277,5 +278,5 @@ def test_a_lost_fetch_is_queued_again_once_per_retry_span(waha, eager, settings)
     assert not message.media and message.error == inbound_media.UNAVAILABLE  # retried, then given up
     with scopes_disabled():  # as if it were still waiting: the marker keeps it from a second queueing
         Message.objects.filter(pk=message.pk).update(error="")
-    assert inbound_media.lost_fetches() == [(message.pk, payload["media"]["url"])]
+    assert inbound_media.lost_fetches() == [(message.pk, payload["media"]["url"], chip.tenant_id)]
     assert inbound_media.requeue_lost_media() == 0

@@ -130,4 +130,6 @@ def test_the_redeliver_sweep_picks_only_deliveries_whose_task_was_lost(make_owne
                                                       payload={}, status=status, next_attempt_at=next_attempt_at)
             WebhookDelivery.objects.filter(pk=delivery.pk).update(created_at=created_at)
             ids[delivery.pk] = name
-    assert sorted(ids[pk] for pk in outgoing.overdue_deliveries()) == ["never tried, late", "retry past due"]
+    overdue = outgoing.overdue_deliveries()
+    assert sorted(ids[pk] for pk, _tenant in overdue) == ["never tried, late", "retry past due"]
+    assert {tenant_id for _pk, tenant_id in overdue} == {tenant.pk}

@@ -6,7 +6,7 @@ from datetime import timedelta
 
 from django.urls import reverse
 from django.utils import timezone
-from django_scopes import scopes_disabled
+from django_scopes import scope, scopes_disabled
 
 from billing import limits
 from chips import sending
@@ -114,11 +114,13 @@ def test_a_message_claimed_by_a_dead_sender_but_never_handed_over_is_sent_once(w
     sim = sim_of(chip)
     message = new_message(tenant, chip, "Nunca entregue", peer="+5511988887711")
     dead = sending.Sender()
-    assert [m.pk for m in dead.claim([message.pk])] == [message.pk]  # ... and the sender is gone
+    with scope(tenant=tenant):  # a send task's scope
+        assert [m.pk for m in dead.claim([message.pk])] == [message.pk]  # ... and the sender is gone
     with scopes_disabled():
         Message.objects.filter(pk=message.pk).update(leased_until=timezone.now() - timedelta(seconds=1))
 
-    assert sending.settle(message.pk) == sending.RETRY
+    with scope(tenant=tenant):  # as the sweep settles it
+        assert sending.settle(message.pk) == sending.RETRY
     requeued = message_row(message.pk)
     assert requeued.status == Message.Status.QUEUED and requeued.lease_token is None
     assert requeued.attempts == 1 and requeued.error  # the attempt counts, and says why
@@ -160,7 +162,8 @@ def test_a_slow_live_sender_is_not_taken_for_a_dead_one(start_worker, owner_clie
     wait_until(lambda: len(sim.sent(chip.session_name)) == 1, message="WAHA accepted the message")
     assert message_row(message.pk).status == Message.Status.QUEUED
 
-    assert sending.deliver([message.pk]) == {}  # what a duplicated task does: nothing
+    with scope(tenant=tenant):
+        assert sending.deliver([message.pk]) == {}  # what a duplicated task does: nothing
     assert sending.sweep() == {"settled": 0, "requeued": 0}
 
     delivered = wait_message(message.pk, Message.Status.DELIVERED, timeout=30)
@@ -184,7 +187,7 @@ def test_outcomes_are_recorded_in_batches(worker, owner_client, settings):
     sim_of(chip).behaviour(device_ms=None, read_ms=None)
     messages = [new_message(tenant, chip, f"lote {n}", peer="+5511988880002") for n in range(30)]
 
-    with CaptureQueriesContext(connection) as queries:
+    with scope(tenant=tenant), CaptureQueriesContext(connection) as queries:
         assert sending.deliver([m.pk for m in messages]) == {}
     assert len(_message_writes(queries.captured_queries)) == 2  # the claim and the record
     rows = [message_row(m.pk) for m in messages]
@@ -195,7 +198,7 @@ def test_outcomes_are_recorded_in_batches(worker, owner_client, settings):
     # With a record every 10 messages: 3 records (and the leases of the rest renewed with each).
     settings.CHIPS_SEND_RECORD_EVERY = 10
     more = [new_message(tenant, chip, f"mais {n}", peer="+5511988880002") for n in range(30)]
-    with CaptureQueriesContext(connection) as queries:
+    with scope(tenant=tenant), CaptureQueriesContext(connection) as queries:
         sending.deliver([m.pk for m in more])
     writes = _message_writes(queries.captured_queries)
     assert len(writes) == 1 + 3 + 2  # claim, 3 records, 2 renewals (none after the last)
@@ -220,7 +223,7 @@ def test_an_ack_that_overtakes_its_record_is_applied(worker, owner_client):
 
     # 1. The ack is stored (committed) before the record: the record applies it.
     first = new_message(tenant, chip, "cedo", peer="+5511988880003")
-    with sending.Sender() as sender:
+    with scope(tenant=tenant), sending.Sender() as sender:
         [held] = sender.claim([first.pk])
         assert sender.send(held, session) == sending.SENT
         assert message_row(first.pk).waha_id == ""  # not on record yet
@@ -248,7 +251,7 @@ def test_an_ack_that_overtakes_its_record_is_applied(worker, owner_client):
         finally:
             connection.close()
 
-    with sending.Sender() as sender:
+    with scope(tenant=tenant), sending.Sender() as sender:
         [held] = sender.claim([second.pk])
         sender.send(held, session)
         thread = threading.Thread(target=receiver, args=(held,))
@@ -269,7 +272,7 @@ def test_a_run_stopped_by_an_error_records_what_was_handed_over_and_gives_back_t
     handed, untouched = (new_message(tenant, chip, body, peer="+5511988880005") for body in ("um", "dois"))
     session = chip_row(chip.pk).waha_session
     try:
-        with sending.Sender() as sender:
+        with scope(tenant=tenant), sending.Sender() as sender:
             first, _second = sender.claim([handed.pk, untouched.pk])
             sender.send(first, session)
             raise RuntimeError("stopped between two sends")

@@ -13,7 +13,7 @@ import pytest
 from django.db import DatabaseError, transaction
 from django.urls import reverse
 from django.utils.translation import gettext
-from django_scopes import scopes_disabled
+from django_scopes import scope, scopes_disabled
 
 from chips import outgoing
 from chips.models import TenantWebhook, WebhookDelivery
@@ -152,7 +152,8 @@ def test_refused_at_send_time_and_nothing_reaches_the_address(make_owner, produc
     target = servers(host=host)
     delivery = stored_delivery(tenant, template.format(port=target.port))
 
-    wait = outgoing.attempt_delivery(delivery.pk)
+    with scope(tenant=tenant):  # the delivery task's scope
+        wait = outgoing.attempt_delivery(delivery.pk)
 
     assert target.requests == []
     delivery = delivery_row(delivery.pk)
@@ -172,7 +173,8 @@ def test_the_delivery_log_is_no_port_scanner(make_owner, production, servers):
                 f"https://localhost:{open_port}/", f"http://[::1]:{closed_port}/"):
         _, tenant = make_owner()
         delivery = stored_delivery(tenant, url)
-        outgoing.attempt_delivery(delivery.pk)
+        with scope(tenant=tenant):  # the delivery task's scope
+            outgoing.attempt_delivery(delivery.pk)
         errors.add(delivery_row(delivery.pk).last_error)
     assert errors == {REFUSED}
 
@@ -186,7 +188,8 @@ def test_redirects_are_not_followed(make_owner, servers):
     _, tenant = make_owner()
     delivery = stored_delivery(tenant, f"http://127.0.0.1:{outer.port}/hook")
 
-    outgoing.attempt_delivery(delivery.pk)
+    with scope(tenant=tenant):  # the delivery task's scope
+        outgoing.attempt_delivery(delivery.pk)
 
     assert outer.requests == ["/hook"] and inner.requests == []
     delivery = delivery_row(delivery.pk)
@@ -232,10 +235,12 @@ def test_a_claimed_delivery_is_not_sent_twice(make_owner, servers):
     target = servers()
     _, tenant = make_owner()
     delivery = stored_delivery(tenant, f"http://127.0.0.1:{target.port}/")
-    claimed = outgoing._claim(delivery.pk)
+    with scope(tenant=tenant):  # the delivery task's scope
+        claimed = outgoing._claim(delivery.pk)
     assert isinstance(claimed, tuple)
 
-    wait = outgoing.attempt_delivery(delivery.pk)
+    with scope(tenant=tenant):  # the delivery task's scope
+        wait = outgoing.attempt_delivery(delivery.pk)
 
     assert wait > 30 and target.requests == []
     assert delivery_row(delivery.pk).attempts == 1

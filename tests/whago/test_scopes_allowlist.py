@@ -9,7 +9,7 @@ import ast
 import shutil
 from pathlib import Path
 
-from whago.scopes_allowlist import ALLOWED, CHIPS_AFTER_SPLIT, CROSS_TENANT, NOT_YET_CONVERTED
+from whago.scopes_allowlist import ALLOWED, CROSS_TENANT, NOT_YET_CONVERTED
 
 ROOT = Path(__file__).resolve().parents[2]
 APPS = ("whago", "chips", "waha", "billing", "proxies")
@@ -41,18 +41,11 @@ def _walk(node: ast.AST, module: str, where: list[str], found: dict[str, int]) -
         _walk(child, module, where, found)
 
 
-def _listed(key: str) -> bool:
-    module, function = key.split(":", 1)
-    return key in ALLOWED or (module.split(".")[0] == "chips" and function in CHIPS_AFTER_SPLIT)
-
-
 def problems(root: Path) -> tuple[list[str], list[str]]:
     """(calls in functions not on the list, entries whose function makes no such call any more)."""
     found = guard_switches(root)
-    unlisted = sorted(key for key in found if not _listed(key))
+    unlisted = sorted(key for key in found if key not in ALLOWED)
     stale = sorted(key for key in ALLOWED if key not in found)
-    chips_functions = {key.split(":", 1)[1] for key in found if key.startswith("chips.")}
-    stale += sorted(f"chips:{name}" for name in CHIPS_AFTER_SPLIT if name not in chips_functions)
     return unlisted, stale
 
 
@@ -67,12 +60,11 @@ def test_the_guard_is_switched_off_only_where_the_allowlist_says():
 
 
 def test_every_entry_says_why_and_sits_in_one_section():
-    for section in (CROSS_TENANT, NOT_YET_CONVERTED, CHIPS_AFTER_SPLIT):
+    for section in (CROSS_TENANT, NOT_YET_CONVERTED):
         for key, reason in section.items():
             assert reason.strip() and "\n" not in reason, key
     assert not set(CROSS_TENANT) & set(NOT_YET_CONVERTED)
     assert all(":" in key for key in ALLOWED)
-    assert all(":" not in key for key in CHIPS_AFTER_SPLIT)
 
 
 def _copy_apps(tmp_path: Path) -> Path:
