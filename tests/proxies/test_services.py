@@ -4,6 +4,7 @@ import threading
 
 import pytest
 from django.db import connection
+from django.utils import translation
 from django_scopes import ScopeError, scope, scopes_disabled
 
 from proxies import services
@@ -220,7 +221,10 @@ def test_egress_partial_renders_no_credentials(make_owner, gateway):
     html = render_to_string("proxies/egress.html", {"egress": services.egress_summary(assignment)})
     assert "DataImpulse BR" in html and assignment.masked_session_id in html
     assert SOCKS_PASSWORD not in html and SOCKS_USER not in html and assignment.session_id not in html
-    assert "No proxy" in render_to_string("proxies/egress.html", {"egress": None})
+    # In the site's language (pt-BR), and in English for a viewer who chose it.
+    assert "Sem proxy" in render_to_string("proxies/egress.html", {"egress": None})
+    with translation.override("en"):
+        assert "No proxy" in render_to_string("proxies/egress.html", {"egress": None})
 
 
 def test_redact_masks_credentials_in_texts_shown_to_tenants(make_owner, gateway):
