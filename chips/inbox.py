@@ -82,7 +82,7 @@ def _ack_target(tenant_id: int, chip_id: int, waha_message_id: str) -> Message |
     # The same WhatsApp id reported by another chip's session is another message: looked up per chip.
     with scope(tenant=tenant_id):
         outgoing_messages = Message.objects.filter(chip_id=chip_id, direction=Message.Direction.OUT).order_by()
-        message = outgoing_messages.select_related("tenant").filter(waha_id=waha_message_id).first()
+        message = next(iter(outgoing_messages.filter(waha_id=waha_message_id)[:1]), None)
         return message or _adopt_interrupted(outgoing_messages, waha_message_id)
 
 
